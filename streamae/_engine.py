@@ -1,0 +1,299 @@
+"""Passes over chunks: one evaluation of (cost, gradient) as Dask graphs.
+
+Each pass is one kernel task per row chunk followed by a tree reduction of
+the small partial sums. The tree's shape is fixed by chunk index (groups of
+``split_every`` consecutive chunks), never by task completion order, so the
+floating-point result does not depend on the scheduler or on timing.
+
+Strategies
+----------
+two-pass
+    Pass 1: sum of a2 -> rho_hat. Pass 2: forward again and backprop with the
+    sparsity coefficient c. Reads the data twice.
+one-pass
+    One read: the c-free gradient parts plus sum f'(z2) x^T and sum f'(z2),
+    combined with c after the reduction (see docs/algorithm.md).
+cached
+    Pass 1 keeps every a2 in memory; pass 2 reuses it instead of recomputing
+    X W1^T. Reads the data twice and holds m x s activations.
+"""
+
+from dataclasses import dataclass, field
+
+import dask
+import numpy as np
+import psutil
+
+from . import _kernels as K
+from ._data import describe_bad_values
+from ._errors import DataError, MemoryBudgetError, NumericalError, ParameterError
+from ._objective import Hyper, assemble, sparsity_terms
+
+STRATEGIES = ("two-pass", "one-pass", "cached")
+PASSES = {"two-pass": 2, "one-pass": 1, "cached": 2}
+
+
+@dataclass
+class Evaluation:
+    """Result of one evaluation over the whole dataset.
+
+    Attributes
+    ----------
+    cost : float
+    grad : dict of float64 ndarrays W1 (s, n), b1 (s,), W2 (n, s), b2 (n,)
+    rho_hat : ndarray of shape (s,)
+    terms : dict
+        reconstruction, weight_decay and sparsity parts of the cost.
+    """
+
+    cost: float
+    grad: dict
+    rho_hat: np.ndarray
+    terms: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- tasks
+# Module-level functions so that they pickle for process and cluster workers.
+
+def _as_input(block, dtype):
+    return np.ascontiguousarray(block, dtype=dtype)
+
+
+def _task_hidden_sum(block, p, block_rows):
+    X = _as_input(block, p["W1"].dtype)
+    return (K.hidden_sum(X, p["W1"], p["b1"], block_rows),)
+
+
+def _task_backprop(block, p, c, row0, block_rows):
+    X = _as_input(block, p["W1"].dtype)
+    return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows)
+
+
+def _task_one_pass(block, p, row0, block_rows):
+    X = _as_input(block, p["W1"].dtype)
+    return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows)
+
+
+def _task_hidden_keep(block, p, block_rows):
+    X = _as_input(block, p["W1"].dtype)
+    return K.hidden_activations(X, p["W1"], p["b1"], block_rows)
+
+
+def _task_backprop_cached(block, kept, p, c, row0, block_rows):
+    X = _as_input(block, p["W1"].dtype)
+    return K.backprop_sums_cached(X, kept[0], p["W2"], p["b2"], c, row0, block_rows)
+
+
+def _second(pair):
+    return (pair[1],)
+
+
+def _merge_bad(records):
+    """Combine [count, first_row] records: counts add, the first row is the smallest."""
+    count = sum(int(r[0]) for r in records)
+    rows = [int(r[1]) for r in records if r[0] > 0]
+    return np.array([count, min(rows) if rows else -1], np.int64)
+
+
+def _combine(*parts):
+    """Element-wise sum of partial-sum tuples, in the order given."""
+    out = []
+    for values in zip(*parts):
+        first = values[0]
+        if isinstance(first, np.ndarray) and first.dtype == np.int64:
+            out.append(_merge_bad(values))
+            continue
+        total = first.copy() if isinstance(first, np.ndarray) else first
+        for v in values[1:]:
+            total = total + v
+        out.append(total)
+    return tuple(out)
+
+
+def tree_sum(parts, split_every=8):
+    """Delayed sum of a list of delayed partial-sum tuples, grouped by index."""
+    if split_every < 2:
+        raise ParameterError(f"split_every must be at least 2, got {split_every}")
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [dask.delayed(_combine, pure=True)(*parts[i:i + split_every])
+                 for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+# ---------------------------------------------------------------- evaluator
+
+class Evaluator:
+    """Computes (cost, gradient) of the whole dataset for given parameters.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    hyper : Hyper
+    dtype : {"float32", "float64"}
+        Dtype of the kernels' arithmetic; sums accumulate in float64.
+    strategy : {"two-pass", "one-pass", "cached"}
+    scheduler : str or distributed.Client, optional
+        Passed to ``dask.compute``; default the local threaded scheduler.
+    block_rows : int
+        Rows per kernel block inside a chunk.
+    split_every : int
+        Fan-in of the reduction tree.
+    cache_limit : int, optional
+        Bytes the ``cached`` strategy may keep; default half the available RAM.
+    """
+
+    def __init__(self, dataset, hyper, dtype="float32", strategy="two-pass", scheduler=None,
+                 block_rows=2048, split_every=8, cache_limit=None):
+        if strategy not in STRATEGIES:
+            raise ParameterError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.dataset = dataset
+        self.hyper = hyper
+        self.dtype = np.dtype(dtype)
+        self.strategy = strategy
+        self.scheduler = scheduler or "threads"
+        self.block_rows = int(block_rows)
+        self.split_every = int(split_every)
+        self.m = dataset.shape[0]
+        self.row_starts = dataset.row_starts[:-1].tolist()
+        self.evaluations = 0
+        if strategy == "cached":
+            self._check_cache_budget(cache_limit)
+
+    @property
+    def passes(self):
+        """Reads of the whole dataset per evaluation."""
+        return PASSES[self.strategy]
+
+    def _check_cache_budget(self, cache_limit):
+        s = None  # filled when parameters are known; estimate needs n_hidden
+        self._cache_limit = cache_limit
+        return s
+
+    def _cache_bytes(self, n_hidden):
+        return self.m * n_hidden * self.dtype.itemsize
+
+    def _require_cache_fits(self, n_hidden):
+        need = self._cache_bytes(n_hidden)
+        limit = self._cache_limit
+        if limit is None:
+            limit = psutil.virtual_memory().available // 2
+            allowed = "half the available memory"
+        else:
+            allowed = "cache_limit"
+        if need > limit:
+            raise MemoryBudgetError(
+                f"strategy 'cached' would keep {need / 2**30:.2f} GiB of hidden activations "
+                f"({self.m} rows x {n_hidden} units x {self.dtype.name}) in memory, more than "
+                f"the {limit / 2**30:.2f} GiB allowed ({allowed}); use strategy 'one-pass' or "
+                "'two-pass', which keep only one chunk per task"
+            )
+
+    def _blocks(self):
+        return self.dataset.array.to_delayed().ravel().tolist()
+
+    def _compute(self, *objs):
+        return dask.compute(*objs, scheduler=self.scheduler)
+
+    def _check_data(self, bad):
+        if bad[0] > 0:
+            raise DataError(describe_bad_values(self.dataset, int(bad[1])))
+
+    def _sparsity(self, sum_a2):
+        try:
+            return sparsity_terms(sum_a2, self.m, self.hyper)
+        except NumericalError:
+            if not np.all(np.isfinite(sum_a2)):
+                self._find_bad_rows()
+            raise
+
+    def _find_bad_rows(self):
+        """rho_hat is not finite: look for NaN/Inf in the data to name them."""
+        bad = self.dataset.array.map_blocks(
+            lambda b: np.array([[~np.all(np.isfinite(b))]]), chunks=(1, 1), dtype=bool)
+        flags = bad.compute(scheduler=self.scheduler).ravel()
+        if flags.any():
+            i = int(np.flatnonzero(flags)[0])
+            raise DataError(describe_bad_values(self.dataset, self.row_starts[i]))
+
+    def __call__(self, params):
+        """Evaluate at ``params`` (dict W1, b1, W2, b2; any float dtype).
+
+        Returns
+        -------
+        Evaluation
+        """
+        p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
+        run = {"two-pass": self._two_pass, "one-pass": self._one_pass,
+               "cached": self._cached}[self.strategy]
+        result = run(p, params)
+        self.evaluations += 1
+        return result
+
+    def _two_pass(self, p, params):
+        blocks, br = self._blocks(), self.block_rows
+        pd = dask.delayed(p)
+        (sum_a2,), = self._compute(tree_sum(
+            [dask.delayed(_task_hidden_sum, pure=True)(b, pd, br) for b in blocks],
+            self.split_every))
+        rho_hat, kl, c = self._sparsity(sum_a2)
+        c = c.astype(self.dtype)
+        sums, = self._compute(tree_sum(
+            [dask.delayed(_task_backprop, pure=True)(b, pd, c, r0, br)
+             for b, r0 in zip(blocks, self.row_starts)], self.split_every))
+        sq, gW1, gb1, gW2, gb2, bad = sums
+        self._check_data(bad)
+        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+
+    def _one_pass(self, p, params):
+        blocks, br = self._blocks(), self.block_rows
+        pd = dask.delayed(p)
+        sums, = self._compute(tree_sum(
+            [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br)
+             for b, r0 in zip(blocks, self.row_starts)], self.split_every))
+        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = sums
+        self._check_data(bad)
+        rho_hat, kl, c = self._sparsity(sum_a2)
+        gW1 = gW1r + c[:, None] * fpX
+        gb1 = gb1r + c * sum_fp
+        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+
+    def _cached(self, p, params):
+        self._require_cache_fits(p["W1"].shape[0])
+        blocks, br = self._blocks(), self.block_rows
+        pd = dask.delayed(p)
+        kept = dask.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
+                              for b in blocks], scheduler=self.scheduler)
+        (sum_a2,), = self._compute(tree_sum(
+            [dask.delayed(_second, pure=True)(k) for k in kept], self.split_every))
+        rho_hat, kl, c = self._sparsity(sum_a2)
+        c = c.astype(self.dtype)
+        sums, = self._compute(tree_sum(
+            [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, c, r0, br)
+             for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
+        del kept
+        sq, gW1, gb1, gW2, gb2, bad = sums
+        self._check_data(bad)
+        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+
+    def _finish(self, params, rho_hat, kl, sq, gW1, gb1, gW2, gb2):
+        cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
+                                     gW1, gb1, gW2, gb2)
+        if not np.isfinite(cost) or not all(np.all(np.isfinite(g)) for g in grad.values()):
+            raise NumericalError(
+                "the cost or gradient is not finite at the current parameters; "
+                "use dtype='float64' or check the data's scale")
+        return Evaluation(cost, grad, rho_hat, terms)
+
+
+def make_hyper(rho, beta, weight_decay):
+    """Validated `Hyper`; raises ParameterError naming the bad value."""
+    if not 0.0 < rho < 1.0:
+        raise ParameterError(f"rho must be in (0, 1), got {rho}; a typical value is 0.01 to 0.1")
+    if beta < 0:
+        raise ParameterError(f"beta must be >= 0, got {beta}; use 0 to turn sparsity off")
+    if weight_decay < 0:
+        raise ParameterError(
+            f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it off")
+    return Hyper(float(rho), float(beta), float(weight_decay))

@@ -1,0 +1,341 @@
+"""The `SparseAutoencoder` estimator: fit, evaluate, transform, save, load."""
+
+import contextlib
+import time
+
+import dask.array as da
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from . import _kernels as K
+from . import _optim
+from ._data import open_dataset
+from ._engine import STRATEGIES, Evaluator, make_hyper
+from ._errors import DataError, ParameterError, StreamaeError
+from ._objective import PARAM_NAMES, flatten, init_params, unflatten
+from ._store import read_model, write_model
+
+DTYPES = ("float32", "float64")
+DEFAULT_BLOCK_ROWS = 2048
+
+
+class NotFittedError(StreamaeError, AttributeError):
+    """The model has no weights yet."""
+
+
+@contextlib.contextmanager
+def _blas_threads(scheduler):
+    """One BLAS thread per task under the local threaded scheduler.
+
+    Dask already runs one task per core; BLAS threads on top would
+    oversubscribe the cores (and make results depend on thread timing).
+    """
+    if scheduler in (None, "threads", "threading", "synchronous", "sync", "single-threaded"):
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    else:
+        yield
+
+
+class SparseAutoencoder:
+    """Sparse autoencoder with a sigmoid hidden layer, trained full-batch.
+
+    The cost is the UFLDL objective: mean squared reconstruction error (halved),
+    weight decay on W1 and W2, and beta times the KL divergence between rho and
+    each hidden unit's mean activation rho_hat over the *whole* dataset.
+
+    Parameters
+    ----------
+    n_hidden : int, default 25
+        Hidden units s.
+    rho : float, default 0.01
+        Target mean activation, in (0, 1).
+    beta : float, default 3.0
+        Weight of the sparsity penalty, >= 0.
+    weight_decay : float, default 1e-4
+        lambda, L2 penalty on W1 and W2, >= 0.
+    dtype : {"float32", "float64"}, default "float32"
+        Arithmetic of the per-chunk kernels; sums always accumulate in float64
+        and the optimizer works in float64.
+    seed : int, default 0
+        Seed of the weight initialisation.
+
+    Attributes
+    ----------
+    W1_ : ndarray of shape (n_hidden, n_visible)
+    b1_ : ndarray of shape (n_hidden,)
+    W2_ : ndarray of shape (n_visible, n_hidden)
+    b2_ : ndarray of shape (n_visible,)
+    rho_hat_ : ndarray of shape (n_hidden,)
+        Mean hidden activation over the training data at the final weights.
+    history_ : list of dict
+        One record per iteration (0 is the starting point): iteration, cost,
+        its terms, grad_norm, step, rho_hat_min/mean/max, evaluations,
+        seconds, samples_per_s.
+    n_iter_ : int
+    stop_reason_ : str
+    """
+
+    def __init__(self, n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, dtype="float32",
+                 seed=0):
+        if isinstance(n_hidden, bool) or not isinstance(n_hidden, (int, np.integer)) \
+                or n_hidden < 1:
+            raise ParameterError(f"n_hidden must be an integer >= 1, got {n_hidden!r}")
+        if str(dtype) not in DTYPES:
+            raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.hyper = make_hyper(rho, beta, weight_decay)
+        self.n_hidden = int(n_hidden)
+        self.dtype = str(dtype)
+        self.seed = seed
+        self.history_ = []
+
+    # ------------------------------------------------------------ properties
+    rho = property(lambda self: self.hyper.rho)
+    beta = property(lambda self: self.hyper.beta)
+    weight_decay = property(lambda self: self.hyper.weight_decay)
+
+    @property
+    def params_(self):
+        """Weights as a dict W1, b1, W2, b2."""
+        self._require_fitted()
+        return {k: getattr(self, k + "_") for k in PARAM_NAMES}
+
+    @property
+    def n_visible_(self):
+        self._require_fitted()
+        return self.W1_.shape[1]
+
+    def _require_fitted(self):
+        if getattr(self, "W1_", None) is None:
+            raise NotFittedError(
+                "this SparseAutoencoder has no weights yet; call fit() first, or build one "
+                "with SparseAutoencoder.from_weights() or load()")
+
+    def _set_params(self, params):
+        for k in PARAM_NAMES:
+            setattr(self, k + "_", np.asarray(params[k], np.float64))
+
+    def __repr__(self):
+        return (f"SparseAutoencoder(n_hidden={self.n_hidden}, rho={self.rho}, beta={self.beta}, "
+                f"weight_decay={self.weight_decay}, dtype={self.dtype!r}, seed={self.seed})")
+
+    # ------------------------------------------------------------ data
+    def _dataset(self, data, chunk_rows=None, storage_options=None, check_width=True):
+        dataset = open_dataset(data, chunk_rows=chunk_rows, storage_options=storage_options)
+        if check_width and getattr(self, "W1_", None) is not None:
+            n = dataset.shape[1]
+            if n != self.n_visible_:
+                raise DataError(
+                    f"{dataset.source} has {n} features (columns), but this model expects "
+                    f"{self.n_visible_}; use data of the width the model was trained on")
+        return dataset
+
+    def _evaluator(self, dataset, strategy, scheduler, block_rows, split_every, cache_limit):
+        return Evaluator(dataset, self.hyper, dtype=self.dtype, strategy=strategy,
+                         scheduler=scheduler, block_rows=block_rows, split_every=split_every,
+                         cache_limit=cache_limit)
+
+    # ------------------------------------------------------------ public API
+    def cost_and_grad(self, data, strategy="two-pass", *, scheduler=None, chunk_rows=None,
+                      block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
+                      storage_options=None):
+        """Cost and gradient over the whole dataset at the current weights.
+
+        Parameters
+        ----------
+        data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
+        strategy : {"two-pass", "one-pass", "cached"}
+
+        Returns
+        -------
+        cost : float
+        grad : dict of float64 ndarrays W1 (s, n), b1 (s,), W2 (n, s), b2 (n,)
+        """
+        self._require_fitted()
+        dataset = self._dataset(data, chunk_rows, storage_options)
+        evaluator = self._evaluator(dataset, strategy, scheduler, block_rows, split_every,
+                                    cache_limit)
+        with _blas_threads(scheduler):
+            result = evaluator(self.params_)
+        return result.cost, result.grad
+
+    def fit(self, data, strategy="two-pass", optimizer="lbfgs", max_iter=400, *,
+            history_size=100, learning_rate=1.0, scheduler=None, chunk_rows=None,
+            block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
+            storage_options=None, progress=True, callback=None):
+        """Train on the whole dataset with full-batch updates.
+
+        Parameters
+        ----------
+        data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
+            Values in [0, 1], one sample per row.
+        strategy : {"two-pass", "one-pass", "cached"}
+            How each evaluation passes over the data (see docs/algorithm.md).
+        optimizer : {"lbfgs", "gd"}
+        max_iter : int
+            Iterations (each one line search of one or more evaluations).
+        history_size : int
+            L-BFGS corrections kept.
+        learning_rate : float
+            First step of gradient descent (later steps adapt).
+        scheduler : str or distributed.Client, optional
+            Dask scheduler; default the local threaded one.
+        chunk_rows : int, optional
+            Rows per task; default the store's chunks.
+        block_rows : int
+            Rows per kernel block inside a task.
+        progress : bool
+            Show a progress bar.
+        callback : callable, optional
+            ``callback(model, record)`` after each iteration; return True to stop.
+
+        Returns
+        -------
+        self
+        """
+        if optimizer not in _optim.OPTIMIZERS:
+            raise ParameterError(
+                f"unknown optimizer {optimizer!r}; choose one of {', '.join(_optim.OPTIMIZERS)}")
+        if strategy not in STRATEGIES:
+            raise ParameterError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if max_iter < 0 or history_size < 1 or learning_rate <= 0:
+            raise ParameterError(
+                "max_iter must be >= 0, history_size >= 1 and learning_rate > 0; got "
+                f"{max_iter}, {history_size}, {learning_rate}")
+        dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
+        m, n = dataset.shape
+        evaluator = self._evaluator(dataset, strategy, scheduler, block_rows, split_every,
+                                    cache_limit)
+        params = init_params(n, self.n_hidden, np.random.default_rng(self.seed))
+
+        def fun(theta):
+            result = evaluator(unflatten(theta, n, self.n_hidden))
+            return result.cost, flatten(result.grad), result
+
+        self.history_ = []
+        t0 = time.perf_counter()
+        bar = tqdm(total=max_iter, disable=not progress, unit="it", dynamic_ncols=True,
+                   desc=f"fit {strategy}")
+        with _blas_threads(scheduler), bar:
+            state, info = _optim.start(fun, flatten(params))
+            self._record(state, info, m, t0)
+            done = max_iter == 0
+            while not done:
+                info, done = _optim.step(fun, state, optimizer, history=history_size,
+                                         learning_rate=learning_rate)
+                if info is None:
+                    break
+                record = self._record(state, info, m, t0)
+                bar.update(1)
+                bar.set_postfix(cost=f"{record['cost']:.5g}",
+                                rho_hat=f"{record['rho_hat_mean']:.4f}",
+                                samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
+                if callback is not None and callback(self, record):
+                    state.message = "stopped by callback"
+                    done = True
+                if state.iteration >= max_iter:
+                    state.message = state.message or f"reached max_iter={max_iter}"
+                    done = True
+        self._set_params(unflatten(state.theta, n, self.n_hidden, np.float64))
+        self.n_iter_ = state.iteration
+        self.stop_reason_ = state.message or f"reached max_iter={max_iter}"
+        self.evaluations_ = state.evaluations
+        self.strategy_ = strategy
+        return self
+
+    def _record(self, state, info, m, t0):
+        """Append the iteration's record to history_ and update rho_hat_."""
+        elapsed = time.perf_counter() - t0
+        self.rho_hat_ = info.rho_hat
+        record = {
+            "iteration": state.iteration,
+            "cost": state.cost,
+            **info.terms,
+            "grad_norm": float(np.linalg.norm(state.grad)),
+            "step": state.step,
+            "rho_hat_min": float(info.rho_hat.min()),
+            "rho_hat_mean": float(info.rho_hat.mean()),
+            "rho_hat_max": float(info.rho_hat.max()),
+            "evaluations": state.evaluations,
+            "seconds": elapsed,
+            "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
+        }
+        self.history_.append(record)
+        return record
+
+    def transform(self, data, *, scheduler=None, chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS,
+                  storage_options=None):
+        """Hidden activations a2 = f(X W1^T + b1) for every row.
+
+        Returns
+        -------
+        ndarray of shape (m, n_hidden), dtype of the model
+        """
+        return self.transform_dask(data, chunk_rows=chunk_rows, block_rows=block_rows,
+                                   storage_options=storage_options).compute(scheduler=scheduler)
+
+    def transform_dask(self, data, *, chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS,
+                       storage_options=None):
+        """Lazy hidden activations: a Dask array of shape (m, n_hidden), chunked like the data."""
+        self._require_fitted()
+        dataset = self._dataset(data, chunk_rows, storage_options)
+        dtype = np.dtype(self.dtype)
+        W1 = np.ascontiguousarray(self.W1_, dtype)
+        b1 = np.ascontiguousarray(self.b1_, dtype)
+        return da.map_blocks(_encode_block, dataset.array, W1, b1, int(block_rows),
+                             chunks=(dataset.array.chunks[0], (self.n_hidden,)), dtype=dtype)
+
+    @classmethod
+    def from_weights(cls, W1, b1, W2, b2, rho=0.01, beta=3.0, weight_decay=1e-4,
+                     dtype="float32"):
+        """A model with given weights (shapes (s, n), (s,), (n, s), (n,))."""
+        W1, b1, W2, b2 = (np.asarray(a, np.float64) for a in (W1, b1, W2, b2))
+        if W1.ndim != 2:
+            raise ParameterError(f"W1 must be 2-D (n_hidden, n_visible), got shape {W1.shape}")
+        s, n = W1.shape
+        expected = {"b1": (s,), "W2": (n, s), "b2": (n,)}
+        for name, arr in zip(("b1", "W2", "b2"), (b1, W2, b2)):
+            if arr.shape != expected[name]:
+                raise ParameterError(
+                    f"{name} has shape {arr.shape}, but W1 of shape {W1.shape} needs "
+                    f"{expected[name]}")
+        model = cls(n_hidden=s, rho=rho, beta=beta, weight_decay=weight_decay, dtype=dtype)
+        model._set_params({"W1": W1, "b1": b1, "W2": W2, "b2": b2})
+        return model
+
+    def save(self, path, overwrite=False, storage_options=None):
+        """Write the model as a Zarr group: weights as arrays, the rest as attributes."""
+        self._require_fitted()
+        attrs = {
+            "n_hidden": self.n_hidden, "n_visible": self.n_visible_,
+            "rho": self.rho, "beta": self.beta, "weight_decay": self.weight_decay,
+            "dtype": self.dtype, "seed": self.seed,
+            "rho_hat": np.asarray(getattr(self, "rho_hat_", []), float).tolist(),
+            "n_iter": getattr(self, "n_iter_", 0),
+            "stop_reason": getattr(self, "stop_reason_", ""),
+            "history": self.history_,
+        }
+        write_model(path, self.params_, attrs, overwrite=overwrite,
+                    storage_options=storage_options)
+        return path
+
+    @classmethod
+    def load(cls, path, storage_options=None):
+        """Read a model written by `save`."""
+        params, attrs = read_model(path, storage_options=storage_options)
+        model = cls.from_weights(**params, rho=attrs["rho"], beta=attrs["beta"],
+                                 weight_decay=attrs["weight_decay"], dtype=attrs["dtype"])
+        model.seed = attrs.get("seed", 0)
+        model.history_ = list(attrs.get("history", []))
+        if attrs.get("rho_hat"):
+            model.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64)
+        model.n_iter_ = attrs.get("n_iter", 0)
+        model.stop_reason_ = attrs.get("stop_reason", "")
+        return model
+
+
+def _encode_block(block, W1, b1, block_rows):
+    X = np.ascontiguousarray(block, dtype=W1.dtype)
+    return K.hidden_activations(X, W1, b1, block_rows)[0]
