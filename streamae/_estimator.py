@@ -137,7 +137,7 @@ class SparseAutoencoder:
                          cache_limit=cache_limit)
 
     # ------------------------------------------------------------ public API
-    def cost_and_grad(self, data, strategy="two-pass", *, scheduler=None, chunk_rows=None,
+    def cost_and_grad(self, data, strategy="one-pass", *, scheduler=None, chunk_rows=None,
                       block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
                       storage_options=None):
         """Cost and gradient over the whole dataset at the current weights.
@@ -160,7 +160,7 @@ class SparseAutoencoder:
             result = evaluator(self.params_)
         return result.cost, result.grad
 
-    def fit(self, data, strategy="two-pass", optimizer="lbfgs", max_iter=400, *,
+    def fit(self, data, strategy="one-pass", optimizer="lbfgs", max_iter=400, *,
             history_size=100, learning_rate=1.0, scheduler=None, chunk_rows=None,
             block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
             storage_options=None, progress=True, callback=None):

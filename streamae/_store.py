@@ -101,3 +101,23 @@ def read_model(path, storage_options=None):
         raise DataError(f"model '{path}' is damaged: cannot read its weights "
                         f"({type(exc).__name__}: {exc}); retrain or restore it") from None
     return params, attrs
+
+
+def write_array(path, array, chunk_rows, attrs=None, overwrite=False):
+    """Write an in-memory (m, n) array as a Zarr array chunked by rows.
+
+    Returns
+    -------
+    zarr.Array
+        The written array, open for reading.
+    """
+    path = os.fspath(path)
+    check_writable(path, overwrite, what="store")
+    array = np.asarray(array)
+    rows = max(1, min(int(chunk_rows), array.shape[0]))
+    z = zarr.create_array(path, shape=array.shape, chunks=(rows, array.shape[1]),
+                          dtype=array.dtype, overwrite=overwrite)
+    z[...] = array
+    if attrs:
+        z.attrs.update(json.loads(json.dumps(attrs, default=float)))
+    return zarr.open_array(path, mode="r")
