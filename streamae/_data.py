@@ -69,6 +69,11 @@ def open_zarr_array(path, storage_options=None):
             "(check the path, or create a store with `streamae import`)"
         )
     kwargs = {"storage_options": storage_options} if _is_url(path) and storage_options else {}
+    if _is_url(path):
+        try:
+            return zarr.open_array(path, mode="r", **kwargs)
+        except Exception as exc:
+            raise DataError(describe_url_error(path, exc, storage_options)) from None
     try:
         return zarr.open_array(path, mode="r", **kwargs)
     except (FileNotFoundError, KeyError) as exc:
@@ -77,7 +82,57 @@ def open_zarr_array(path, storage_options=None):
             "point to the array itself, not a group or a plain folder"
         ) from None
     except (ValueError, TypeError) as exc:
-        raise DataError(f"cannot open '{path}' as a Zarr array: {exc}") from None
+        # zarr 3 raises ValueError for a group ("Expected 'array'. Got 'group'.").
+        raise DataError(f"cannot open '{path}' as a Zarr array ({exc}); point to the array "
+                        "itself, not a group") from None
+
+
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "r2")
+
+
+def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr array"):
+    """One line for a failure to open ``url`` on an object store, and the fix.
+
+    Names the URL, the endpoint's answer and what to check; never the
+    credentials or other storage options.
+    """
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, PermissionError) or "Credential" in name or "AccessDenied" in reason:
+        what = "no credentials were found" if "Credential" in name else f"{reason}"
+        return (f"access denied to '{url}' ({what}): check the credentials "
+                "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the "
+                f"environment; or --storage-option key=... secret=...) and that they may "
+                f"{action} this bucket")
+    if isinstance(exc, ConnectionError) or "Connect" in name or "Timeout" in name:
+        return (f"cannot reach the object store for '{url}' ({name}: {reason}); check the "
+                "endpoint (the endpoint_url storage option or AWS_ENDPOINT_URL) and the network")
+    if isinstance(exc, (FileNotFoundError, KeyError)):
+        bucket = _missing_bucket(url, storage_options)
+        if bucket:
+            return (f"no bucket '{bucket}' for '{url}': check the bucket name (and the "
+                    "endpoint, for a store other than AWS)")
+        hint = " and point to the array itself, not a group" if what == "Zarr array" else ""
+        return f"no {what} at '{url}': nothing is stored under that key; check the path{hint}"
+    if isinstance(exc, (ValueError, TypeError)):
+        return (f"cannot open '{url}' as a Zarr array ({reason}); point to the array itself, "
+                "not a group")
+    return f"cannot {action} '{url}' ({name}: {reason})"
+
+
+def _missing_bucket(url, storage_options=None):
+    """The bucket of ``url`` if the store says it does not exist, else None."""
+    protocol = url.split("://", 1)[0].lower()
+    if protocol not in _BUCKET_PROTOCOLS:
+        return None
+    try:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        bucket = root.strip("/").split("/", 1)[0]
+        return None if not bucket or fs.exists(bucket) else bucket
+    except Exception:  # cannot tell: say nothing about the bucket
+        return None
 
 
 def open_dataset(data, chunk_rows=None, storage_options=None):

@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 
 from . import _kernels as K
+from ._cluster import LostInputError, make_runner
 from ._data import describe_bad_values
 from ._errors import DataError, MemoryBudgetError, NumericalError, ParameterError
 from ._objective import Hyper, assemble, sparsity_terms
@@ -133,8 +134,10 @@ class Evaluator:
     dtype : {"float32", "float64"}
         Dtype of the kernels' arithmetic; sums accumulate in float64.
     strategy : {"two-pass", "one-pass", "cached"}
-    scheduler : str or distributed.Client, optional
-        Passed to ``dask.compute``; default the local threaded scheduler.
+    scheduler : str, distributed.Client or Runner, optional
+        Where the tasks run (see `streamae._cluster`): "threads" (default),
+        "synchronous", "processes", a ``distributed.Client``, or a `Runner`
+        (which the estimator opens for a scheduler address or ``workers=N``).
     block_rows : int
         Rows per kernel block inside a chunk.
     split_every : int
@@ -153,6 +156,8 @@ class Evaluator:
         self.dtype = np.dtype(dtype)
         self.strategy = strategy
         self.scheduler = scheduler or "threads"
+        self.runner = make_runner(scheduler)
+        self._array = None  # the data as the runner reads it, prepared on first use
         self.block_rows = int(block_rows)
         self.split_every = int(split_every)
         self.m = dataset.shape[0]
@@ -184,17 +189,24 @@ class Evaluator:
             allowed = "cache_limit"
         if need > limit:
             raise MemoryBudgetError(
-                f"strategy 'cached' would keep {need / 2**30:.2f} GiB of hidden activations "
+                f"strategy 'cached' would keep {_size(need)} of hidden activations "
                 f"({self.m} rows x {n_hidden} units x {self.dtype.name}) in memory, more than "
-                f"the {limit / 2**30:.2f} GiB allowed ({allowed}); use strategy 'one-pass' or "
+                f"the {_size(limit)} allowed ({allowed}); use strategy 'one-pass' or "
                 "'two-pass', which keep only one chunk per task"
             )
 
+    @property
+    def array(self):
+        """The data as the scheduler reads it (in-memory data is shipped once)."""
+        if self._array is None:
+            self._array = self.runner.prepare(self.dataset.array)
+        return self._array
+
     def _blocks(self):
-        return self.dataset.array.to_delayed().ravel().tolist()
+        return self.array.to_delayed().ravel().tolist()
 
     def _compute(self, *objs):
-        return dask.compute(*objs, scheduler=self.scheduler)
+        return self.runner.compute(*objs)
 
     def _check_data(self, bad):
         if bad[0] > 0:
@@ -210,9 +222,9 @@ class Evaluator:
 
     def _find_bad_rows(self):
         """rho_hat is not finite: look for NaN/Inf in the data to name them."""
-        bad = self.dataset.array.map_blocks(
+        bad = self.array.map_blocks(
             lambda b: np.array([[~np.all(np.isfinite(b))]]), chunks=(1, 1), dtype=bool)
-        flags = bad.compute(scheduler=self.scheduler).ravel()
+        flags = np.asarray(self._compute(bad)[0]).ravel()
         if flags.any():
             i = int(np.flatnonzero(flags)[0])
             raise DataError(describe_bad_values(self.dataset, self.row_starts[i]))
@@ -227,20 +239,34 @@ class Evaluator:
         p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
         run = {"two-pass": self._two_pass, "one-pass": self._one_pass,
                "cached": self._cached}[self.strategy]
-        result = run(p, params)
+        result = self._retry_lost_params(run, p, params)
         self.evaluations += 1
         return result
 
+    def _retry_lost_params(self, run, p, params):
+        """Run one evaluation; again if a lost worker took scattered inputs with it.
+
+        Lost *computed* results are recomputed by the cluster itself; only data
+        scattered from the client (large parameters) cannot be, so the
+        evaluation is submitted again, up to twice. The result is the same.
+        """
+        for attempt in range(3):
+            try:
+                return run(p, params)
+            except LostInputError:
+                if attempt == 2:
+                    raise
+
     def _two_pass(self, p, params):
         blocks, br = self._blocks(), self.block_rows
-        pd = dask.delayed(p)
+        pd = self.runner.put(p)
         (sum_a2,), = self._compute(tree_sum(
             [dask.delayed(_task_hidden_sum, pure=True)(b, pd, br) for b in blocks],
             self.split_every))
         rho_hat, kl, c = self._sparsity(sum_a2)
-        c = c.astype(self.dtype)
+        cd = self.runner.put(c.astype(self.dtype))
         sums, = self._compute(tree_sum(
-            [dask.delayed(_task_backprop, pure=True)(b, pd, c, r0, br)
+            [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br)
              for b, r0 in zip(blocks, self.row_starts)], self.split_every))
         sq, gW1, gb1, gW2, gb2, bad = sums
         self._check_data(bad)
@@ -248,7 +274,7 @@ class Evaluator:
 
     def _one_pass(self, p, params):
         blocks, br = self._blocks(), self.block_rows
-        pd = dask.delayed(p)
+        pd = self.runner.put(p)
         sums, = self._compute(tree_sum(
             [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br)
              for b, r0 in zip(blocks, self.row_starts)], self.split_every))
@@ -262,15 +288,15 @@ class Evaluator:
     def _cached(self, p, params):
         self._require_cache_fits(p["W1"].shape[0])
         blocks, br = self._blocks(), self.block_rows
-        pd = dask.delayed(p)
-        kept = dask.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
-                              for b in blocks], scheduler=self.scheduler)
+        pd = self.runner.put(p)
+        kept = self.runner.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
+                                     for b in blocks])
         (sum_a2,), = self._compute(tree_sum(
             [dask.delayed(_second, pure=True)(k) for k in kept], self.split_every))
         rho_hat, kl, c = self._sparsity(sum_a2)
-        c = c.astype(self.dtype)
+        cd = self.runner.put(c.astype(self.dtype))
         sums, = self._compute(tree_sum(
-            [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, c, r0, br)
+            [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br)
              for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
         del kept
         sq, gW1, gb1, gW2, gb2, bad = sums
@@ -278,22 +304,46 @@ class Evaluator:
         return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
 
     def _finish(self, params, rho_hat, kl, sq, gW1, gb1, gW2, gb2):
-        cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
-                                     gW1, gb1, gW2, gb2)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results raise below
+            cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
+                                         gW1, gb1, gW2, gb2)
         if not np.isfinite(cost) or not all(np.all(np.isfinite(g)) for g in grad.values()):
-            raise NumericalError(
-                "the cost or gradient is not finite at the current parameters; "
-                "use dtype='float64' or check the data's scale")
+            raise _not_finite(cost, grad)
         return Evaluation(cost, grad, rho_hat, terms)
+
+
+def _not_finite(cost, grad):
+    """NumericalError naming the hidden units whose gradient is not finite (in ``.units``)."""
+    bad = (~np.isfinite(grad["W1"]).all(axis=1) | ~np.isfinite(grad["b1"])
+           | ~np.isfinite(grad["W2"]).all(axis=0))
+    units = np.flatnonzero(bad)
+    where = (f"; non-finite gradient for hidden unit(s) {units[:10].tolist()}" if units.size
+             else "")
+    error = NumericalError(
+        f"the cost ({cost:g}) or gradient is not finite at the current parameters{where}; "
+        "use dtype='float64' or check the data's scale")
+    error.units = units.tolist()
+    return error
 
 
 def make_hyper(rho, beta, weight_decay):
     """Validated `Hyper`; raises ParameterError naming the bad value."""
     if not 0.0 < rho < 1.0:
         raise ParameterError(f"rho must be in (0, 1), got {rho}; a typical value is 0.01 to 0.1")
-    if beta < 0:
-        raise ParameterError(f"beta must be >= 0, got {beta}; use 0 to turn sparsity off")
-    if weight_decay < 0:
+    if not 0.0 <= beta < np.inf:  # also refuses NaN
         raise ParameterError(
-            f"weight_decay must be >= 0, got {weight_decay}; use 0 to turn it off")
+            f"beta must be finite and >= 0, got {beta}; use 0 to turn sparsity off")
+    if not 0.0 <= weight_decay < np.inf:
+        raise ParameterError(
+            f"weight_decay must be finite and >= 0, got {weight_decay}; use 0 to turn it off")
     return Hyper(float(rho), float(beta), float(weight_decay))
+
+
+def _size(nbytes):
+    """A byte count for messages: '1000 B', '2.34 KiB', '1.50 GiB'."""
+    if nbytes < 1024:
+        return f"{int(nbytes)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.2f} {unit}"

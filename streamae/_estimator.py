@@ -1,6 +1,8 @@
 """The `SparseAutoencoder` estimator: fit, evaluate, transform, save, load."""
 
 import contextlib
+import signal
+import sys
 import time
 
 import dask.array as da
@@ -8,8 +10,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from . import _checkpoint as C
 from . import _kernels as K
-from . import _optim
+from . import _metrics, _optim
+from ._cluster import make_runner
 from ._data import open_dataset
 from ._engine import STRATEGIES, Evaluator, make_hyper
 from ._errors import DataError, ParameterError, StreamaeError
@@ -36,6 +40,17 @@ def _blas_threads(scheduler):
             yield
     else:
         yield
+
+
+def _announcer(progress):
+    """Where a run says which cluster it uses (and its dashboard): stderr, if ``progress``."""
+    if not progress:
+        return None
+
+    def announce(line):
+        print(f"streamae: {line}", file=sys.stderr, flush=True)
+
+    return announce
 
 
 class SparseAutoencoder:
@@ -75,6 +90,13 @@ class SparseAutoencoder:
         seconds, samples_per_s.
     n_iter_ : int
     stop_reason_ : str
+    evaluations_ : int
+        Evaluations of the objective (passes over the data) in the whole fit.
+    guard_events_ : list of dict
+        Trial points the numerical guard rejected (iteration, step, hidden
+        units, message); see docs/reliability.md.
+    resumed_from_ : int or None
+        The checkpoint's iteration when the fit was resumed, else None.
     """
 
     def __init__(self, n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, dtype="float32",
@@ -137,9 +159,9 @@ class SparseAutoencoder:
                          cache_limit=cache_limit)
 
     # ------------------------------------------------------------ public API
-    def cost_and_grad(self, data, strategy="one-pass", *, scheduler=None, chunk_rows=None,
-                      block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
-                      storage_options=None):
+    def cost_and_grad(self, data, strategy="one-pass", *, scheduler=None, workers=None,
+                      chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS, split_every=8,
+                      cache_limit=None, storage_options=None):
         """Cost and gradient over the whole dataset at the current weights.
 
         Parameters
@@ -154,16 +176,18 @@ class SparseAutoencoder:
         """
         self._require_fitted()
         dataset = self._dataset(data, chunk_rows, storage_options)
-        evaluator = self._evaluator(dataset, strategy, scheduler, block_rows, split_every,
+        runner = make_runner(scheduler, workers)
+        evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
                                     cache_limit)
-        with _blas_threads(scheduler):
+        with runner.session():
             result = evaluator(self.params_)
         return result.cost, result.grad
 
     def fit(self, data, strategy="one-pass", optimizer="lbfgs", max_iter=400, *,
-            history_size=100, learning_rate=1.0, scheduler=None, chunk_rows=None,
+            history_size=100, learning_rate=1.0, scheduler=None, workers=None, chunk_rows=None,
             block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
-            storage_options=None, progress=True, callback=None):
+            storage_options=None, progress=True, callback=None, checkpoint=None,
+            checkpoint_every=0, resume=False, overwrite=False):
         """Train on the whole dataset with full-batch updates.
 
         Parameters
@@ -179,8 +203,17 @@ class SparseAutoencoder:
             L-BFGS corrections kept.
         learning_rate : float
             First step of gradient descent (later steps adapt).
-        scheduler : str or distributed.Client, optional
-            Dask scheduler; default the local threaded one.
+        scheduler : str, distributed.Client or cluster, optional
+            Where the tasks run: "threads" (default), "synchronous", "processes",
+            "distributed" (the current client), a scheduler address such as
+            "tcp://10.0.0.5:8786", a ``distributed.Client`` or a cluster object.
+            Results are bit-identical on all of them (docs/cluster.md).
+        workers : int, optional
+            Threads ("threads"), processes ("processes"), or, with no scheduler
+            or "distributed", the single-threaded worker processes of a
+            ``LocalCluster`` started (on 127.0.0.1) for this fit and stopped
+            after it. When a cluster is used and ``progress`` is on, its
+            dashboard link is printed on stderr.
         chunk_rows : int, optional
             Rows per task; default the store's chunks.
         block_rows : int
@@ -189,10 +222,37 @@ class SparseAutoencoder:
             Show a progress bar.
         callback : callable, optional
             ``callback(model, record)`` after each iteration; return True to stop.
+        checkpoint : str or os.PathLike, optional
+            File holding everything needed to continue this fit exactly (see
+            docs/reliability.md). With a checkpoint path, SIGINT and SIGTERM
+            (when fit runs in the main thread) stop the fit after the
+            evaluation in progress, write the checkpoint of the last finished
+            iteration and raise `TrainingInterrupted`; the model then holds
+            those weights.
+        checkpoint_every : int
+            Also write the checkpoint every this many iterations (0: only on an
+            interrupt), and when the fit ends.
+        resume : bool
+            Continue from ``checkpoint`` if it exists (else start afresh). The
+            result is bit-identical to an uninterrupted fit. The data,
+            hyperparameters and run settings must match the checkpoint's
+            (`CheckpointError` says what differs); ``max_iter`` may change.
+        overwrite : bool
+            Start afresh even though ``checkpoint`` exists (it is replaced at
+            the first write). Without it, an existing checkpoint is refused
+            unless ``resume``.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        TrainingInterrupted
+            On SIGINT or SIGTERM (a KeyboardInterrupt; ``exit_status`` is 130 or 143).
+        NumericalError
+            If the objective is not finite at the initial weights. Later, trial
+            points where it is not finite are rejected (see ``guard_events_``).
         """
         if optimizer not in _optim.OPTIMIZERS:
             raise ParameterError(
@@ -204,51 +264,119 @@ class SparseAutoencoder:
             raise ParameterError(
                 "max_iter must be >= 0, history_size >= 1 and learning_rate > 0; got "
                 f"{max_iter}, {history_size}, {learning_rate}")
+        C.require_path(checkpoint, checkpoint_every, resume)
         dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
         m, n = dataset.shape
-        evaluator = self._evaluator(dataset, strategy, scheduler, block_rows, split_every,
+        runner = make_runner(scheduler, workers, _announcer(progress))
+        evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
                                     cache_limit)
-        params = init_params(n, self.n_hidden, np.random.default_rng(self.seed))
+        rng = np.random.default_rng(self.seed)
+        params = init_params(n, self.n_hidden, rng)
+
+        store, saved = None, None
+        if checkpoint is not None:
+            run = {"optimizer": optimizer, "strategy": strategy,
+                   "chunk_rows": int(dataset.array.chunks[0][0]),
+                   "block_rows": int(block_rows), "split_every": int(split_every)}
+            if optimizer == "lbfgs":
+                run["history_size"] = int(history_size)
+            else:
+                run["learning_rate"] = float(learning_rate)
+            hyper = {"n_visible": n, "n_hidden": self.n_hidden, "rho": self.rho,
+                     "beta": self.beta, "weight_decay": self.weight_decay,
+                     "dtype": self.dtype, "seed": self.seed}
+            expected = C.identity(hyper, C.data_fingerprint(data, dataset, storage_options), run)
+            random_state = {"seed": self.seed, "after_init": rng.bit_generator.state}
+            store = C.Checkpointer(checkpoint, checkpoint_every, expected,
+                                   {"random_state": random_state})
+            saved = store.open(resume=resume, overwrite=overwrite)
+        flag = C.InterruptFlag(active=store is not None)
 
         def fun(theta):
+            flag.check()
             result = evaluator(unflatten(theta, n, self.n_hidden))
             return result.cost, flatten(result.grad), result
 
+        def save_checkpoint():
+            return store.save(state, self.rho_hat_, self.history_, time.perf_counter() - t0)
+
+        # Denominator of the explained variance: one streaming pass per fit.
+        self._data_variance = _metrics.total_variance(evaluator)
         self.history_ = []
+        self.resumed_from_ = None
         t0 = time.perf_counter()
-        bar = tqdm(total=max_iter, disable=not progress, unit="it", dynamic_ncols=True,
-                   desc=f"fit {strategy}")
-        with _blas_threads(scheduler), bar:
-            state, info = _optim.start(fun, flatten(params))
-            self._record(state, info, m, t0)
-            done = max_iter == 0
-            while not done:
-                info, done = _optim.step(fun, state, optimizer, history=history_size,
-                                         learning_rate=learning_rate)
-                if info is None:
-                    break
-                record = self._record(state, info, m, t0)
-                bar.update(1)
-                bar.set_postfix(cost=f"{record['cost']:.5g}",
-                                rho_hat=f"{record['rho_hat_mean']:.4f}",
-                                samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
-                if callback is not None and callback(self, record):
-                    state.message = "stopped by callback"
-                    done = True
-                if state.iteration >= max_iter:
-                    state.message = state.message or f"reached max_iter={max_iter}"
-                    done = True
-        self._set_params(unflatten(state.theta, n, self.n_hidden, np.float64))
-        self.n_iter_ = state.iteration
-        self.stop_reason_ = state.message or f"reached max_iter={max_iter}"
-        self.evaluations_ = state.evaluations
-        self.strategy_ = strategy
+        state = None
+        if saved is not None:
+            state = saved.state
+            self.history_ = saved.history
+            self.rho_hat_ = saved.rho_hat
+            self.resumed_from_ = state.iteration
+            t0 -= saved.elapsed
+        bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter) if state else 0,
+                   disable=not progress, unit="it", dynamic_ncols=True, desc=f"fit {strategy}")
+        with runner.session(), flag, bar:
+            try:
+                if state is None:
+                    state, info = _optim.start(fun, flatten(params))
+                    self._record(state, info, m, t0)
+                    if store is not None and store.due(state):
+                        save_checkpoint()
+                stop = _stop_reason(state, max_iter)
+                while not stop:
+                    flag.check()
+                    info, done = _optim.step(fun, state, optimizer, history=history_size,
+                                             learning_rate=learning_rate)
+                    asked = False
+                    if info is not None:
+                        record = self._record(state, info, m, t0)
+                        bar.update(1)
+                        bar.set_postfix(cost=f"{record['cost']:.5g}",
+                                        rho_hat=f"{record['rho_hat_mean']:.4f}",
+                                        samples_s=f"{record['samples_per_s']:.3g}",
+                                        refresh=False)
+                        if store is not None and store.due(state):
+                            save_checkpoint()
+                        asked = callback is not None and callback(self, record)
+                    if done:
+                        stop = state.message
+                    elif asked:
+                        stop = "stopped by callback"
+                    else:
+                        stop = _stop_reason(state, max_iter)
+                if store is not None and store.every:
+                    save_checkpoint()
+            except (C.Stop, KeyboardInterrupt):
+                flag.stopping = True
+                signum = flag.signum or signal.SIGINT
+                if store is None:
+                    raise
+                if state is None:
+                    raise C.TrainingInterrupted(signum) from None
+                path = save_checkpoint()
+                self._finish_fit(state, n, strategy,
+                                 f"interrupted by {signal.Signals(signum).name} at iteration "
+                                 f"{state.iteration}")
+                raise C.TrainingInterrupted(signum, path, state.iteration) from None
+        self._finish_fit(state, n, strategy, stop)
         return self
 
+    def _finish_fit(self, state, n, strategy, stop):
+        """Set the fitted attributes from the optimizer's ``state``."""
+        self._set_params(unflatten(state.theta, n, self.n_hidden, np.float64))
+        self.n_iter_ = state.iteration
+        self.stop_reason_ = stop
+        self.evaluations_ = state.evaluations
+        self.strategy_ = strategy
+        self.guard_events_ = list(state.rejections)
+
     def _record(self, state, info, m, t0):
-        """Append the iteration's record to history_ and update rho_hat_."""
+        """Append the iteration's record to history_ and update rho_hat_.
+
+        The fields are described in `streamae._metrics`.
+        """
         elapsed = time.perf_counter() - t0
         self.rho_hat_ = info.rho_hat
+        dead, saturated = _metrics.unit_counts(info.rho_hat, self.rho)
         record = {
             "iteration": state.iteration,
             "cost": state.cost,
@@ -258,6 +386,10 @@ class SparseAutoencoder:
             "rho_hat_min": float(info.rho_hat.min()),
             "rho_hat_mean": float(info.rho_hat.mean()),
             "rho_hat_max": float(info.rho_hat.max()),
+            "dead_units": dead,
+            "saturated_units": saturated,
+            "explained_variance": _metrics.explained_variance(
+                info.terms["reconstruction"], m, getattr(self, "_data_variance", None)),
             "evaluations": state.evaluations,
             "seconds": elapsed,
             "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
@@ -265,16 +397,35 @@ class SparseAutoencoder:
         self.history_.append(record)
         return record
 
-    def transform(self, data, *, scheduler=None, chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS,
-                  storage_options=None):
+    def transform(self, data, *, out=None, overwrite=False, scheduler=None, workers=None,
+                  chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS, storage_options=None):
         """Hidden activations a2 = f(X W1^T + b1) for every row.
+
+        Parameters
+        ----------
+        out : str or os.PathLike, optional
+            Write the activations to a new Zarr array there instead of
+            returning them in memory: chunked like the data, a few chunks in
+            memory at a time (as ``streamae encode``, `streamae._encode.encode`).
+        overwrite : bool
+            With ``out``: replace an existing array.
 
         Returns
         -------
         ndarray of shape (m, n_hidden), dtype of the model
+            Or, with ``out``, the written ``zarr.Array`` open for reading.
         """
-        return self.transform_dask(data, chunk_rows=chunk_rows, block_rows=block_rows,
-                                   storage_options=storage_options).compute(scheduler=scheduler)
+        if out is not None:
+            from ._encode import encode
+
+            return encode(self, data, out, chunk_rows=chunk_rows, overwrite=overwrite,
+                          scheduler=scheduler, workers=workers, block_rows=block_rows,
+                          storage_options=storage_options)
+        H = self.transform_dask(data, chunk_rows=chunk_rows, block_rows=block_rows,
+                                storage_options=storage_options)
+        runner = make_runner(scheduler, workers)
+        with runner.session():
+            return runner.compute(H)[0]
 
     def transform_dask(self, data, *, chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS,
                        storage_options=None):
@@ -306,7 +457,11 @@ class SparseAutoencoder:
         return model
 
     def save(self, path, overwrite=False, storage_options=None):
-        """Write the model as a Zarr group: weights as arrays, the rest as attributes."""
+        """Write the model as a Zarr group: weights as arrays, the rest as attributes.
+
+        ``history_`` is also written as JSON lines beside the model, one record
+        per line: ``model.zarr`` -> ``model.metrics.jsonl`` (see `streamae._metrics`).
+        """
         self._require_fitted()
         attrs = {
             "n_hidden": self.n_hidden, "n_visible": self.n_visible_,
@@ -319,6 +474,7 @@ class SparseAutoencoder:
         }
         write_model(path, self.params_, attrs, overwrite=overwrite,
                     storage_options=storage_options)
+        _metrics.write_metrics(_metrics.metrics_path(path), self.history_, storage_options)
         return path
 
     @classmethod
@@ -334,6 +490,15 @@ class SparseAutoencoder:
         model.n_iter_ = attrs.get("n_iter", 0)
         model.stop_reason_ = attrs.get("stop_reason", "")
         return model
+
+
+def _stop_reason(state, max_iter):
+    """Why a fit in ``state`` should stop now, or "" to continue."""
+    if state.message:
+        return state.message
+    if state.iteration >= max_iter:
+        return f"reached max_iter={max_iter}"
+    return ""
 
 
 def _encode_block(block, W1, b1, block_rows):

@@ -100,20 +100,41 @@ def sparsity_terms(sum_a2, m, hyper):
     ------
     NumericalError
         If some rho_hat_j is exactly 0 or 1 in floating point, where the KL
-        term is infinite.
+        term is infinite (not raised when beta is 0: the term is then 0), or
+        not a number. Its ``units`` attribute lists the hidden units.
     """
     rho = hyper.rho
     rho_hat = np.asarray(sum_a2, np.float64) / m
-    dead = np.flatnonzero((rho_hat <= 0.0) | (rho_hat >= 1.0) | ~np.isfinite(rho_hat))
-    if dead.size:
-        raise NumericalError(
-            f"rho_hat of hidden unit(s) {dead[:10].tolist()} is exactly 0 or 1 in floating point, "
-            "so the KL sparsity penalty is infinite; the hidden layer is saturated "
-            "(check the data's scale, lower the learning rate, or use dtype='float64')"
-        )
+    nan = ~np.isfinite(rho_hat)
+    if nan.any():
+        raise _numerical_error(
+            np.flatnonzero(nan), "is not a number (the hidden pre-activations overflowed)")
+    saturated = (rho_hat <= 0.0) | (rho_hat >= 1.0)
+    if saturated.any() and hyper.beta == 0.0:
+        # No sparsity penalty: a saturated unit is harmless, and beta * KL would be 0 * inf.
+        return rho_hat, 0.0, np.zeros_like(rho_hat)
+    if saturated.any():
+        raise _numerical_error(
+            np.flatnonzero(saturated),
+            "is exactly 0 or 1 in floating point, so the KL sparsity penalty is infinite; "
+            "the hidden layer is saturated")
     kl = float(np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat))))
     c = hyper.beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
     return rho_hat, kl, c
+
+
+def _numerical_error(units, what):
+    """A `NumericalError` naming the hidden ``units``; they are kept in ``.units``."""
+    error = NumericalError(
+        f"rho_hat of hidden unit(s) {_units(units)} {what} "
+        "(check the data's scale, or use dtype='float64')")
+    error.units = [int(u) for u in units]
+    return error
+
+
+def _units(units):
+    shown = ", ".join(str(int(u)) for u in units[:10])
+    return f"[{shown}{f', ... ({len(units)} units)' if len(units) > 10 else ''}]"
 
 
 def weight_decay_cost(params, hyper):

@@ -2,8 +2,13 @@
 
 Both optimizers call ``fun(theta) -> (cost, grad, info)`` where one call is
 one evaluation over the whole dataset. Their whole state lives in plain
-attributes (vectors, lists and counters), so a run is deterministic and its
-state can be saved and restored.
+attributes (vectors, lists and counters) of `OptimState`, so a run is
+deterministic and its state can be saved and restored: an iteration started
+from a restored state computes the same bits as the uninterrupted run.
+
+`step` is transactional: it changes ``state`` only once the iteration has
+finished. If ``fun`` raises (an interrupt, a data error), ``state`` is still
+the last iteration boundary, which is what a checkpoint must hold.
 
 lbfgs
     Limited-memory BFGS as in minFunc (the UFLDL exercise's optimizer): the
@@ -17,6 +22,15 @@ gd
     Gradient descent with a backtracking Armijo line search: the step starts at
     twice the last accepted one (at ``learning_rate`` first) and halves until
     the cost decreases enough.
+
+Numerical guard (step rejection)
+    A trial point where ``fun`` raises `NumericalError` (some rho_hat exactly 0
+    or 1, or a non-finite cost or gradient) counts as cost +inf: the Wolfe
+    search is abandoned and the Armijo search halves the step until the point
+    is finite and decreases the cost. Accepted points are therefore always
+    finite. Each rejection is recorded in ``state.rejections`` (iteration,
+    step, hidden units, message). If no finite point with enough decrease is
+    found, the run stops with the last finite state and a message saying so.
 """
 
 import warnings
@@ -24,6 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import line_search
+
+from ._errors import NumericalError
 
 OPTIMIZERS = ("lbfgs", "gd")
 
@@ -47,7 +63,11 @@ class OptimState:
     s_hist, y_hist : list of ndarray
         L-BFGS corrections (oldest first).
     message : str
-        Why the run stopped ("" while running).
+        Why the optimizer stopped by its own rules ("" while running).
+    rejections : list of dict
+        Trial points rejected by the numerical guard: ``iteration`` (the one
+        being computed), ``step``, ``units`` (hidden units named by the error)
+        and ``message``.
     """
 
     theta: np.ndarray
@@ -59,28 +79,58 @@ class OptimState:
     s_hist: list = field(default_factory=list)
     y_hist: list = field(default_factory=list)
     message: str = ""
+    rejections: list = field(default_factory=list)
+
+
+class _NonFinite(Exception):
+    """Internal: a trial point of the Wolfe search was rejected."""
 
 
 class _CachedObjective:
     """Calls ``fun`` once per distinct point, for line searches that ask for
-    the cost and the gradient separately."""
+    the cost and the gradient separately.
 
-    def __init__(self, fun, state):
+    A point where ``fun`` raises `NumericalError` is remembered as rejected:
+    `cost` returns +inf for it, or raises `_NonFinite` while ``strict`` (the
+    Wolfe search, which cannot handle infinite values).
+    """
+
+    def __init__(self, fun, theta0, direction):
         self.fun = fun
-        self.state = state
+        self.theta0 = theta0
+        self.direction = direction
         self.cache = {}
+        self.evaluations = 0
+        self.rejected = []
+        self.strict = False
 
     def __call__(self, theta):
         key = theta.tobytes()
         if key not in self.cache:
             if len(self.cache) > 8:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[key] = self.fun(theta)
-            self.state.evaluations += 1
-        return self.cache[key]
+            try:
+                value = self.fun(theta)
+            except NumericalError as exc:
+                value = None
+                self.rejected.append(self._describe(theta, exc))
+            self.evaluations += 1
+            self.cache[key] = value
+        value = self.cache[key]
+        if value is None and self.strict:
+            raise _NonFinite
+        return value
+
+    def _describe(self, theta, exc):
+        moved = np.flatnonzero(self.direction)
+        t = float((theta - self.theta0)[moved[0]] / self.direction[moved[0]]) if moved.size \
+            else 0.0
+        return {"step": t, "units": [int(u) for u in getattr(exc, "units", [])],
+                "message": str(exc)}
 
     def cost(self, theta):
-        return self(theta)[0]
+        value = self(theta)
+        return np.inf if value is None else value[0]
 
     def grad(self, theta):
         return self(theta)[1]
@@ -104,7 +154,11 @@ def _two_loop(g, s_hist, y_hist):
 
 
 def _armijo(obj, theta, cost, grad, d, t, c1=1e-4, tries=30):
-    """Backtracking: the largest t / 2^k with sufficient decrease, or None."""
+    """Backtracking: the largest t / 2^k with sufficient decrease, or None.
+
+    A rejected (non-finite) trial point has cost +inf and is halved like any
+    other point without enough decrease.
+    """
     slope = grad.dot(d)
     for _ in range(tries):
         if obj.cost(theta + t * d) <= cost + c1 * t * slope:
@@ -114,25 +168,40 @@ def _armijo(obj, theta, cost, grad, d, t, c1=1e-4, tries=30):
 
 
 def start(fun, theta0):
-    """Evaluate at ``theta0`` and return the initial `OptimState` and info."""
+    """Evaluate at ``theta0`` and return the initial `OptimState` and info.
+
+    Raises
+    ------
+    NumericalError
+        If the objective is not finite at ``theta0``; the message says it is
+        iteration 0 and keeps the hidden units the evaluation named.
+    """
     state = OptimState(theta=np.asarray(theta0, np.float64).copy(), cost=0.0, grad=None)
-    cost, grad, info = fun(state.theta)
+    try:
+        cost, grad, info = fun(state.theta)
+    except NumericalError as exc:
+        error = NumericalError(f"at the initial weights (iteration 0): {exc}")
+        error.units = getattr(exc, "units", [])
+        raise error from None
     state.cost, state.grad, state.evaluations = float(cost), grad, 1
     return state, info
 
 
 def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
          grad_tol=1e-5, change_tol=1e-9):
-    """One iteration: updates ``state`` in place.
+    """One iteration: updates ``state`` when it is complete.
+
+    Nothing in ``state`` changes if ``fun`` raises anything but
+    `NumericalError` (which rejects the trial point, see the module notes).
 
     Returns
     -------
     info : object
-        What ``fun`` returned third at the new point.
+        What ``fun`` returned third at the new point, or None if no step was
+        taken (``state.message`` says why).
     done : bool
         True when a stopping rule fired (``state.message`` says which).
     """
-    obj = _CachedObjective(fun, state)
     g = state.grad
     if optimizer == "lbfgs":
         d = _two_loop(g, state.s_hist, state.y_hist)
@@ -146,30 +215,56 @@ def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
         state.message = "the search direction is not a descent direction"
         return None, True
 
+    obj = _CachedObjective(fun, state.theta, d)
     t = None
     if optimizer == "lbfgs":
-        with warnings.catch_warnings():
-            # A failed Wolfe search warns and returns None; the Armijo fallback handles it.
-            warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy.optimize")
-            t = line_search(obj.cost, obj.grad, state.theta, d, g, state.cost,
-                            c1=1e-4, c2=0.9, maxiter=20)[0]
+        obj.strict = True
+        try:
+            with warnings.catch_warnings():
+                # A failed Wolfe search warns and returns None; the Armijo fallback handles it.
+                # (The warning is attributed to this module: SciPy warns with stacklevel=2.)
+                warnings.filterwarnings("ignore", message="The line search algorithm did not "
+                                        "converge", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                        module="scipy.optimize")
+                t = line_search(obj.cost, obj.grad, state.theta, d, g, state.cost,
+                                c1=1e-4, c2=0.9, maxiter=20)[0]
+        except _NonFinite:
+            t = None
+        obj.strict = False
     if t is None:
         t = _armijo(obj, state.theta, state.cost, g, d, t0)
+
+    iteration = state.iteration + 1
+    rejections = [{"iteration": iteration, **r} for r in obj.rejected]
     if t is None:
-        state.message = "the line search found no decrease (converged to rounding precision)"
+        state.evaluations += obj.evaluations
+        state.rejections.extend(rejections)
+        if rejections:
+            units = sorted({u for r in rejections for u in r["units"]})
+            state.message = (
+                f"the line search found no finite point that decreases the cost at iteration "
+                f"{iteration}: {len(rejections)} trial step(s) were not finite"
+                + (f" (hidden unit(s) {units[:10]} saturated)" if units else "")
+                + f"; stopped with the last finite weights, from iteration {state.iteration}")
+        else:
+            state.message = "the line search found no decrease (converged to rounding precision)"
         return None, True
 
     theta = state.theta + t * d
     cost, grad, info = obj(theta)
     s, y = theta - state.theta, grad - g
+    old_cost = state.cost
+    # Commit: from here on nothing can fail.
     if optimizer == "lbfgs" and y.dot(s) > 1e-10:
         state.s_hist.append(s)
         state.y_hist.append(y)
         if len(state.s_hist) > history:
             del state.s_hist[0], state.y_hist[0]
-    old_cost = state.cost
     state.theta, state.cost, state.grad = theta, float(cost), grad
-    state.step, state.iteration = float(t), state.iteration + 1
+    state.step, state.iteration = float(t), iteration
+    state.evaluations += obj.evaluations
+    state.rejections.extend(rejections)
 
     if np.abs(grad).max() <= grad_tol:
         state.message = f"gradient below tolerance (max |g| <= {grad_tol:g})"

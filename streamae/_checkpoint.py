@@ -1,0 +1,508 @@
+"""Checkpoints: everything needed to continue a fit exactly, in one file.
+
+A checkpoint is taken at an iteration boundary and holds
+
+- the optimizer's full state (`OptimState`): theta (the weights), the cost and
+  gradient there, the L-BFGS correction pairs s and y, the last step, the
+  iteration and evaluation counters, its stop message and the numerical
+  guard's rejections;
+- the history so far, rho_hat at theta, and the seconds spent;
+- the hyperparameters and run settings that change the floating-point result
+  (n_hidden, rho, beta, weight_decay, dtype, seed, optimizer, history size,
+  strategy, chunking, block rows, reduction fan-in);
+- the random state (the seed and the generator's state after initialisation);
+- a fingerprint of the data: path, shape, dtype, chunks and a SHA-256 of the
+  store's metadata documents (for in-memory arrays, of the values).
+
+Because `_optim.step` is deterministic and transactional, continuing from a
+checkpoint computes the same bits as the uninterrupted run.
+
+Format: one uncompressed NumPy ``.npz`` file (a zip archive of ``.npy``
+arrays; no pickles). ``meta`` is UTF-8 JSON stored as a uint8 array, and
+carries a SHA-256 of the arrays. The file is written under a temporary name in
+the same directory, fsync'ed, renamed over the old checkpoint with
+``os.replace`` (atomic) and the directory is fsync'ed, so a crash at any
+instant leaves either the old or the new checkpoint, whole.
+
+Default location: ``<out>.ckpt`` beside the model directory ``<out>`` (for an
+object-store URL ``<out>``, ``<basename>.ckpt`` in the current directory).
+"""
+
+import datetime
+import glob
+import hashlib
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+import zipfile
+
+import numpy as np
+import zarr
+
+from ._errors import ParameterError, StreamaeError
+from ._optim import OptimState
+from ._store import fsync_dir
+
+FORMAT = "streamae-checkpoint"
+FORMAT_VERSION = 1
+SUFFIX = ".ckpt"
+_START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
+
+
+class CheckpointError(StreamaeError):
+    """A checkpoint cannot be read, does not match this run, or cannot be written."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM, after writing a checkpoint.
+
+    Attributes
+    ----------
+    signum : int
+        The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+    checkpoint : str or None
+        Where the checkpoint is, or None if nothing could be saved (no
+        checkpoint path, or interrupted before the first evaluation finished).
+    iteration : int or None
+        The iteration the checkpoint holds.
+    exit_status : int
+        128 + signum: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, signum, checkpoint=None, iteration=None):
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
+        self.iteration = iteration
+        self.exit_status = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        if checkpoint is None:
+            text = (f"interrupted by {name} before the first iteration finished; "
+                    "nothing to resume: run the same command again")
+        else:
+            text = (f"interrupted by {name}: checkpoint of iteration {iteration} "
+                    f"written to '{checkpoint}'")
+        super().__init__(text)
+
+
+class Stop(Exception):
+    """Internal: the interrupt flag was seen between evaluations."""
+
+
+def default_path(out):
+    """Where a run writing the model ``out`` keeps its checkpoint."""
+    out = os.fspath(out).rstrip("/")
+    if "://" in out:
+        return os.path.basename(out) + SUFFIX
+    return out + SUFFIX
+
+
+# ---------------------------------------------------------------- identity
+
+def data_fingerprint(data, dataset, storage_options=None):
+    """What identifies the training data: path, shape, dtype, chunks, checksum.
+
+    Parameters
+    ----------
+    data : the ``data`` argument of ``fit``
+    dataset : Dataset
+        ``data`` opened by `open_dataset`.
+
+    Returns
+    -------
+    dict of plain JSON values
+    """
+    fp = {"source": dataset.source, "shape": list(dataset.shape),
+          "dtype": str(dataset.array.dtype)}
+    array = None
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        fp["path"] = path if "://" in path else os.path.abspath(path)
+        fp["metadata_sha256"] = _sha256(_metadata_documents(path, storage_options))
+        kwargs = {"storage_options": storage_options} if "://" in path and storage_options \
+            else {}
+        array = zarr.open_array(path, mode="r", **kwargs)
+    elif isinstance(data, zarr.Array):
+        array = data
+        fp["path"] = str(data.store_path)
+        fp["metadata_sha256"] = _sha256(
+            json.dumps(data.metadata.to_dict(), sort_keys=True, default=str).encode())
+    elif not hasattr(data, "dask"):
+        fp["content_sha256"] = _sha256(np.ascontiguousarray(np.asarray(data)).view(np.uint8))
+    if array is not None:
+        fp["chunks"] = list(array.chunks)
+        fp["shards"] = list(array.shards) if getattr(array, "shards", None) else None
+    return fp
+
+
+def _metadata_documents(path, storage_options=None):
+    """The raw bytes of a Zarr array's metadata documents (v3 or v2)."""
+    names = ("zarr.json", ".zarray", ".zattrs")
+    out = b""
+    if "://" in path:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        for name in names:
+            key = root.rstrip("/") + "/" + name
+            if fs.exists(key):
+                out += name.encode() + b"\0" + fs.cat_file(key) + b"\0"
+        return out
+    for name in names:
+        full = os.path.join(path, name)
+        if os.path.exists(full):
+            with open(full, "rb") as f:
+                out += name.encode() + b"\0" + f.read() + b"\0"
+    return out
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def identity(model, dataset_fingerprint, run):
+    """The parts of a checkpoint that a resumed run must match.
+
+    Returns
+    -------
+    dict with ``model`` (hyperparameters), ``run`` (settings that change the
+    floating-point result) and ``data`` (the fingerprint)
+    """
+    return {"model": model, "run": run, "data": dataset_fingerprint}
+
+
+_LABELS = {"n_visible": "n_visible (data columns)", "chunk_rows": "rows per task",
+           "metadata_sha256": "store metadata checksum", "content_sha256": "values checksum"}
+
+
+_ORDER = ("path", "shape", "dtype", "chunks", "shards", "metadata_sha256", "content_sha256",
+          "n_visible", "n_hidden", "rho", "beta", "weight_decay", "seed", "optimizer",
+          "strategy")
+
+
+def differences(saved, current):
+    """Human-readable list of the fields where ``saved`` and ``current`` differ."""
+    out = []
+    keys = set(saved) | set(current)
+    for key in [k for k in _ORDER if k in keys] + sorted(keys - set(_ORDER)):
+        if key == "source":
+            continue
+        a, b = saved.get(key), current.get(key)
+        if a != b:
+            if key.endswith("sha256") and a and b:
+                a, b = a[:12], b[:12]
+            out.append(f"{_LABELS.get(key, key)} {_show(a)} now {_show(b)}")
+    return out
+
+
+def _show(value):
+    if isinstance(value, list):
+        return "(" + ", ".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return "none" if value is None else str(value)
+
+
+def check_matches(path, meta, expected):
+    """Raise `CheckpointError` naming what differs between a checkpoint and this run."""
+    for part, what, fix in (
+            ("data", "for other data", "resume with the same data"),
+            ("model", "with other hyperparameters", "resume with the same options"),
+            ("run", "with other run settings", "resume with the same options")):
+        diff = differences(meta.get(part, {}), expected[part])
+        if diff:
+            raise CheckpointError(
+                f"checkpoint '{path}' was written {what}: {'; '.join(diff)}; {fix}, "
+                f"or {_START_OVER}")
+
+
+# ---------------------------------------------------------------- reading and writing
+
+class Saved:
+    """A checkpoint read back: ``state`` (OptimState), ``meta`` (dict), ``rho_hat``."""
+
+    def __init__(self, state, meta, rho_hat):
+        self.state, self.meta, self.rho_hat = state, meta, rho_hat
+
+    @property
+    def history(self):
+        return list(self.meta.get("history", []))
+
+    @property
+    def elapsed(self):
+        return float(self.meta.get("elapsed", 0.0))
+
+
+def finished(state, max_iter):
+    """True if a run in ``state`` has nothing left to do with ``max_iter`` iterations."""
+    return bool(state.message) or state.iteration >= max_iter
+
+
+def _arrays(state, rho_hat):
+    p = state.theta.size
+    k = len(state.s_hist)
+    return {
+        "theta": np.asarray(state.theta, np.float64),
+        "grad": np.asarray(state.grad, np.float64),
+        "scalars": np.array([state.cost, state.step], np.float64),
+        "s_hist": np.asarray(state.s_hist, np.float64).reshape(k, p),
+        "y_hist": np.asarray(state.y_hist, np.float64).reshape(k, p),
+        "rho_hat": np.asarray(rho_hat, np.float64),
+    }
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.view(np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def _plain(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode(state, rho_hat, meta):
+    """The bytes of a checkpoint file."""
+    from . import __version__
+
+    arrays = _arrays(state, rho_hat)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "streamae_version": __version__,
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **meta,
+        "iteration": state.iteration, "evaluations": state.evaluations,
+        "message": state.message, "rejections": state.rejections,
+        "sha256": _digest(arrays),
+    }
+    text = json.dumps(meta, default=_plain, allow_nan=True).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(text, np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def write(path, payload):
+    """Atomically replace the file ``path`` by ``payload`` (bytes).
+
+    The bytes go to a temporary file in the same directory, which is fsync'ed
+    and renamed over ``path`` with ``os.replace``; then the directory is
+    fsync'ed. On any error the temporary file is removed and ``path`` is as
+    before.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(tmp, "xb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def remove_stale_temporaries(path):
+    """Delete temporary files left by a write that was killed mid-way."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = os.path.join(glob.escape(directory),
+                           "." + glob.escape(os.path.basename(path)) + ".tmp-*")
+    for tmp in glob.glob(pattern):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def read(path):
+    """Read and verify the checkpoint at ``path``.
+
+    Returns
+    -------
+    Saved
+
+    Raises
+    ------
+    CheckpointError
+        Missing, not a checkpoint, another format version, truncated or damaged.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at '{path}': the path does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(
+            f"'{path}' is not a streamae checkpoint (not an .npz file); give the file that "
+            f"--checkpoint named, or the default <out>{SUFFIX}")
+    damaged = (f"checkpoint '{path}' is damaged or truncated; restore a good copy, or "
+               f"{_START_OVER}")
+    not_ours = CheckpointError(
+        f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); give the file that "
+        f"--checkpoint named, or the default <out>{SUFFIX}")
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes()) if "meta" in arrays else None
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # permission denied etc.: the OS error says it best
+        raise CheckpointError(damaged) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise not_ours
+    if meta.get("format_version") != FORMAT_VERSION:
+        from . import __version__
+
+        raise CheckpointError(
+            f"checkpoint '{path}' has format version {meta.get('format_version')}, this "
+            f"streamae ({__version__}) reads version {FORMAT_VERSION}; finish that run with "
+            f"the streamae version that wrote it, or {_START_OVER}")
+    names = ("theta", "grad", "scalars", "s_hist", "y_hist", "rho_hat")
+    if any(n not in arrays for n in names) or _digest(arrays) != meta.get("sha256"):
+        raise CheckpointError(damaged)
+    cost, step = (float(v) for v in arrays["scalars"])
+    state = OptimState(
+        theta=arrays["theta"], cost=cost, grad=arrays["grad"],
+        iteration=int(meta["iteration"]), evaluations=int(meta["evaluations"]), step=step,
+        s_hist=list(arrays["s_hist"]), y_hist=list(arrays["y_hist"]),
+        message=meta.get("message", ""), rejections=list(meta.get("rejections", [])))
+    return Saved(state, meta, arrays["rho_hat"])
+
+
+class Checkpointer:
+    """Writes a run's checkpoints at ``path`` every ``every`` iterations.
+
+    Parameters
+    ----------
+    path : str
+    every : int
+        Iterations between checkpoints; 0 writes only on interrupts.
+    expected : dict
+        `identity` of this run, stored in every checkpoint and compared on resume.
+    extra : dict
+        Other plain JSON to store (the random state).
+    """
+
+    def __init__(self, path, every, expected, extra=None):
+        self.path = os.fspath(path)
+        self.every = int(every)
+        self.expected = expected
+        self.extra = extra or {}
+        self.last = None  # (iteration, message) of the checkpoint on disk, if ours
+
+    def open(self, resume, overwrite):
+        """Read the checkpoint to resume from (or None), refusing one that does not match.
+
+        Without ``resume``, an existing checkpoint is refused unless ``overwrite``.
+        """
+        exists = os.path.lexists(self.path)
+        if exists and not resume and not overwrite:
+            raise CheckpointExistsError(
+                f"checkpoint '{self.path}' already exists; continue that run with --resume "
+                "(resume=True), or start over with --overwrite (overwrite=True)")
+        saved = None
+        if resume and exists:
+            saved = read(self.path)
+            check_matches(self.path, saved.meta, self.expected)
+            self.last = (saved.state.iteration, saved.state.message)
+        remove_stale_temporaries(self.path)
+        return saved
+
+    def due(self, state):
+        return self.every > 0 and state.iteration % self.every == 0
+
+    def save(self, state, rho_hat, history, elapsed):
+        """Write a checkpoint of ``state`` (skipped if the file on disk already holds it)."""
+        if self.last == (state.iteration, state.message):
+            return self.path
+        meta = {**self.expected, **self.extra, "history": history, "elapsed": elapsed}
+        try:
+            write(self.path, encode(state, rho_hat, meta))
+        except OSError as exc:
+            if self.last is not None:
+                kept = f"the previous checkpoint (iteration {self.last[0]}) is intact"
+            elif os.path.lexists(self.path):
+                kept = "the existing checkpoint is intact"
+            else:
+                kept = "no checkpoint was written"
+            raise CheckpointError(
+                f"cannot write checkpoint '{self.path}' ({exc.strerror or exc}); {kept}") \
+                from exc
+        self.last = (state.iteration, state.message)
+        return self.path
+
+
+class CheckpointExistsError(CheckpointError, FileExistsError):
+    """A fresh run would replace an existing checkpoint."""
+
+
+# ---------------------------------------------------------------- signals
+
+class InterruptFlag:
+    """While active, SIGINT and SIGTERM set ``signum`` instead of stopping at once.
+
+    The training loop checks the flag between evaluations, so the evaluation
+    in progress completes and the state is at an iteration boundary. A second
+    SIGINT raises KeyboardInterrupt at once (the evaluation in progress is
+    abandoned; the state is still the last boundary). Once ``stopping`` is
+    set, further signals are ignored so that the checkpoint write completes.
+    Handlers are only installed from the main thread; elsewhere the flag stays
+    unset.
+    """
+
+    def __init__(self, active=True):
+        self.active = active
+        self.signum = None
+        self.stopping = False  # set while the interrupt's checkpoint is written
+        self._previous = {}
+
+    def __enter__(self):
+        if self.active and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return False
+
+    def _handle(self, signum, frame):
+        if self.stopping:
+            return  # the checkpoint is being written: let it finish
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.signum = signum
+        again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+        print(f"\nstreamae: {signal.Signals(signum).name} received: stopping after the "
+              f"current evaluation{again}", file=sys.stderr, flush=True)
+
+    def check(self):
+        """Raise `Stop` if a signal arrived."""
+        if self.signum is not None:
+            raise Stop
+
+
+def require_path(checkpoint, checkpoint_every, resume):
+    """Validate the checkpoint options of ``fit``."""
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
+            or checkpoint_every < 0:
+        raise ParameterError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
+    if checkpoint is None and (checkpoint_every or resume):
+        raise ParameterError(
+            "checkpoint_every and resume need a checkpoint path: pass checkpoint='run.ckpt'")

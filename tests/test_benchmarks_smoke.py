@@ -1,0 +1,95 @@
+"""Smoke test of the benchmark command, so that it cannot rot.
+
+Runs ``python benchmarks/run.py --quick`` (tiny shapes, one repeat, the demo
+with 5 iterations) and checks that it writes valid JSON with every case,
+subject and field. No timing is asserted: CI machines are shared and noisy.
+PyTorch is optional; without it the torch subject must be skipped cleanly.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "benchmarks", "run.py")
+
+STREAMING = ["streamae-one-pass", "streamae-two-pass", "streamae-cached"]
+ALL = STREAMING + ["streamae-one-pass-zstd", "numpy", "torch", "gemm", "gemm-one-pass"]
+EXPECTED = {"S": ALL, "L": ALL, "S10": STREAMING}
+FIELDS = ["seconds", "seconds_all", "samples_per_s", "flops", "gflop_per_s", "peak_rss_bytes",
+          "passes", "bytes_read", "bytes_read_on_disk", "speedup_vs_numpy", "speedup_vs_torch",
+          "time_over_gemm", "time_over_gemm_one_pass"]
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out"
+    proc = subprocess.run(
+        [sys.executable, RUN, "--quick", "--out", str(out), "--workdir", str(tmp / "work")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(out / "benchmarks.json") as f:
+        report = json.load(f)
+    return out, report, proc.stdout
+
+
+def test_every_case_and_subject_is_reported(quick_run):
+    _, report, _ = quick_run
+    assert report["quick"] is True
+    assert set(report["cases"]) == set(EXPECTED)
+    for name, case in report["cases"].items():
+        rows = {r["subject"]: r for r in case["subjects"]}
+        assert list(rows) == EXPECTED[name]
+        for subject, r in rows.items():
+            if subject == "torch" and not HAVE_TORCH:
+                assert "not installed" in r["skipped"]
+                continue
+            assert "error" not in r, (name, subject, r.get("error"))
+            missing = [f for f in FIELDS if f not in r]
+            assert not missing, (name, subject, missing)
+            assert r["seconds"] > 0 and r["flops"] > 0 and r["peak_rss_bytes"] > 0
+            assert len(r["seconds_all"]) == report["repeats"]
+            if subject.startswith("streamae"):
+                assert r["passes"] in (1, 2)
+                assert r["bytes_read"] == r["passes"] * case["m"] * case["n"] * 4
+
+
+def test_subjects_agree_on_the_cost(quick_run):
+    _, report, _ = quick_run
+    for case in report["cases"].values():
+        assert case["cost_max_rel_diff"] is not None
+        assert case["cost_max_rel_diff"] < 1e-3  # float32 evaluations of one objective
+
+
+def test_targets_demo_and_outputs(quick_run):
+    out, report, stdout = quick_run
+    assert report["targets"] and all(
+        {"target", "goal", "value", "met"} <= set(t) for t in report["targets"])
+    demo = report["demo"]
+    assert "error" not in demo, demo.get("error")
+    assert demo["train_seconds"] > 0 and demo["first_iteration_seconds"] > 0
+    table = (out / "benchmarks.md").read_text()
+    assert "### Targets" in table and "### Case S10" in table
+    assert "### Targets" in stdout
+    if HAVE_MPL:
+        assert report["chart"] and (out / "benchmarks.png").stat().st_size > 0
+    else:
+        assert "matplotlib" in report["chart_skipped"]
+
+
+def test_torch_subject_skips_cleanly_without_torch(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "streamae_benchmark_subjects", os.path.join(ROOT, "benchmarks", "subjects.py"))
+    subjects = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(subjects)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    out = subjects.run_torch({"store": "unused", "n": 4, "s": 2, "hyper": (0.1, 3.0, 0.0)},
+                             "torch", 1, 0)
+    assert out == {"skipped": subjects.TORCH_HINT}

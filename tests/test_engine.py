@@ -1,0 +1,266 @@
+"""Whole-dataset evaluations: every strategy, input kind and chunking against
+the plain NumPy reference; float32 against float64; determinism across
+schedulers; bad data named by chunk and rows.
+
+Tolerances (float64): cost and every gradient array within 1e-12 of the
+reference, relative to the array's largest entry. Measured over all the
+cases below (3 seeds): at most 9.3e-16 for every strategy (only the
+summation order differs).
+"""
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_allclose, assert_array_equal
+
+from streamae import (
+    STRATEGIES,
+    DataError,
+    NumericalError,
+    SparseAutoencoder,
+    reference_cost_and_grad,
+)
+from streamae._data import open_dataset
+from streamae._engine import _merge_bad, tree_sum
+from streamae._objective import PARAM_NAMES
+
+RTOL64 = 1e-12
+
+
+def assert_same_objective(cost, grad, ref_cost, ref_grad, rtol):
+    """Cost within rtol; each gradient array within rtol of its largest entry."""
+    assert cost == pytest.approx(ref_cost, rel=rtol, abs=0)
+    for k in PARAM_NAMES:
+        assert grad[k].shape == ref_grad[k].shape
+        assert_allclose(grad[k], ref_grad[k], rtol=rtol, atol=rtol * np.abs(ref_grad[k]).max(),
+                        err_msg=k)
+
+
+def model_for(params, hyper_kw, dtype="float64"):
+    return SparseAutoencoder.from_weights(**params, **hyper_kw, dtype=dtype)
+
+
+# ----------------------------------------------------------------- inputs and chunkings
+
+M = 50
+CHUNKINGS = {  # rows per chunk -> the chunk sizes it must produce for 50 rows
+    "one-chunk": (50, (50,)),
+    "many-chunks": (5, (5,) * 10),
+    "uneven-last": (13, (13, 13, 13, 11)),
+    "one-row": (1, (1,) * 50),
+}
+INPUT_KINDS = ["zarr-path", "zarr-array", "dask-array", "numpy"]
+
+
+def make_input(kind, X, chunk_rows, write_zarr):
+    """The data in one of the accepted forms, chunked by ``chunk_rows`` rows
+    through that form's own mechanism; returns (data, extra cost_and_grad kwargs)."""
+    if kind == "zarr-path":
+        return write_zarr(X, chunk_rows), {}
+    if kind == "zarr-array":
+        return zarr.open_array(write_zarr(X, chunk_rows), mode="r"), {}
+    if kind == "dask-array":
+        return da.from_array(X, chunks=(chunk_rows, X.shape[1])), {}
+    return X, {"chunk_rows": chunk_rows}
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_strategies_match_reference(kind, chunking, make_problem, hyper, hyper_kw,
+                                    write_zarr):
+    X, params = make_problem(M, 8, 5)
+    chunk_rows, expected_chunks = CHUNKINGS[chunking]
+    data, kw = make_input(kind, X, chunk_rows, write_zarr)
+    # The case really has the chunking it claims.
+    assert open_dataset(data, **kw).array.chunks == (expected_chunks, (8,))
+
+    ref_cost, ref_grad = reference_cost_and_grad(X, params, hyper)
+    model = model_for(params, hyper_kw)
+    results = {s: model.cost_and_grad(data, strategy=s, **kw) for s in STRATEGIES}
+    for strategy, (cost, grad) in results.items():
+        assert all(g.dtype == np.float64 for g in grad.values()), strategy
+        assert_same_objective(cost, grad, ref_cost, ref_grad, RTOL64)
+    # ... and with each other.
+    first = results[STRATEGIES[0]]
+    for strategy in STRATEGIES[1:]:
+        assert_same_objective(*results[strategy], *first, RTOL64)
+
+
+def test_chunk_rows_overrides_store_chunks(make_problem, hyper, hyper_kw, write_zarr):
+    X, params = make_problem(M, 8, 5)
+    path = write_zarr(X, 10)
+    assert open_dataset(path, chunk_rows=7).array.chunks[0] == (7,) * 7 + (1,)
+    ref = reference_cost_and_grad(X, params, hyper)
+    for strategy in STRATEGIES:
+        got = model_for(params, hyper_kw).cost_and_grad(path, strategy=strategy, chunk_rows=7)
+        assert_same_objective(*got, *ref, RTOL64)
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_reduction_fan_in_does_not_change_the_result(split_every, make_problem, hyper,
+                                                     hyper_kw):
+    X, params = make_problem(M, 8, 5)
+    ref = reference_cost_and_grad(X, params, hyper)
+    for strategy in STRATEGIES:
+        got = model_for(params, hyper_kw).cost_and_grad(
+            X, strategy=strategy, chunk_rows=1, split_every=split_every)
+        assert_same_objective(*got, *ref, RTOL64)
+
+
+def test_float32_store_with_float64_model(make_problem, hyper, hyper_kw, write_zarr):
+    """The data's dtype is not the arithmetic's: float32 data is upcast exactly."""
+    X, params = make_problem(M, 8, 5)
+    X32 = X.astype(np.float32)
+    path = write_zarr(X32, 13)
+    ref = reference_cost_and_grad(X32.astype(np.float64), params, hyper)
+    for strategy in STRATEGIES:
+        got = model_for(params, hyper_kw).cost_and_grad(path, strategy=strategy)
+        assert_same_objective(*got, *ref, RTOL64)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_])
+def test_integer_and_boolean_data(dtype, rng, make_problem, hyper, hyper_kw):
+    _, params = make_problem(M, 8, 5)
+    X = (rng.uniform(size=(M, 8)) > 0.5).astype(dtype)
+    ref = reference_cost_and_grad(X.astype(np.float64), params, hyper)
+    for strategy in STRATEGIES:
+        got = model_for(params, hyper_kw).cost_and_grad(X, strategy=strategy, chunk_rows=13)
+        assert_same_objective(*got, *ref, RTOL64)
+
+
+# ----------------------------------------------------------------- float32 arithmetic
+
+# float32 kernels against float64 ones, 3000 x 64 -> 25 in chunks of 700 rows
+# (the last one 200). Measured over 4 seeds and 3 problem sizes up to 20000
+# rows: cost relative error <= 5e-9 (the cost is summed in float64 from
+# per-element errors that average out); gradient error <= 3e-7 of the
+# array's largest entry (about 2.5 float32 epsilons). Tolerances: cost rtol
+# 1e-6, gradient 2e-6 x max |g| of each array.
+F32_COST_RTOL = 1e-6
+F32_GRAD_RTOL = 2e-6
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_float32_agrees_with_float64(strategy, make_problem, hyper_kw):
+    X, params = make_problem(3000, 64, 25)
+    c64, g64 = model_for(params, hyper_kw, "float64").cost_and_grad(
+        X, strategy=strategy, chunk_rows=700)
+    c32, g32 = model_for(params, hyper_kw, "float32").cost_and_grad(
+        X, strategy=strategy, chunk_rows=700)
+    assert c32 == pytest.approx(c64, rel=F32_COST_RTOL, abs=0)
+    for k in PARAM_NAMES:
+        assert g32[k].dtype == np.float64  # sums and the result are float64 anyway
+        assert_allclose(g32[k], g64[k], rtol=0, atol=F32_GRAD_RTOL * np.abs(g64[k]).max(),
+                        err_msg=k)
+    # float32 really is different arithmetic (else this test would prove nothing).
+    assert any(not np.array_equal(g32[k], g64[k]) for k in PARAM_NAMES)
+
+
+# ----------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_bit_identical_across_runs_and_schedulers(strategy, make_problem, hyper_kw):
+    X, params = make_problem(400, 16, 6)
+    model = model_for(params, hyper_kw, "float32")
+    runs = [model.cost_and_grad(X, strategy=strategy, chunk_rows=37, scheduler=sched)
+            for sched in ("threads", "threads", "synchronous")]
+    for cost, grad in runs[1:]:
+        assert cost == runs[0][0]
+        for k in PARAM_NAMES:
+            assert_array_equal(grad[k], runs[0][1][k], strict=True)
+
+
+# ----------------------------------------------------------------- reduction pieces
+
+def test_merge_bad_records():
+    records = [np.array([0, -1]), np.array([2, 30]), np.array([0, -1]), np.array([1, 12])]
+    assert_array_equal(_merge_bad(records), [3, 12])
+    assert_array_equal(_merge_bad([np.array([0, -1])] * 3), [0, -1])
+
+
+def test_tree_sum_groups_by_index():
+    parts = [dask.delayed((np.array([float(i)]), float(i), np.array([i % 2, 100 - i])))
+             for i in range(11)]
+    for split_every in (2, 3, 8, 16):
+        total, scalar, bad = dask.compute(tree_sum(parts, split_every),
+                                          scheduler="synchronous")[0]
+        assert total[0] == 55.0 and scalar == 55.0
+        # Counts add up (five odd i); the first row is the smallest among records
+        # with a count, 100 - 9, not the first record's.
+        assert_array_equal(bad, [5, 91])
+    with pytest.raises(ValueError, match="split_every"):
+        tree_sum(parts, 1)
+
+
+# ----------------------------------------------------------------- bad data
+
+BAD_VALUES = {
+    "nan": (np.nan, "NaN"),
+    "inf": (np.inf, "Inf"),
+    "minus-inf": (-np.inf, "Inf"),
+    "above-1": (1.5, "outside [0, 1]"),
+    "below-0": (-0.25, "outside [0, 1]"),
+}
+
+
+def _check_bad_message(msg, source, chunk, start, stop, rows, what):
+    assert "\n" not in msg
+    assert source in msg
+    assert f"chunk {chunk} (rows {start}-{stop})" in msg
+    assert f"in rows {', '.join(map(str, rows))}" in msg
+    assert what in msg
+    assert "clean the data" in msg or "rescale" in msg  # the fix
+
+
+@pytest.mark.parametrize("value", list(BAD_VALUES))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_bad_values_named_by_chunk_and_rows(strategy, value, make_problem, hyper_kw,
+                                            write_zarr):
+    X, params = make_problem(M, 8, 5)
+    bad, what = BAD_VALUES[value]
+    X[23, 3] = bad
+    X[25, 0] = bad
+    X[41, 7] = bad  # a later chunk: the message names the first one
+    path = write_zarr(X, 10)
+    model = model_for(params, hyper_kw)
+    with pytest.raises(DataError) as info:
+        model.cost_and_grad(path, strategy=strategy)
+    _check_bad_message(str(info.value), path, 2, 20, 29, [23, 25], what)
+
+
+@pytest.mark.parametrize("kind", ["zarr-array", "dask-array", "numpy"])
+def test_nan_named_for_every_input_kind(kind, make_problem, hyper_kw, write_zarr):
+    X, params = make_problem(M, 8, 5)
+    X[37, 1] = np.nan
+    data, kw = make_input(kind, X, 13, write_zarr)
+    source = {"zarr-array": "Zarr array", "dask-array": "Dask array",
+              "numpy": "NumPy array"}[kind]
+    for strategy in STRATEGIES:
+        with pytest.raises(DataError) as info:
+            model_for(params, hyper_kw).cost_and_grad(data, strategy=strategy, **kw)
+        _check_bad_message(str(info.value), source, 2, 26, 38, [37], "NaN")
+
+
+def test_bad_values_stop_fit(make_problem, hyper_kw, write_zarr):
+    X, _ = make_problem(M, 8, 5)
+    X[3, 3] = np.nan
+    path = write_zarr(X, 10)
+    model = SparseAutoencoder(n_hidden=5, **hyper_kw)
+    for strategy in STRATEGIES:
+        with pytest.raises(DataError, match=r"chunk 0 \(rows 0-9\): 1 NaN value\(s\) in rows 3"):
+            model.fit(path, strategy=strategy, max_iter=3, progress=False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_saturated_hidden_unit_is_an_error_not_nan(strategy, dtype, make_problem, hyper_kw):
+    """sigmoid(60) is exactly 1 in float32 and float64: rho_hat of unit 2 is 1 and
+    the KL term infinite; the evaluation must say so instead of returning NaN."""
+    X, params = make_problem(M, 8, 5)
+    params["b1"][2] = 60.0
+    with pytest.raises(NumericalError) as info:
+        model_for(params, hyper_kw, dtype).cost_and_grad(X, strategy=strategy, chunk_rows=13)
+    msg = str(info.value)
+    assert "\n" not in msg and "rho_hat" in msg and "[2]" in msg
