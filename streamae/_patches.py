@@ -218,16 +218,22 @@ class PatchSource:
     seed: int
 
     @classmethod
-    def from_images(cls, images, size, seed, names=None):
-        """Pack ``images`` (all grey or all colour); checks they hold a patch."""
+    def from_images(cls, images, size, seed, names=None, max_side=0):
+        """Pack ``images`` (all grey or all colour); checks they hold a patch.
+
+        ``max_side`` (the downscaling applied, 0 for none) only shapes the
+        error message.
+        """
         names = names or [f"image {i}" for i in range(len(images))]
         size = int(size)
         for im, name in zip(images, names, strict=True):
             if min(im.shape[:2]) < size:
+                shrunk = max_side and max(im.shape[:2]) == max_side
                 raise DataError(
-                    f"image '{name}' is {im.shape[1]}x{im.shape[0]} pixels (after "
-                    f"downscaling), smaller than a {size}x{size} patch; remove it, use "
-                    f"--size {min(im.shape[:2])} or less, or raise --max-side")
+                    f"image '{name}' is {im.shape[1]}x{im.shape[0]} pixels"
+                    f"{' after downscaling to --max-side ' + str(max_side) if shrunk else ''}, "
+                    f"smaller than the {size}x{size} patches; remove it or use --size "
+                    f"{min(im.shape[:2])} or less" + (", or raise --max-side" if shrunk else ""))
         channels = 1 if images[0].ndim == 2 else images[0].shape[2]
         sizes = np.array([im.size for im in images], np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -453,7 +459,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
     if whiten_images:
         imgs = [whiten(im).astype(np.float32) for im in imgs]
-    source = PatchSource.from_images(imgs, size, seed, names)
+    source = PatchSource.from_images(imgs, size, seed, names,
+                                     max_side=0 if builtin else max_side)
     del imgs
     width = source.width
     itemsize = np.dtype(dtype).itemsize

@@ -156,7 +156,7 @@ def test_errors(tmp_path, photo_dir):
     (junk / "a.jpg").write_text("not really a JPEG")
     with pytest.raises(DataError, match=r"none an image Pillow can read \(a.jpg\)"):
         write_patches(tmp_path / "x.zarr", images=junk)
-    with pytest.raises(DataError, match="smaller than a 40x40 patch"):
+    with pytest.raises(DataError, match="smaller than the 40x40 patches"):
         write_patches(tmp_path / "x.zarr", images=photo_dir, size=40)
     with pytest.raises(ParameterError, match="at least 2"):
         write_patches(tmp_path / "x.zarr", builtin=True, size=1)
@@ -172,7 +172,7 @@ def test_errors(tmp_path, photo_dir):
 
 @pytest.mark.parametrize("argv, message", [
     (["--images", "{empty}"], "no readable images"),
-    (["--images", "{photos}", "--size", "40"], "smaller than a 40x40 patch"),
+    (["--images", "{photos}", "--size", "40"], "smaller than the 40x40 patches"),
     (["--builtin", "--size", "1"], "patch size must be at least 2"),
     (["--builtin", "--count", "5"], "already exists"),
 ])
