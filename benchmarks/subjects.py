@@ -21,6 +21,10 @@ numpy
 torch
     PyTorch CPU autograd on the same objective in memory (float32,
     ``torch.set_num_threads(2)``). Skipped when torch is not installed.
+read-only, read-only-zstd
+    One pass over the store that only reads: the same Dask array of the
+    store's chunks that streamae builds, one task per chunk that takes the
+    chunk and returns its row count. What reading costs, without compute.
 gemm, gemm-one-pass
     Only the matrix products that an evaluation needs, at the same shapes,
     with NumPy's BLAS on whole in-memory arrays: the practical limit.
@@ -47,6 +51,8 @@ PRODUCTS = {
     "torch": 5,
     "gemm": 5,
     "gemm-one-pass": 6,
+    "read-only": 0,
+    "read-only-zstd": 0,
 }
 
 # Reads of the whole store per evaluation (0: the data is already in memory).
@@ -59,6 +65,8 @@ PASSES = {
     "torch": 0,
     "gemm": 0,
     "gemm-one-pass": 0,
+    "read-only": 1,
+    "read-only-zstd": 1,
 }
 
 TORCH_HINT = "torch is not installed (pip install torch==2.13.0 to include it)"
@@ -217,6 +225,29 @@ def run_gemm(case, subject, repeats, warmup):
             "rss_before_bytes": rss_before}
 
 
+def _rows_of(block):
+    return np.ascontiguousarray(block, dtype=np.float32).shape[0]
+
+
+def run_read_only(case, subject, repeats, warmup):
+    import dask
+    import dask.array as da
+    import zarr
+
+    store = case["store_zstd"] if subject.endswith("-zstd") else case["store"]
+    rss_before = peak_rss_bytes()
+
+    def evaluate():
+        z = zarr.open_array(store, mode="r")
+        blocks = da.from_zarr(z, chunks=(z.chunks[0], z.shape[1])).to_delayed().ravel()
+        rows = dask.compute(*[dask.delayed(_rows_of)(b) for b in blocks], scheduler="threads")
+        assert sum(rows) == z.shape[0]
+
+    seconds, _ = _timed(evaluate, repeats, warmup)
+    return {"seconds": seconds, "cost": None, "grad_norm": None,
+            "rss_before_bytes": rss_before}
+
+
 RUNNERS = {
     "streamae-one-pass": run_streamae,
     "streamae-one-pass-zstd": run_streamae,
@@ -226,6 +257,8 @@ RUNNERS = {
     "torch": run_torch,
     "gemm": run_gemm,
     "gemm-one-pass": run_gemm,
+    "read-only": run_read_only,
+    "read-only-zstd": run_read_only,
 }
 
 

@@ -65,9 +65,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="self-taught-digits", help="working directory")
     parser.add_argument("--hidden", type=int, default=100, help="hidden units (default 100)")
+    parser.add_argument("--rho", type=float, default=AE["rho"])
+    parser.add_argument("--beta", type=float, default=AE["beta"])
+    parser.add_argument("--weight-decay", type=float, default=AE["weight_decay"])
     parser.add_argument("--max-iter", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help=f"labelled training sets drawn per size (default {REPEATS})")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    hyper = dict(rho=args.rho, beta=args.beta, weight_decay=args.weight_decay)
     os.makedirs(args.out, exist_ok=True)
     path = lambda name: os.path.join(args.out, name)  # noqa: E731
 
@@ -88,12 +94,12 @@ def main():
                  scale_from=path("unlabelled.zarr"), overwrite=True)
 
     t0 = time.perf_counter()
-    ae = SparseAutoencoder(n_hidden=args.hidden, **AE, dtype="float64", seed=args.seed)
+    ae = SparseAutoencoder(n_hidden=args.hidden, **hyper, dtype="float64", seed=args.seed)
     ae.fit(path("unlabelled.zarr"), max_iter=args.max_iter, progress=False)
     ae.save(path("model.zarr"), overwrite=True)
     last = ae.history_[-1]
-    print(f"autoencoder 64 -> {args.hidden} (rho {AE['rho']}, beta {AE['beta']}, lambda "
-          f"{AE['weight_decay']}): {ae.n_iter_} L-BFGS iterations in "
+    print(f"autoencoder 64 -> {args.hidden} (rho {args.rho}, beta {args.beta}, lambda "
+          f"{args.weight_decay}): {ae.n_iter_} L-BFGS iterations in "
           f"{time.perf_counter() - t0:.1f} s, cost {last['cost']:.4f}, explained variance "
           f"{last['explained_variance']:.3f}, {last['dead_units']} dead units")
     show(path("model.zarr"), path("pictures"), overwrite=True)
@@ -111,12 +117,12 @@ def main():
     inputs = {"raw pixels (64)": pixels, f"autoencoder features ({args.hidden})": features,
               f"pixels + features ({64 + args.hidden})": both}
     print(f"\ntest set: {len(test)} images of digits 0-4; accuracy, mean +/- std over "
-          f"{REPEATS} random labelled training sets\n")
+          f"{args.repeats} random labelled training sets\n")
     print("| labelled images per class | " + " | ".join(inputs) + " |")
     print("|---|" + "---|" * len(inputs))
     for size in SIZES:
         scores = {name: [] for name in inputs}
-        for _ in range(1 if size == "all" else REPEATS):
+        for _ in range(1 if size == "all" else args.repeats):
             train = pool if size == "all" else pool[subsets(yl[pool], size, rng)]
             for name, data in inputs.items():
                 scores[name].append(accuracy(data[train], yl[train], data[test], yl[test]))

@@ -60,8 +60,13 @@ from ._errors import DataError, ParameterError, StreamaeError
 
 __all__ = ["ClusterError", "LostInputError", "Runner", "SCATTER_THRESHOLD", "make_runner"]
 
-#: Parameters at least this large (bytes) are scattered and broadcast on a cluster.
+#: Parameters at least this large (bytes) are scattered on a cluster.
 SCATTER_THRESHOLD = 2**20
+
+#: Scattered parameters are broadcast to every worker while that costs at
+#: most this many bytes in all (the scheduler sends each copy); beyond, they
+#: go to one worker and the others fetch them from each other.
+BROADCAST_BUDGET = 2**30
 
 #: In-memory data embedded in the graph above this size is shipped once per
 #: session (split into one literal per chunk, persisted on a cluster).
@@ -276,12 +281,8 @@ class Runner:
         if self.client is None:
             n = self.workers or "default"
             return f"Dask {self.kind} scheduler ({n} workers)"
-        info = self.client.scheduler_info(n_workers=-1) if _takes_n_workers(self.client) \
-            else self.client.scheduler_info()
-        workers = info.get("workers", {})
-        threads = sum(w.get("nthreads", 0) for w in workers.values())
-        line = (f"Dask cluster {info.get('address', self.client.scheduler.address)}: "
-                f"{len(workers)} workers, {threads} threads")
+        workers, threads = _cluster_size(self.client)
+        line = f"Dask cluster {self.client.scheduler.address}: {workers} workers, {threads} threads"
         link = self.dashboard_link
         if link:
             line += f"; dashboard {link}"
@@ -441,14 +442,18 @@ class Runner:
         """One graph key holding ``value`` (the parameters) for this evaluation.
 
         On a cluster, values of at least ``scatter_threshold`` bytes are
-        scattered once and broadcast to every worker; smaller ones are one
-        literal in the graph. Tasks take the returned object as an argument.
+        scattered once and broadcast to every worker (up to
+        ``BROADCAST_BUDGET`` bytes in all; beyond, workers fetch them from
+        each other); smaller ones are one literal in the graph. Tasks take
+        the returned object as an argument.
         """
         self._ensure_open()
         if self.kind == "distributed" and _nbytes(value) >= self.scatter_threshold:
             self._check_connected()
             try:
-                [future] = self.client.scatter([value], broadcast=True, hash=False,
+                workers = max(1, _cluster_size(self.client)[0])
+                broadcast = _nbytes(value) * workers <= BROADCAST_BUDGET
+                [future] = self.client.scatter([value], broadcast=broadcast, hash=False,
                                                direct=False)
             except (Exception, AsyncCancelledError) as exc:
                 error = self._translate(exc)
@@ -566,13 +571,16 @@ def _holds_futures(objs):
     return False
 
 
-def _takes_n_workers(client):
+def _cluster_size(client):
+    """(workers, threads) of the client's cluster, without listing every worker."""
     import inspect
 
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):
-        return False
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        info = client.scheduler_info(n_workers=0)
+        if "n_workers" in info:
+            return info["n_workers"], info.get("total_threads", 0)
+    workers = client.scheduler_info().get("workers", {})
+    return len(workers), sum(w.get("nthreads", 0) for w in workers.values())
 
 
 def _killed_count():

@@ -99,7 +99,7 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     name = type(exc).__name__
     if isinstance(exc, PermissionError) or "Credential" in name or "AccessDenied" in reason:
-        what = "no credentials were found" if "Credential" in name else f"{reason}"
+        what = "no credentials were found" if name == "NoCredentialsError" else reason
         return (f"access denied to '{url}' ({what}): check the credentials "
                 "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the "
                 f"environment; or --storage-option key=... secret=...) and that they may "
@@ -108,7 +108,7 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
         return (f"cannot reach the object store for '{url}' ({name}: {reason}); check the "
                 "endpoint (the endpoint_url storage option or AWS_ENDPOINT_URL) and the network")
     if isinstance(exc, (FileNotFoundError, KeyError)):
-        bucket = _missing_bucket(url, storage_options)
+        bucket = missing_bucket(url, storage_options)
         if bucket:
             return (f"no bucket '{bucket}' for '{url}': check the bucket name (and the "
                     "endpoint, for a store other than AWS)")
@@ -120,7 +120,7 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
     return f"cannot {action} '{url}' ({name}: {reason})"
 
 
-def _missing_bucket(url, storage_options=None):
+def missing_bucket(url, storage_options=None):
     """The bucket of ``url`` if the store says it does not exist, else None."""
     protocol = url.split("://", 1)[0].lower()
     if protocol not in _BUCKET_PROTOCOLS:

@@ -21,7 +21,7 @@ from ._objective import PARAM_NAMES, flatten, init_params, unflatten
 from ._store import read_model, write_model
 
 DTYPES = ("float32", "float64")
-DEFAULT_BLOCK_ROWS = 2048
+DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
 
 
 class NotFittedError(StreamaeError, AttributeError):

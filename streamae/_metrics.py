@@ -54,9 +54,12 @@ def explained_variance(reconstruction, m, total):
 
 
 def _moments(block):
-    x = np.asarray(block, np.float64)
-    mean = x.mean(axis=0)
-    return x.shape[0], mean, ((x - mean) ** 2).sum(axis=0)
+    # Bad values (NaN, Inf) just make the result non-finite: the evaluation
+    # that follows reports them, with their rows.
+    with np.errstate(all="ignore"):
+        x = np.asarray(block, np.float64)
+        mean = x.mean(axis=0)
+        return x.shape[0], mean, ((x - mean) ** 2).sum(axis=0)
 
 
 def total_variance(evaluator):
@@ -82,13 +85,14 @@ def total_variance(evaluator):
 def _pool(*parts):
     """Pool per-chunk (count, mean, M2) in order; returns sum of M2 over columns."""
     n, mean, m2 = 0, 0.0, 0.0
-    for nb, mb, m2b in parts:
-        delta = mb - mean
-        total = n + nb
-        mean = mean + delta * (nb / total)
-        m2 = m2 + m2b + delta * delta * (n * nb / total)
-        n = total
-    return float(np.sum(m2))
+    with np.errstate(all="ignore"):  # non-finite data: see _moments
+        for nb, mb, m2b in parts:
+            delta = mb - mean
+            total = n + nb
+            mean = mean + delta * (nb / total)
+            m2 = m2 + m2b + delta * delta * (n * nb / total)
+            n = total
+        return float(np.sum(m2))
 
 
 def metrics_path(model_path):

@@ -458,7 +458,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
     if whiten_images:
-        imgs = [whiten(im).astype(np.float32) for im in imgs]
+        for i, im in enumerate(imgs):  # in place: one image's temporaries at a time
+            imgs[i] = whiten(im).astype(np.float32)
     source = PatchSource.from_images(imgs, size, seed, names,
                                      max_side=0 if builtin else max_side)
     del imgs

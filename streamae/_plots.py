@@ -252,6 +252,8 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
             raise ParameterError("give out= (a directory) to show a model that is not saved")
     else:
         path = os.fspath(model)
+        if out is None and "://" in path:
+            raise ParameterError(f"give --out (a local directory) for the pictures of '{path}'")
         out = default_out(path) if out is None else out
         model = SparseAutoencoder.load(path, storage_options=storage_options)
     out = Path(os.fspath(out))

@@ -22,7 +22,7 @@ import uuid
 import numpy as np
 import zarr
 
-from ._data import describe_url_error
+from ._data import describe_url_error, missing_bucket
 from ._errors import DataError, OutputExistsError, StreamaeError
 from ._objective import PARAM_NAMES
 
@@ -60,6 +60,11 @@ def check_writable(path, overwrite, storage_options=None, what="output"):
             f"{what} '{path}' already exists; choose another path or pass --overwrite "
             "(overwrite=True) to replace it")
     if _is_url(path):
+        bucket = missing_bucket(path, storage_options)
+        if bucket:
+            raise OutputWriteError(f"cannot write {what} '{path}': no bucket '{bucket}' (check "
+                                   "the bucket name, and the endpoint for a store other than "
+                                   "AWS); nothing was written")
         return
     parent = os.path.dirname(os.fspath(path).rstrip("/")) or "."
     while not os.path.exists(parent) and os.path.dirname(parent) not in ("", parent):

@@ -46,6 +46,34 @@ def wait_for(predicate, timeout, what):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
+def cluster_children():
+    """PIDs of this process's descendants, but multiprocessing's resource
+    tracker (which lives as long as this process, by design)."""
+    import psutil
+
+    pids = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(proc.cmdline()):
+                pids.add(proc.pid)
+        except psutil.Error:
+            pass
+    return pids
+
+
+def all_exited(pids):
+    """True once none of ``pids`` is running (zombies count as exited)."""
+    import psutil
+
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
 # ---------------------------------------------------------------- data
 
 def make_store(path, m, n, chunk_rows, seed=0, dtype="float32"):

@@ -199,6 +199,15 @@ def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
                for p in prefixes), prefixes
 
 
+def test_data_persisted_on_the_workers(cluster, store, reference):
+    """A Dask array persisted on the cluster (data that fits in the workers'
+    memory): read from the store once, then every evaluation computes in place."""
+    import dask.array as da
+
+    X = cluster.persist(da.from_zarr(store))
+    assert fit_bits(fitted(X, cluster)) == reference["fit"]
+
+
 # ----------------------------------------------------------------- losing a worker
 
 @pytest.fixture(scope="module")

@@ -195,3 +195,22 @@ def test_cli_writes_store(tmp_path, capsys):
     data, attrs, z = _read(out)
     assert data.shape == (1000, 25) and z.chunks == (300, 25)
     assert attrs["whiten"] is False and attrs["seed"] == 4 and attrs["chunk_rows"] == 300
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_count(tmp_path):
+    """Peak memory of `streamae patches` is the same for 0.2 and 3 million patches."""
+    import resource
+    import subprocess
+    import sys
+
+    def peak(count):
+        subprocess.run([sys.executable, "-m", "streamae.cli", "patches",
+                        str(tmp_path / f"{count}.zarr"), "--builtin", "--count", str(count),
+                        "--quiet"], check=True, capture_output=True)
+        # Largest resident set of any child so far, in KiB on Linux.
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    small = peak(200_000)
+    big = peak(3_000_000)  # 768 MB of float32 patches
+    assert big < small + 100, (small, big)

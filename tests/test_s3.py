@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cluster_fixtures import MotoServer, make_store, wait_for
+from cluster_fixtures import MotoServer, all_exited, cluster_children, make_store, wait_for
 from streamae import DataError, OutputExistsError, SparseAutoencoder
 from streamae._objective import PARAM_NAMES
 from streamae.cli import _storage_option, main, storage_options
@@ -75,11 +75,8 @@ def test_train_from_s3_and_save_to_s3(s3):
 def test_cli_trains_on_a_local_cluster_from_and_to_s3(s3, tmp_path, monkeypatch, capsys):
     """`--workers 2`: a LocalCluster whose worker processes read the chunks from
     S3 themselves (credentials from the environment); the model goes to S3."""
-    import psutil
-
     monkeypatch.chdir(tmp_path)  # the default checkpoint path of an s3:// --out
-    me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
+    before = cluster_children()
     status = main(["train", URL, "--out", "s3://models/cli.zarr", "--workers", "2",
                    "--hidden", "5", "--rho", "0.1", "--weight-decay", "1e-3",
                    "--max-iter", "5", "--dtype", "float64",
@@ -94,9 +91,8 @@ def test_cli_trains_on_a_local_cluster_from_and_to_s3(s3, tmp_path, monkeypatch,
     local = SparseAutoencoder(**MODEL, dtype="float64").fit(s3.local_copy, **FIT)
     assert_same_model(model, local)
     # The cluster's processes are gone.
-    spawned = {p.pid for p in me.children(recursive=True)} - before
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
-                             != psutil.STATUS_ZOMBIE for p in spawned), 30, "cluster exit")
+    spawned = cluster_children() - before
+    wait_for(lambda: all_exited(spawned), 30, "the local cluster's processes to exit")
 
 
 @pytest.mark.parametrize("url, options, words", [

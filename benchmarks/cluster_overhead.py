@@ -1,0 +1,245 @@
+"""Per-evaluation time and bytes on the wire: local threads vs a LocalCluster.
+
+Measures, in one run on one machine, on a Zarr store of ``--rows`` x
+``--cols`` float32 values in [0.05, 0.95]:
+
+- seconds per evaluation of (cost, gradient) on the local threaded scheduler
+  with ``--workers`` threads, and on a ``distributed.LocalCluster`` of
+  ``--workers`` single-threaded worker processes (the target: cluster at most
+  1.25x threads);
+- bytes per evaluation between the client and the scheduler, between the
+  scheduler and the workers, and between workers (partial sums moving up the
+  reduction tree), for this store and for one with 10x fewer rows and the
+  same number of chunks (they should not depend on the rows).
+
+Both schedulers evaluate the same parameters; the script checks the results
+are bit-identical. Everything listens on 127.0.0.1 only.
+
+Usage::
+
+    python benchmarks/cluster_overhead.py                 # 1,000,000 x 64, 16 chunks
+    python benchmarks/cluster_overhead.py --rows 200000 --repeats 5
+"""
+
+import argparse
+import contextlib
+import contextvars
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import zarr
+
+from streamae._cluster import Runner
+from streamae._data import open_dataset
+from streamae._engine import Evaluator, make_hyper
+from streamae._objective import PARAM_NAMES, init_params
+
+
+def make_store(path, m, n, chunk_rows, seed=0):
+    if os.path.exists(path):
+        z = zarr.open_array(path, mode="r")
+        if z.shape == (m, n) and z.chunks[0] == chunk_rows:
+            return path
+        raise SystemExit(f"{path} exists with another shape or chunking; remove it")
+    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32")
+    rng = np.random.default_rng(seed)
+    for start in range(0, m, chunk_rows):
+        stop = min(m, start + chunk_rows)
+        z[start:stop] = rng.uniform(0.05, 0.95, size=(stop - start, n)).astype(np.float32)
+    return path
+
+
+class CommMeter:
+    """Bytes written/read by this process on distributed's TCP comms, split into
+    client<->scheduler (comms whose peer is the scheduler) and the rest (here:
+    the in-process scheduler talking to the workers)."""
+
+    def __init__(self, scheduler_address, on=True):
+        self.scheduler = scheduler_address
+        self.client = 0
+        self.scheduler_workers = 0
+        self._on = on
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Count only inside this block (the threaded evaluations send nothing
+        anyway, but heartbeats do)."""
+        self._on = True
+        try:
+            yield
+        finally:
+            self._on = False
+
+    def per(self, repeats, peers):
+        return {"client_scheduler": self.client / repeats,
+                "scheduler_workers": self.scheduler_workers / repeats,
+                "worker_worker": peers / repeats}
+
+    def _add(self, comm, n):
+        if not self._on:
+            return
+        if comm.peer_address == self.scheduler:
+            self.client += n
+        else:
+            self.scheduler_workers += n
+
+    def __enter__(self):
+        from distributed.comm import tcp
+
+        self._tcp = tcp
+        self._saved = tcp.TCP.write, tcp.TCP.read, tcp.read_bytes_rw
+        write0, read0, read_bytes0 = self._saved
+        current = contextvars.ContextVar("comm", default=None)
+        meter = self
+
+        async def write(comm, msg, *args, **kwargs):
+            n = await write0(comm, msg, *args, **kwargs)
+            meter._add(comm, n)
+            return n
+
+        async def read(comm, *args, **kwargs):
+            token = current.set(comm)
+            try:
+                return await read0(comm, *args, **kwargs)
+            finally:
+                current.reset(token)
+
+        async def read_bytes_rw(stream, n):
+            comm = current.get()
+            if comm is not None:
+                meter._add(comm, n + 8)  # + the 8-byte length header read before
+            return await read_bytes0(stream, n)
+
+        tcp.TCP.write, tcp.TCP.read, tcp.read_bytes_rw = write, read, read_bytes_rw
+        return self
+
+    def __exit__(self, *exc):
+        self._tcp.TCP.write, self._tcp.TCP.read, self._tcp.read_bytes_rw = self._saved
+
+
+def peer_bytes(client):
+    """Bytes all workers have sent to other workers so far."""
+    out = client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total)
+    return sum(out.values())
+
+
+def points(params, count, start=0):
+    """``count`` distinct parameter sets near ``params`` (each evaluation is new
+    work: the same parameters twice would give the same task keys, which a
+    cluster may still hold)."""
+    return [{k: v + 1e-6 * i for k, v in params.items()} for i in range(start, start + count)]
+
+
+def bits(result):
+    return (np.float64(result.cost).tobytes(),
+            *(result.grad[k].tobytes() for k in PARAM_NAMES))
+
+
+def run(args):
+    workdir = args.dir or tempfile.mkdtemp(prefix="streamae-cluster-bench-")
+    big = make_store(os.path.join(workdir, f"x{args.rows}.zarr"), args.rows, args.cols,
+                     args.chunk_rows)
+    small_rows = args.rows // 10
+    small = make_store(os.path.join(workdir, f"x{small_rows}.zarr"), small_rows, args.cols,
+                       args.chunk_rows // 10)
+    hyper = make_hyper(0.01, 3.0, 1e-4)
+    params = init_params(args.cols, args.hidden, np.random.default_rng(0))
+    param_bytes = sum(v.size for v in params.values()) * 4  # float32 in the tasks
+    chunks = -(-args.rows // args.chunk_rows)
+
+    def evaluator(path, runner):
+        return Evaluator(open_dataset(path), hyper, dtype="float32", strategy=args.strategy,
+                         scheduler=runner)
+
+    report = {"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
+              "chunk_rows": args.chunk_rows, "chunks": chunks, "strategy": args.strategy,
+              "workers": args.workers, "repeats": args.repeats,
+              "parameter_bytes_float32": param_bytes, "cpu_count": os.cpu_count()}
+
+    # Both schedulers stay up; evaluations alternate between them at the
+    # same parameters, so that other load on the machine hits both alike.
+    from distributed import Client, LocalCluster
+
+    threads = Runner("threads", workers=args.workers)
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client, threads.session():
+        client.wait_for_workers(args.workers)
+        runner = Runner(client)
+        with runner.session():
+            local, remote = evaluator(big, threads), evaluator(big, runner)
+            for p in points(params, args.warmup, start=1000):
+                local(p), remote(p)
+            t_threads, t_cluster, same = [], [], True
+            p0 = peer_bytes(client)
+            with CommMeter(client.scheduler.address, on=False) as meter:
+                for p in points(params, args.repeats):
+                    t0 = time.perf_counter()
+                    r_threads = local(p)
+                    t1 = time.perf_counter()
+                    with meter.counting():
+                        r_cluster = remote(p)
+                    t2 = time.perf_counter()
+                    t_threads.append(t1 - t0)
+                    t_cluster.append(t2 - t1)
+                    same = same and bits(r_threads) == bits(r_cluster)
+            wire = {"big": meter.per(args.repeats, peer_bytes(client) - p0)}
+            # The same number of chunks, 10x fewer rows: the same bytes.
+            small_ev = evaluator(small, runner)
+            small_ev(params)
+            p0 = peer_bytes(client)
+            with CommMeter(client.scheduler.address) as meter:
+                for p in points(params, args.repeats, start=2000):
+                    small_ev(p)
+            wire["small"] = meter.per(args.repeats, peer_bytes(client) - p0)
+
+    med_threads, med_cluster = statistics.median(t_threads), statistics.median(t_cluster)
+    report.update({
+        "seconds_per_evaluation": {
+            "threads": {"median": med_threads, "min": min(t_threads), "all": t_threads},
+            "local_cluster": {"median": med_cluster, "min": min(t_cluster), "all": t_cluster},
+        },
+        "ratio_cluster_over_threads_median": med_cluster / med_threads,
+        "bit_identical": same,
+        "bytes_per_evaluation": {f"{args.rows}_rows": wire["big"],
+                                 f"{small_rows}_rows": wire["small"]},
+        "data_bytes": args.rows * args.cols * 4,
+    })
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--cols", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=25)
+    p.add_argument("--chunk-rows", type=int, default=62_500)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--strategy", default="one-pass")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
+    p.add_argument("--json", default=None, help="also write the report here")
+    args = p.parse_args(argv)
+    report = run(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    s = report["seconds_per_evaluation"]
+    print(f"\nper evaluation ({args.strategy}, {args.rows} x {args.cols}, {report['chunks']} "
+          f"chunks): threads {s['threads']['median']:.3f} s, LocalCluster "
+          f"{s['local_cluster']['median']:.3f} s, ratio "
+          f"{report['ratio_cluster_over_threads_median']:.2f}; bit-identical: "
+          f"{report['bit_identical']}", file=sys.stderr)
+    return 0 if report["bit_identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
