@@ -69,19 +69,26 @@ class _Source:
         return ("streamae-import-source", self.path)
 
     def rows(self, start, stop):
-        """Rows ``start .. stop-1`` as an in-memory float64 array."""
+        """Rows ``start .. stop-1`` as an in-memory array of the source's dtype."""
         if self.kind == "npy":
             mm = np.load(self.path, mmap_mode="r")
             try:
-                return np.array(mm[start:stop], np.float64)
+                return np.array(mm[start:stop])
             finally:
                 # Drop the mapping so the pages read do not stay in this
                 # process's resident memory.
                 del mm
-        return np.asarray(self.zarr[start:stop], np.float64)
+        return np.asarray(self.zarr[start:stop])
+
+
+# Rows converted to float64 at a time when scaling (keeps temporaries small).
+_SCALE_ROWS = 8192
 
 
 def _bad_rows(block, start):
+    """(count, rows shown) of NaN/Inf values in ``block``; (0, "") if none."""
+    if block.dtype.kind != "f" or np.isfinite(block).all():
+        return 0, ""
     bad = ~np.isfinite(block)
     rows = np.flatnonzero(bad.any(axis=1)) + start
     shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
@@ -121,8 +128,9 @@ def _chunk_range(source, start, stop, per_column):
     if count:
         return None, None, (count, shown, start, stop)
     if per_column:
-        return block.min(axis=0), block.max(axis=0), None
-    return block.min(), block.max(), None
+        return (block.min(axis=0).astype(np.float64), block.max(axis=0).astype(np.float64),
+                None)
+    return float(block.min()), float(block.max()), None
 
 
 def _raise_bad(source, count, shown, start, stop):
@@ -151,7 +159,10 @@ def _chunk_copy(source, start, stop, scale, target, dtype, storage_options):
     count, shown = _bad_rows(block, start)
     if count:
         return None, None, (count, shown, start, stop)
-    out = apply_scale(block, scale).astype(dtype)
+    out = np.empty(block.shape, dtype)
+    for a in range(0, block.shape[0], _SCALE_ROWS):
+        out[a:a + _SCALE_ROWS] = apply_scale(block[a:a + _SCALE_ROWS], scale)
+    del block
     open_for_writing(target, storage_options)[start:stop] = out
     return float(out.min()), float(out.max()), None
 

@@ -202,6 +202,10 @@ def rho_hat_figure(rho_hat, rho):
     zoom.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
     zoom.tick_params(axis="x", labelsize=8)
 
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (wide, zoom):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of units
     dead, sat = int(np.sum(rho_hat < low)), int(np.sum(rho_hat > high))
     fig.suptitle(f"{rho_hat.size} hidden units: rho_hat from {a:.3g} to {b:.3g}, mean "
                  f"{rho_hat.mean():.3g}; {dead} dead, {sat} saturated", fontsize=10)
