@@ -55,6 +55,7 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor
 import dask
 import numpy as np
 from dask.delayed import Delayed
+from dask.utils import ensure_dict
 
 from ._errors import DataError, ParameterError, StreamaeError
 
@@ -172,7 +173,7 @@ def _nbytes(value):
 def embedded_bytes(array):
     """Bytes of NumPy data embedded as literals in a Dask array's graph."""
     total = 0
-    for value in dict(array.__dask_graph__()).values():
+    for value in ensure_dict(array.__dask_graph__()).values():
         inner = getattr(value, "value", None)  # dask._task_spec.DataNode
         if isinstance(inner, np.ndarray):
             total += inner.nbytes
@@ -541,7 +542,7 @@ def fuse_chunk_reads(obj):
     graph = obj.__dask_graph__()
     if hasattr(graph, "cull"):
         graph = graph.cull({obj.key})
-    dsk = convert_legacy_graph(dict(graph))
+    dsk = convert_legacy_graph(ensure_dict(graph))
     dependencies = {k: set(v.dependencies) for k, v in dsk.items()}
     dependents = reverse_dict(dependencies)
     reads = {}
@@ -566,7 +567,7 @@ def _holds_futures(objs):
 
     for obj in objs:
         if isinstance(obj, Delayed) and any(isinstance(v, Future)
-                                            for v in dict(obj.__dask_graph__()).values()):
+                                            for v in ensure_dict(obj.__dask_graph__()).values()):
             return True
     return False
 
