@@ -159,7 +159,8 @@ def run(args):
     report = {"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
               "chunk_rows": args.chunk_rows, "chunks": chunks, "strategy": args.strategy,
               "workers": args.workers, "repeats": args.repeats,
-              "parameter_bytes_float32": param_bytes, "cpu_count": os.cpu_count()}
+              "parameter_bytes_float32": param_bytes, "cpu_count": os.cpu_count(),
+              "load_average_before": os.getloadavg()}
 
     # Both schedulers stay up; evaluations alternate between them at the
     # same parameters, so that other load on the machine hits both alike.
@@ -209,6 +210,7 @@ def run(args):
         "bytes_per_evaluation": {f"{args.rows}_rows": wire["big"],
                                  f"{small_rows}_rows": wire["small"]},
         "data_bytes": args.rows * args.cols * 4,
+        "load_average_after": os.getloadavg(),
     })
     return report
 

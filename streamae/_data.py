@@ -152,6 +152,9 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     -------
     Dataset
     """
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or int(chunk_rows) != chunk_rows
+                                   or chunk_rows < 1):
+        raise DataError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
     if isinstance(data, (str, os.PathLike)):
         source = f"'{os.fspath(data)}'"
         data = open_zarr_array(data, storage_options)

@@ -10,7 +10,8 @@ import os
 import time
 
 from ._display import save_filter_png
-from ._errors import OutputExistsError
+from ._engine import STRATEGIES
+from ._errors import OutputExistsError, ParameterError
 from ._estimator import SparseAutoencoder
 from ._images import demo_patches
 from ._store import write_array
@@ -24,6 +25,11 @@ def run_demo(out="streamae-demo", overwrite=False, strategy="one-pass", max_iter
 
     Writes ``out/patches.zarr``, ``out/model.zarr`` and ``out/filters.png``.
     """
+    if max_iter < 0:
+        raise ParameterError(f"--max-iter must be >= 0, got {max_iter}")
+    if strategy not in STRATEGIES:
+        raise ParameterError(f"unknown strategy {strategy!r}; choose one of "
+                             f"{', '.join(STRATEGIES)}")
     outputs = [os.path.join(out, name) for name in ("patches.zarr", "model.zarr", "filters.png")]
     taken = [p for p in outputs if os.path.exists(p)]
     if taken and not overwrite:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import ParameterError
+
 
 def _tile_shape(n_visible: int) -> tuple[int, int]:
     """Most nearly square ``(h, w)`` with ``h * w == n_visible`` and ``h <= w``.
@@ -54,7 +56,9 @@ def filter_grid(W, patch_shape=None, center: bool = True) -> np.ndarray:
     k, n = A.shape
     h, w = _tile_shape(n) if patch_shape is None else (int(s) for s in patch_shape)
     if h < 1 or w < 1 or h * w != n:
-        raise ValueError(f"patch_shape {patch_shape} does not hold {n} values")
+        raise ParameterError(
+            f"patch shape {patch_shape} does not hold the model's {n} inputs; give h x w with "
+            f"h * w = {n}, or leave it out for the most nearly square shape")
     if center:
         A = A - A.mean()
     peak = np.abs(A).max(axis=1, keepdims=True)

@@ -158,6 +158,11 @@ class Evaluator:
         self.scheduler = scheduler or "threads"
         self.runner = make_runner(scheduler)
         self._array = None  # the data as the runner reads it, prepared on first use
+        self._block_list = None
+        if int(block_rows) < 1:
+            raise ParameterError(f"block_rows must be an integer >= 1, got {block_rows}")
+        if int(split_every) < 2:
+            raise ParameterError(f"split_every must be an integer >= 2, got {split_every}")
         self.block_rows = int(block_rows)
         self.split_every = int(split_every)
         self.m = dataset.shape[0]
@@ -203,7 +208,10 @@ class Evaluator:
         return self._array
 
     def _blocks(self):
-        return self.array.to_delayed().ravel().tolist()
+        # Built once: to_delayed costs ~50 us a chunk, every evaluation.
+        if self._block_list is None:
+            self._block_list = self.array.to_delayed().ravel().tolist()
+        return self._block_list
 
     def _compute(self, *objs):
         return self.runner.compute(*objs)

@@ -109,7 +109,9 @@ class SparseAutoencoder:
         self.hyper = make_hyper(rho, beta, weight_decay)
         self.n_hidden = int(n_hidden)
         self.dtype = str(dtype)
-        self.seed = seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+        self.seed = int(seed)
         self.history_ = []
 
     # ------------------------------------------------------------ properties
@@ -260,10 +262,12 @@ class SparseAutoencoder:
         if strategy not in STRATEGIES:
             raise ParameterError(
                 f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if max_iter < 0 or history_size < 1 or learning_rate <= 0:
-            raise ParameterError(
-                "max_iter must be >= 0, history_size >= 1 and learning_rate > 0; got "
-                f"{max_iter}, {history_size}, {learning_rate}")
+        for name, value, low in (("max_iter", max_iter, 0), ("history_size", history_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < low:
+                raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 < learning_rate < np.inf:
+            raise ParameterError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
         C.require_path(checkpoint, checkpoint_every, resume)
         dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
         m, n = dataset.shape
@@ -501,6 +505,13 @@ def _stop_reason(state, max_iter):
     return ""
 
 
-def _encode_block(block, W1, b1, block_rows):
+def _encode_block(block, W1, b1, block_rows, block_info=None):
     X = np.ascontiguousarray(block, dtype=W1.dtype)
+    # NaN fails both comparisons, so this also refuses NaN and Inf.
+    if X.size and not (X.min() >= 0 and X.max() <= 1):
+        row0 = block_info[0]["array-location"][0][0] if block_info else 0
+        bad = np.flatnonzero(~((X >= 0) & (X <= 1)).all(axis=1)) + row0
+        raise DataError(f"cannot encode: {bad.size} row(s) with values outside [0, 1] or not "
+                        f"finite, first row {bad[0]}; clean or rescale the data as it was for "
+                        "training")
     return K.hidden_activations(X, W1, b1, block_rows)[0]

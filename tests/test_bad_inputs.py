@@ -86,7 +86,7 @@ ROWS = [
     ("flag-hidden-0", "--hidden 0", "CLI",
      ERR + "n_hidden must be an integer >= 1, got 0", "2"),
     ("flag-max-iter", "--max-iter -1", "CLI",
-     ERR + "max_iter must be >= 0, history_size >= 1 and learning_rate > 0; got -1, 100, 1.0",
+     ERR + "max_iter must be an integer >= 0, got -1",
      "2"),
     ("flag-strategy", "--strategy fast", "CLI",
      USAGE + "argument --strategy: invalid choice: 'fast' (choose from …)", "2"),

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import pytest
-
 from cluster_fixtures import (
     ByteMeter,
     SubprocessCluster,
@@ -30,6 +29,7 @@ from cluster_fixtures import (
     make_store,
     wait_for,
 )
+
 from streamae import ParameterError, SparseAutoencoder
 from streamae._cluster import ClusterError, Runner, embedded_bytes, is_address
 from streamae._data import open_dataset

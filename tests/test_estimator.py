@@ -350,3 +350,32 @@ def test_path_to_a_group_is_not_an_array(tmp_path, hyper_kw):
         _fitted(hyper_kw).cost_and_grad(str(tmp_path / "g.zarr"))
     msg = str(info.value)
     assert "\n" not in msg and "g.zarr" in msg and "not a group" in msg
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda X: SparseAutoencoder(seed=-1), ["seed", "-1"]),
+    (lambda X: SparseAutoencoder(seed=1.5), ["seed", "1.5"]),
+    (lambda X: new_model({}).fit(X, max_iter=2.5, progress=False), ["max_iter", "2.5"]),
+    (lambda X: new_model({}).fit(X, max_iter=2, block_rows=0, progress=False),
+     ["block_rows", "0"]),
+    (lambda X: new_model({}).fit(X, max_iter=2, chunk_rows=0, progress=False),
+     ["chunk_rows", "0"]),
+    (lambda X: new_model({}).fit(X, max_iter=2, split_every=1, progress=False),
+     ["split_every", "1"]),
+], ids=["seed-negative", "seed-float", "max-iter-float", "block-rows", "chunk-rows",
+        "split-every"])
+def test_run_options_are_checked_before_any_work(make, words, data):
+    with pytest.raises(StreamaeError) as info:
+        make(data)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_transform_refuses_values_outside_the_unit_interval(data, hyper_kw):
+    model = fit(new_model(hyper_kw), data, max_iter=1)
+    bad = data.copy()
+    bad[130, 3] = np.nan
+    with pytest.raises(DataError, match="first row 130"):
+        model.transform(bad, chunk_rows=64)

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 import zarr
-
 from cluster_fixtures import MotoServer, all_exited, cluster_children, make_store, wait_for
+
 from streamae import DataError, OutputExistsError, SparseAutoencoder
 from streamae._objective import PARAM_NAMES
 from streamae.cli import _storage_option, main, storage_options
