@@ -165,8 +165,9 @@ def test_threads_bit_identical(store, point, reference, workers):
     assert fit_bits(fitted(store, "threads", workers=workers)) == reference["fit"]
 
 
-def test_processes_bit_identical(store, point, reference):
-    runner = Runner("processes", workers=2)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_processes_bit_identical(store, point, reference, workers):
+    runner = Runner("processes", workers=workers)
     with runner.session():  # one pool for all the calls
         assert evaluate_all(point, store, runner) == reference["eval"]
         assert fit_bits(fitted(store, runner)) == reference["fit"]
@@ -197,6 +198,21 @@ def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
     assert len(kernels) == M // CHUNK
     assert all(p in ("_task_one_pass", "_combine") or p.startswith(("dict", "original-"))
                for p in prefixes), prefixes
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_workers_are_set_up(cluster, store, point):
+    """Every worker runs BLAS on one thread (and has streamae's malloc settings),
+    through a plugin that also covers workers started later."""
+    point.cost_and_grad(store, scheduler=cluster)
+    plugins = cluster.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    assert "streamae-worker-setup" in plugins
+    assert all(threads == {1} for threads in cluster.run(_blas_threads).values())
 
 
 def test_data_persisted_on_the_workers(cluster, store, reference):
