@@ -506,6 +506,8 @@ def chart(report, path):
         return "matplotlib is not installed (pip install matplotlib to draw the chart)"
     cases = [(k, c) for k, c in report["cases"].items()
              if any("seconds" in r for r in c["subjects"])]
+    if not cases:
+        return "nothing was measured"
     heights = [sum("seconds" in r for r in c["subjects"]) + 1.5 for _, c in cases]
     fig, axes = plt.subplots(len(cases), 1, figsize=(9, 0.32 * sum(heights) + 0.8),
                              squeeze=False, gridspec_kw={"height_ratios": heights})

@@ -1,13 +1,11 @@
 """The `SparseAutoencoder` estimator: fit, evaluate, transform, save, load."""
 
-import contextlib
 import signal
 import sys
 import time
 
 import dask.array as da
 import numpy as np
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import _checkpoint as C
@@ -26,20 +24,6 @@ DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
 
 class NotFittedError(StreamaeError, AttributeError):
     """The model has no weights yet."""
-
-
-@contextlib.contextmanager
-def _blas_threads(scheduler):
-    """One BLAS thread per task under the local threaded scheduler.
-
-    Dask already runs one task per core; BLAS threads on top would
-    oversubscribe the cores (and make results depend on thread timing).
-    """
-    if scheduler in (None, "threads", "threading", "synchronous", "sync", "single-threaded"):
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    else:
-        yield
 
 
 def _announcer(progress):
@@ -267,7 +251,8 @@ class SparseAutoencoder:
                     or value < low:
                 raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
         if not 0 < learning_rate < np.inf:
-            raise ParameterError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+            raise ParameterError(
+                f"learning_rate must be a finite number > 0, got {learning_rate!r}")
         C.require_path(checkpoint, checkpoint_every, resume)
         dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
         m, n = dataset.shape
