@@ -264,6 +264,7 @@ class SparseAutoencoder:
 
         store, saved = None, None
         if checkpoint is not None:
+            # Everything that changes the floating-point result must match on resume.
             run = {"optimizer": optimizer, "strategy": strategy,
                    "chunk_rows": int(dataset.array.chunks[0][0]),
                    "block_rows": int(block_rows), "split_every": int(split_every)}
@@ -271,13 +272,8 @@ class SparseAutoencoder:
                 run["history_size"] = int(history_size)
             else:
                 run["learning_rate"] = float(learning_rate)
-            hyper = {"n_visible": n, "n_hidden": self.n_hidden, "rho": self.rho,
-                     "beta": self.beta, "weight_decay": self.weight_decay,
-                     "dtype": self.dtype, "seed": self.seed}
-            expected = C.identity(hyper, C.data_fingerprint(data, dataset, storage_options), run)
-            random_state = {"seed": self.seed, "after_init": rng.bit_generator.state}
-            store = C.Checkpointer(checkpoint, checkpoint_every, expected,
-                                   {"random_state": random_state})
+            store = self._checkpointer(checkpoint, checkpoint_every, data, dataset, run, rng,
+                                       storage_options)
             saved = store.open(resume=resume, overwrite=overwrite)
         flag = C.InterruptFlag(active=store is not None)
 
@@ -348,6 +344,15 @@ class SparseAutoencoder:
                 raise C.TrainingInterrupted(signum, path, state.iteration) from None
         self._finish_fit(state, n, strategy, stop)
         return self
+
+    def _checkpointer(self, path, every, data, dataset, run, rng, storage_options):
+        """A `Checkpointer` whose identity covers the data, the model and ``run``."""
+        hyper = {"n_visible": dataset.shape[1], "n_hidden": self.n_hidden, "rho": self.rho,
+                 "beta": self.beta, "weight_decay": self.weight_decay,
+                 "dtype": self.dtype, "seed": self.seed}
+        expected = C.identity(hyper, C.data_fingerprint(data, dataset, storage_options), run)
+        random_state = {"seed": self.seed, "after_init": rng.bit_generator.state}
+        return C.Checkpointer(path, every, expected, {"random_state": random_state})
 
     def _finish_fit(self, state, n, strategy, stop):
         """Set the fitted attributes from the optimizer's ``state``."""
