@@ -47,6 +47,9 @@ CASES = {
                 label="10,000,000 x 64 -> 25 (S at 10x the rows)"),
 }
 QUICK_ROWS = {"S": 10_000, "L": 2_000, "S10": 100_000}
+# Timed evaluations per subject and round (without --repeats): more for the
+# short case, so that a burst of load from elsewhere weighs less on its median.
+CASE_REPEATS = {"S": 9, "L": 3, "S10": 3}
 
 ALL_SUBJECTS = ["streamae-one-pass", "streamae-two-pass", "streamae-cached",
                 "streamae-one-pass-zstd", "numpy", "torch", "gemm", "gemm-one-pass",
@@ -405,9 +408,8 @@ def machine_info():
             versions[pkg] = None
     info["versions"] = versions
     try:
-        from threadpoolctl import threadpool_info
-
         import numpy  # noqa: F401  (loads its BLAS so that threadpoolctl sees it)
+        from threadpoolctl import threadpool_info
 
         info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
                                                    "num_threads")}
@@ -444,8 +446,11 @@ def markdown(report):
     lines.append("")
     lines.append(f"Command: `{report['command']}` "
                  f"({report['rounds']} rounds of a fresh process per subject, each "
-                 f"{report['warmup']} warm-up + {report['repeats']} timed evaluations; "
-                 f"median of all; load average at start "
+                 f"{report['warmup']} warm-up + "
+                 + "/".join(str(c.get("repeats", report["repeats"]))
+                            for c in report["cases"].values())
+                 + f" timed evaluations ({'/'.join(report['cases'])}); median of all; "
+                 f"load average at start "
                  f"{', '.join(f'{x:.1f}' for x in mach.get('load_average_at_start', []))}).")
     for name, case in report["cases"].items():
         lines.append("")
@@ -572,7 +577,8 @@ def parse_args(argv):
     p.add_argument("--subjects", default=None,
                    help="comma-separated subjects (default: all for the case)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed evaluations per subject and round (default 3; 1 with --quick)")
+                   help="timed evaluations per subject and round (default 9 for S, 3 for L "
+                        "and S10; 1 with --quick)")
     p.add_argument("--warmup", type=int, default=1, help="untimed evaluations first")
     p.add_argument("--settle", type=int, default=6,
                    help="untimed evaluations after the timed ones, for streamae subjects, so "
@@ -650,6 +656,7 @@ def main(argv=None):
         case = {"name": name, "m": m, "n": n, "s": s, "hyper": spec["hyper"],
                 "store": stores["raw"]["path"], "store_zstd": stores["zstd"]["path"],
                 "settle": 0 if args.quick else args.settle}
+        case["repeats"] = args.repeats or (1 if args.quick else CASE_REPEATS[name])
         plans.append((name, spec, case, stores, subjects))
 
     raw = {}
@@ -665,8 +672,8 @@ def main(argv=None):
                 print(f"round {k + 1}/{args.rounds}, case {name}: {', '.join(subjects)}",
                       flush=True)
                 for subject in subjects:
-                    got = spawn([{"case": case, "subject": subject}], repeats, args.warmup,
-                                args.timeout)[(name, subject)]
+                    got = spawn([{"case": case, "subject": subject}], case["repeats"],
+                                args.warmup, args.timeout)[(name, subject)]
                     raw[(name, subject)] = merge_rounds(raw.get((name, subject)), got)
     for name, spec, case, stores, subjects in plans:
         m, n, s = case["m"], case["n"], case["s"]
@@ -681,6 +688,7 @@ def main(argv=None):
             "label": spec["label"] if not args.quick else f"{m:,} x {n} -> {s} (quick)",
             "m": m, "n": n, "s": s, "hyper": list(spec["hyper"]), "stores": stores,
             "subjects": rows, "cost_max_rel_diff": check_costs(rows),
+            "repeats": case["repeats"],
         }
     if not args.keep_data:  # the big stores (2.56 GB for S10) are not left behind
         for path in made:
