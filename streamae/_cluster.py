@@ -435,7 +435,7 @@ class Runner:
         if len(objs) == 1 and isinstance(objs[0], Delayed) and not (
                 self.kind == "distributed" and _holds_futures(objs)):
             objs, optimize = (fuse_chunk_reads(objs[0]),), False
-        try:
+        with self._translated_errors():
             if self.kind == "distributed":
                 return dask.compute(*objs, scheduler=self.client, optimize_graph=optimize)
             if self.kind == "processes":
@@ -443,6 +443,12 @@ class Runner:
                                     optimize_graph=optimize)
             return dask.compute(*objs, scheduler=self.kind, num_workers=self.workers,
                                 optimize_graph=optimize)
+
+    @contextlib.contextmanager
+    def _translated_errors(self):
+        """Turn cluster failures into one-line streamae errors (others pass through)."""
+        try:
+            yield
         except StreamaeError:
             raise
         except (Exception, AsyncCancelledError) as exc:
@@ -461,15 +467,8 @@ class Runner:
         # No fusion here: futures (persisted data) cannot be fused.
         # The chunk-read tasks run on the workers all the same.
         self._check_connected()
-        try:
+        with self._translated_errors():
             return dask.persist(*objs, scheduler=self.client)
-        except StreamaeError:
-            raise
-        except (Exception, AsyncCancelledError) as exc:
-            error = self._translate(exc)
-            if error is None:
-                raise
-            raise error from None
 
     def put(self, value):
         """One graph key holding ``value`` (the parameters) for this evaluation.
