@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from ._chunkread import as_dask
 from ._errors import DataError
 
 # A NumPy array given directly is cut into tasks of about this many bytes.
@@ -170,7 +171,7 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     m, n = data.shape
     if isinstance(data, zarr.Array):
         rows = chunk_rows or (data.shards or data.chunks)[0]
-        array = da.from_zarr(data, chunks=(rows, n))
+        array = as_dask(data, rows)
     elif isinstance(data, da.Array):
         array = data.rechunk({0: chunk_rows or data.chunks[0], 1: -1})
     else:

@@ -1,0 +1,105 @@
+"""Direct chunk reads: the same bytes as Zarr's own reads, or Zarr itself."""
+
+import os
+import pickle
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BytesCodec
+
+from streamae import SparseAutoencoder
+from streamae._chunkread import DirectChunks, as_dask
+from streamae._data import open_dataset
+from streamae._objective import init_params
+
+
+def _store(path, X, chunks, **kwargs):
+    z = zarr.create_array(str(path), shape=X.shape, chunks=chunks, dtype=X.dtype, **kwargs)
+    z[...] = X
+    return zarr.open_array(str(path), mode="r")
+
+
+def _blocks(array):
+    return [np.asarray(array.blocks[i].compute(scheduler="synchronous"))
+            for i in range(array.numblocks[0])]
+
+
+@pytest.fixture
+def X(rng):
+    return rng.random((103, 7)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_uncompressed_local_store_is_read_directly_and_exactly(tmp_path, X, fmt):
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None, zarr_format=fmt)
+    assert DirectChunks.for_array(z) is not None
+    array = as_dask(z, 20)
+    assert array.chunks == ((20, 20, 20, 20, 20, 3), (7,))
+    blocks = _blocks(array)
+    for got, want in zip(blocks, np.split(X, range(20, 103, 20))):
+        assert got.dtype == X.dtype and got.flags.c_contiguous and got.flags.writeable
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},  # zarr's default compressor (zstd)
+    {"compressors": None, "shards": (40, 7)},
+    {"compressors": None, "serializer": BytesCodec(endian="big")},
+])
+def test_other_layouts_go_through_zarr(tmp_path, X, kwargs):
+    z = _store(tmp_path / "x.zarr", X, (20, 7), **kwargs)
+    assert DirectChunks.for_array(z) is None
+    np.testing.assert_array_equal(as_dask(z, 20).compute(), X)
+
+
+def test_column_chunks_and_other_task_rows_go_through_zarr(tmp_path, X):
+    z = _store(tmp_path / "cols.zarr", X, (20, 4), compressors=None)
+    assert DirectChunks.for_array(z) is None
+    z = _store(tmp_path / "rows.zarr", X, (20, 7), compressors=None)
+    array = as_dask(z, 30)  # tasks of 30 rows: not one file each
+    assert "from-zarr" in array.name
+    np.testing.assert_array_equal(array.compute(), X)
+
+
+def test_missing_chunk_files_read_as_fill_value(tmp_path, X):
+    X = X.copy()
+    X[40:60] = 0.0  # an all-fill chunk: zarr does not write its file
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    assert not os.path.exists(tmp_path / "x.zarr" / "c" / "2" / "0")
+    np.testing.assert_array_equal(as_dask(z, 20).compute(), X)
+
+
+def test_wrong_sized_chunk_file_gets_zarrs_answer(tmp_path, X):
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    chunk = tmp_path / "x.zarr" / "c" / "1" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    direct = DirectChunks.for_array(z)
+    assert direct._read_whole_chunk((slice(20, 40), slice(0, 7))) is None
+    with pytest.raises(Exception) as from_zarr:
+        z[20:40]
+    with pytest.raises(type(from_zarr.value)):
+        as_dask(z, 20).compute()
+
+
+def test_partial_selections_and_pickling(tmp_path, X):
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    direct = pickle.loads(pickle.dumps(DirectChunks.for_array(z)))
+    np.testing.assert_array_equal(direct[5:33, 1:4], X[5:33, 1:4])
+    np.testing.assert_array_equal(direct[100:103, :], X[100:103])
+    np.testing.assert_array_equal(direct[20:40, :], X[20:40])
+
+
+def test_evaluation_is_bit_identical_to_zarr_reads(tmp_path, rng):
+    X = rng.random((500, 12)).astype(np.float32)
+    z = _store(tmp_path / "x.zarr", X, (64, 12), compressors=None)
+    assert "read-zarr" in open_dataset(z).array.name
+    model = SparseAutoencoder.from_weights(**init_params(12, 5, np.random.default_rng(1)),
+                                           rho=0.1, beta=3.0, weight_decay=1e-3,
+                                           dtype="float32")
+    direct = model.cost_and_grad(str(tmp_path / "x.zarr"))
+    through_zarr = model.cost_and_grad(da.from_zarr(z, chunks=(64, 12)))
+    assert direct[0] == through_zarr[0]
+    for key in direct[1]:
+        np.testing.assert_array_equal(direct[1][key], through_zarr[1][key])
