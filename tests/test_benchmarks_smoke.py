@@ -19,7 +19,7 @@ RUN = os.path.join(ROOT, "benchmarks", "run.py")
 
 STREAMING = ["streamae-one-pass", "streamae-two-pass", "streamae-cached"]
 ALL = STREAMING + ["streamae-one-pass-zstd", "numpy", "torch", "gemm", "gemm-one-pass",
-                   "read-only", "read-only-zstd"]
+                   "read-only", "read-only-zstd", "read-only-zarr"]
 EXPECTED = {"S": ALL, "L": ALL, "S10": STREAMING}
 FIELDS = ["seconds", "seconds_all", "samples_per_s", "flops", "gflop_per_s", "peak_rss_bytes",
           "passes", "bytes_read", "bytes_read_on_disk", "speedup_vs_numpy", "speedup_vs_torch",
