@@ -466,6 +466,9 @@ class SparseAutoencoder:
             "stop_reason": getattr(self, "stop_reason_", ""),
             "history": self.history_,
         }
+        for name in ("evaluations_", "strategy_", "guard_events_"):  # set by fit
+            if hasattr(self, name):
+                attrs[name.rstrip("_")] = getattr(self, name)
         write_model(path, self.params_, attrs, overwrite=overwrite,
                     storage_options=storage_options)
         _metrics.write_metrics(_metrics.metrics_path(path), self.history_, storage_options)
@@ -483,6 +486,9 @@ class SparseAutoencoder:
             model.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64)
         model.n_iter_ = attrs.get("n_iter", 0)
         model.stop_reason_ = attrs.get("stop_reason", "")
+        for name in ("evaluations", "strategy", "guard_events"):  # models of a fit
+            if name in attrs:
+                setattr(model, name + "_", attrs[name])
         return model
 
 

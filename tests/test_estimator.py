@@ -157,7 +157,7 @@ def test_save_load_round_trip(tmp_path, data, hyper_kw):
     loaded = SparseAutoencoder.load(path)
     assert_bit_identical(weights(loaded), weights(model))
     for attr in ("n_hidden", "rho", "beta", "weight_decay", "dtype", "seed", "n_iter_",
-                 "stop_reason_", "history_"):
+                 "stop_reason_", "history_", "evaluations_", "strategy_", "guard_events_"):
         assert getattr(loaded, attr) == getattr(model, attr), attr
     assert_array_equal(loaded.rho_hat_, model.rho_hat_, strict=True)
     # The loaded model computes exactly what the trained one does.
