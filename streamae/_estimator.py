@@ -285,22 +285,24 @@ class SparseAutoencoder:
         def save_checkpoint():
             return store.save(state, self.rho_hat_, self.history_, time.perf_counter() - t0)
 
-        # Denominator of the explained variance: one streaming pass per fit.
-        self._data_variance = _metrics.total_variance(evaluator)
         self.history_ = []
         self.resumed_from_ = None
-        t0 = time.perf_counter()
         state = None
         if saved is not None:
             state = saved.state
             self.history_ = saved.history
             self.rho_hat_ = saved.rho_hat
             self.resumed_from_ = state.iteration
-            t0 -= saved.elapsed
+        elapsed0 = saved.elapsed if saved is not None else 0.0
+        t0 = time.perf_counter() - elapsed0
         bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter) if state else 0,
                    disable=not progress, unit="it", dynamic_ncols=True, desc=f"fit {strategy}")
         with runner.session(), flag, bar:
             try:
+                # Denominator of the explained variance: one streaming pass per
+                # fit, inside the session (same workers) and the signal handler.
+                self._data_variance = _metrics.total_variance(evaluator)
+                t0 = time.perf_counter() - elapsed0  # training time starts here
                 if state is None:
                     state, info = _optim.start(fun, flatten(params))
                     self._record(state, info, m, t0)

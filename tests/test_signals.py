@@ -120,3 +120,26 @@ def test_second_ctrl_c_abandons_the_evaluation_and_still_checkpoints(tmp_path):
     model = SparseAutoencoder.load(out)
     for k in ("W1_", "b1_", "W2_", "b2_"):
         assert getattr(model, k).tobytes() == getattr(reference, k).tobytes()
+
+
+def test_signal_during_the_first_streaming_pass_is_handled(tmp_path, monkeypatch):
+    """SIGINT while the data's variance is computed (before any iteration):
+    the handler is already armed, so the fit ends with TrainingInterrupted
+    (exit status 130, nothing to resume), not a bare KeyboardInterrupt."""
+    from streamae import _metrics
+
+    X = np.random.default_rng(6).uniform(0.05, 0.95, size=(500, 8))
+    write_array(tmp_path / "data.zarr", X, chunk_rows=100)
+    variance = _metrics.total_variance
+
+    def interrupted_variance(evaluator):
+        os.kill(os.getpid(), signal.SIGINT)
+        return variance(evaluator)
+
+    monkeypatch.setattr(_metrics, "total_variance", interrupted_variance)
+    model = SparseAutoencoder(n_hidden=4)
+    with pytest.raises(C.TrainingInterrupted) as info:
+        model.fit(os.fspath(tmp_path / "data.zarr"), max_iter=5, progress=False,
+                  checkpoint=os.fspath(tmp_path / "m.ckpt"))
+    assert info.value.exit_status == 130 and info.value.checkpoint is None
+    assert not os.path.exists(tmp_path / "m.ckpt")
