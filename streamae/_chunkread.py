@@ -1,4 +1,4 @@
-"""Reading whole chunks of an uncompressed local Zarr array with one copy.
+"""Reading row chunks of a local Zarr array: with one copy, and never silently.
 
 A Zarr read of one chunk copies every byte twice (file to a bytes object,
 bytes object to the output array) and fills the output first; for an
@@ -8,30 +8,39 @@ chunk takes about 1 ms this way against about 4 ms through Zarr, which is a
 tenth of an evaluation when the kernels are light (case S in
 docs/benchmarks.md).
 
-`DirectChunks.for_array` accepts only what it can read exactly like Zarr
-(local store, no compression, filters or sharding, little-endian or one-byte
-values, C order, one chunk across the columns) and returns None for
-anything else, which is then read through Zarr. A chunk whose file is
-missing (never written: Zarr returns the fill value) or does not have the
-expected size is read through Zarr too, so every answer is Zarr's own.
+Direct reads are used only for what can be read exactly like Zarr (no
+compression, filters or sharding, little-endian or one-byte values, C order,
+one chunk across the columns, a task of one whole chunk); anything else, and
+a chunk whose file is missing or of an unexpected size, is read through
+Zarr, so every answer is Zarr's own.
+
+Zarr reads a missing chunk file as the fill value, which is right for a
+chunk that was never written but silently wrong when the whole store has
+gone: moved or deleted during training, or not visible on a Dask worker.
+Every read of a local store therefore checks, when a chunk file is missing or
+after a read through Zarr, that the array's metadata is still there.
 """
 
 import os
+import socket
 
 import numpy as np
 
+from ._errors import DataError
 
-class DirectChunks:
-    """An array-like over a Zarr array that reads whole row chunks directly.
+_METADATA = {3: "zarr.json", 2: ".zarray"}
 
-    Dask calls ``obj[rows, cols]`` once per chunk (see `as_dask`); a
-    selection that is exactly one whole row chunk with all columns is read
-    from its file, anything else is passed to Zarr.
+
+class LocalChunks:
+    """An array-like over a local Zarr array, read by Dask one row chunk at a time.
+
+    Dask calls ``obj[rows, cols]`` once per task (see `as_dask`). A
+    selection that is exactly one whole chunk is read from its file when the
+    array's layout allows (``direct``); anything else is passed to Zarr.
 
     Parameters
     ----------
-    array : zarr.Array of shape (m, n)
-        Must pass `for_array`'s checks.
+    array : zarr.Array of shape (m, n), in a ``zarr.storage.LocalStore``
     """
 
     def __init__(self, array):
@@ -41,43 +50,43 @@ class DirectChunks:
         self.ndim = 2
         self.chunk_rows = int(array.chunks[0])
         store_path = array.store_path
-        self.root = os.path.join(os.fspath(store_path.store.root), store_path.path)
+        self.root = os.path.normpath(os.path.join(os.fspath(store_path.store.root),
+                                                  store_path.path))
+        self.metadata = os.path.join(self.root, _METADATA.get(array.metadata.zarr_format,
+                                                              "zarr.json"))
+        self.direct = _direct_layout(array)
 
     @classmethod
     def for_array(cls, array):
-        """A `DirectChunks` for ``array``, or None if its chunks need Zarr's decoding."""
+        """A `LocalChunks` for ``array``, or None if it is not in a local store."""
         try:
-            from zarr.codecs import BytesCodec
             from zarr.storage import LocalStore
-        except ImportError:  # another zarr layout: always read through zarr
+        except ImportError:  # pragma: no cover - another zarr layout
             return None
         if array.ndim != 2 or not isinstance(array.store_path.store, LocalStore):
-            return None
-        if array.shards is not None or array.compressors or array.filters:
-            return None
-        if array.chunks[1] != array.shape[1]:
-            return None
-        dtype = np.dtype(array.dtype)
-        if dtype.kind not in "fiub" or dtype.byteorder == ">":
-            return None
-        if array.metadata.zarr_format == 3:
-            serializer = array.serializer
-            if not isinstance(serializer, BytesCodec):
-                return None
-            endian = getattr(serializer.endian, "value", serializer.endian)
-            if dtype.itemsize > 1 and endian != "little":
-                return None
-        elif getattr(array.metadata, "order", "C") != "C":
             return None
         return cls(array)
 
     def __dask_tokenize__(self):
-        return ("streamae-direct-chunks", self.root, self.shape, self.dtype.str,
+        return ("streamae-local-chunks", self.root, self.shape, self.dtype.str,
                 self.chunk_rows)
 
     def __getitem__(self, selection):
-        data = self._read_whole_chunk(selection)
-        return self.array[selection] if data is None else data
+        data = self._read_whole_chunk(selection) if self.direct else None
+        if data is None:
+            data = self.array[selection]
+            self._require_store()
+        return data
+
+    def _require_store(self):
+        """Raise DataError if the array's metadata is gone (see the module notes)."""
+        if not os.path.exists(self.metadata):
+            raise DataError(
+                f"the Zarr store '{self.root}' is gone on {socket.gethostname()}: its "
+                f"metadata '{os.path.basename(self.metadata)}' is missing, so its chunks "
+                "would read as fill values; it was moved or deleted during training, or a "
+                "Dask worker does not see this path (every worker must see the store at "
+                "the same path: use a shared file system or an object store)")
 
     def _read_whole_chunk(self, selection):
         """The chunk that ``selection`` is exactly, read from its file; else None."""
@@ -106,25 +115,46 @@ class DirectChunks:
                     if not got:
                         return None
                     done += got
-        except FileNotFoundError:  # never written: Zarr fills it
+        except FileNotFoundError:  # never written (Zarr fills it), or the store is gone
+            self._require_store()
             return None
         return out[:stop - start]
+
+
+def _direct_layout(array):
+    """Whether ``array``'s chunk files are its values as they are (see module notes)."""
+    from zarr.codecs import BytesCodec
+
+    if array.shards is not None or array.compressors or array.filters:
+        return False
+    if array.chunks[1] != array.shape[1]:
+        return False
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "fiub" or dtype.byteorder == ">":
+        return False
+    if array.metadata.zarr_format == 3:
+        serializer = array.serializer
+        if not isinstance(serializer, BytesCodec):
+            return False
+        endian = getattr(serializer.endian, "value", serializer.endian)
+        return dtype.itemsize == 1 or endian == "little"
+    return getattr(array.metadata, "order", "C") == "C"
 
 
 def as_dask(array, rows):
     """``array`` (zarr.Array of shape (m, n)) as a Dask array of ``rows``-row chunks.
 
-    Whole chunks of an uncompressed local array are read with one copy
-    (`DirectChunks`); everything else through ``dask.array.from_zarr``.
+    Local stores are read through `LocalChunks` (direct whole-chunk reads
+    where possible, a check that the store is still there); other stores
+    through ``dask.array.from_zarr``.
     """
     import dask.array as da
     from dask.base import tokenize
 
     n = array.shape[1]
-    direct = DirectChunks.for_array(array) if rows == array.chunks[0] else None
-    if direct is None:
+    local = LocalChunks.for_array(array)
+    if local is None:
         return da.from_zarr(array, chunks=(rows, n))
-    name = "read-zarr-" + tokenize(direct, rows)
-    return da.from_array(direct, chunks=(rows, n), name=name, asarray=False, fancy=False,
-                         lock=False, inline_array=False,
-                         meta=np.empty((0, 0), direct.dtype))
+    name = "read-zarr-" + tokenize(local, rows)
+    return da.from_array(local, chunks=(rows, n), name=name, asarray=False, fancy=False,
+                         lock=False, inline_array=False, meta=np.empty((0, 0), local.dtype))

@@ -1,4 +1,5 @@
-"""Direct chunk reads: the same bytes as Zarr's own reads, or Zarr itself."""
+"""Local chunk reads: the same bytes as Zarr's own reads, and never a vanished
+store read as fill values."""
 
 import os
 import pickle
@@ -9,8 +10,8 @@ import pytest
 import zarr
 from zarr.codecs import BytesCodec
 
-from streamae import SparseAutoencoder
-from streamae._chunkread import DirectChunks, as_dask
+from streamae import DataError, SparseAutoencoder
+from streamae._chunkread import LocalChunks, as_dask
 from streamae._data import open_dataset
 from streamae._objective import init_params
 
@@ -34,7 +35,7 @@ def X(rng):
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_uncompressed_local_store_is_read_directly_and_exactly(tmp_path, X, fmt):
     z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None, zarr_format=fmt)
-    assert DirectChunks.for_array(z) is not None
+    assert LocalChunks.for_array(z).direct
     array = as_dask(z, 20)
     assert array.chunks == ((20, 20, 20, 20, 20, 3), (7,))
     blocks = _blocks(array)
@@ -50,17 +51,18 @@ def test_uncompressed_local_store_is_read_directly_and_exactly(tmp_path, X, fmt)
 ])
 def test_other_layouts_go_through_zarr(tmp_path, X, kwargs):
     z = _store(tmp_path / "x.zarr", X, (20, 7), **kwargs)
-    assert DirectChunks.for_array(z) is None
+    assert not LocalChunks.for_array(z).direct
     np.testing.assert_array_equal(as_dask(z, 20).compute(), X)
 
 
 def test_column_chunks_and_other_task_rows_go_through_zarr(tmp_path, X):
     z = _store(tmp_path / "cols.zarr", X, (20, 4), compressors=None)
-    assert DirectChunks.for_array(z) is None
+    assert not LocalChunks.for_array(z).direct
+    np.testing.assert_array_equal(as_dask(z, 20).compute(), X)
     z = _store(tmp_path / "rows.zarr", X, (20, 7), compressors=None)
-    array = as_dask(z, 30)  # tasks of 30 rows: not one file each
-    assert "from-zarr" in array.name
-    np.testing.assert_array_equal(array.compute(), X)
+    local = LocalChunks.for_array(z)
+    assert local._read_whole_chunk((slice(0, 30), slice(0, 7))) is None  # not one file
+    np.testing.assert_array_equal(as_dask(z, 30).compute(), X)
 
 
 def test_missing_chunk_files_read_as_fill_value(tmp_path, X):
@@ -75,7 +77,7 @@ def test_wrong_sized_chunk_file_gets_zarrs_answer(tmp_path, X):
     z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
     chunk = tmp_path / "x.zarr" / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
-    direct = DirectChunks.for_array(z)
+    direct = LocalChunks.for_array(z)
     assert direct._read_whole_chunk((slice(20, 40), slice(0, 7))) is None
     with pytest.raises(Exception) as from_zarr:
         z[20:40]
@@ -85,7 +87,7 @@ def test_wrong_sized_chunk_file_gets_zarrs_answer(tmp_path, X):
 
 def test_partial_selections_and_pickling(tmp_path, X):
     z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
-    direct = pickle.loads(pickle.dumps(DirectChunks.for_array(z)))
+    direct = pickle.loads(pickle.dumps(LocalChunks.for_array(z)))
     np.testing.assert_array_equal(direct[5:33, 1:4], X[5:33, 1:4])
     np.testing.assert_array_equal(direct[100:103, :], X[100:103])
     np.testing.assert_array_equal(direct[20:40, :], X[20:40])
@@ -103,3 +105,40 @@ def test_evaluation_is_bit_identical_to_zarr_reads(tmp_path, rng):
     assert direct[0] == through_zarr[0]
     for key in direct[1]:
         np.testing.assert_array_equal(direct[1][key], through_zarr[1][key])
+
+
+@pytest.mark.parametrize("kwargs", [{"compressors": None}, {}], ids=["direct", "zstd"])
+def test_a_vanished_store_is_an_error_not_fill_values(tmp_path, X, kwargs):
+    _store(tmp_path / "x.zarr", X, (20, 7), **kwargs)
+    dataset = open_dataset(str(tmp_path / "x.zarr"))
+    np.testing.assert_array_equal(dataset.array.compute(), X)
+    os.rename(tmp_path / "x.zarr", tmp_path / "moved.zarr")
+    with pytest.raises(DataError, match=r"x\.zarr' is gone on .*metadata 'zarr\.json' is "
+                                        r"missing.*every worker must see the store"):
+        dataset.array.compute()
+
+
+def test_a_vanished_store_stops_an_evaluation(tmp_path, rng):
+    X = rng.random((300, 6)).astype(np.float32)
+    _store(tmp_path / "x.zarr", X, (100, 6), compressors=None)
+    model = SparseAutoencoder.from_weights(**init_params(6, 3, np.random.default_rng(1)),
+                                           rho=0.1, beta=3.0, weight_decay=1e-3)
+    dataset = open_dataset(str(tmp_path / "x.zarr"))
+    model.cost_and_grad(dataset.array)
+    os.rename(tmp_path / "x.zarr", tmp_path / "moved.zarr")
+    with pytest.raises(DataError, match="is gone"):
+        model.cost_and_grad(dataset.array)
+
+
+def test_a_store_workers_do_not_see_is_an_error_on_a_cluster(tmp_path, rng):
+    from cluster_fixtures import local_cluster
+
+    X = rng.random((300, 6)).astype(np.float32)
+    _store(tmp_path / "x.zarr", X, (100, 6), compressors=None)
+    model = SparseAutoencoder.from_weights(**init_params(6, 3, np.random.default_rng(1)),
+                                           rho=0.1, beta=3.0, weight_decay=1e-3)
+    dataset = open_dataset(str(tmp_path / "x.zarr"))
+    os.rename(tmp_path / "x.zarr", tmp_path / "elsewhere.zarr")
+    with local_cluster(2) as client:
+        with pytest.raises(DataError, match="is gone on .*every worker must see the store"):
+            model.cost_and_grad(dataset.array, scheduler=client)
