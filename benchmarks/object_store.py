@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,26 +53,14 @@ def read_only(url):
     return seconds
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--cols", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=25)
-    p.add_argument("--chunk-mib", type=float, default=16.0)
-    p.add_argument("--repeats", type=int, default=3, help="timed evaluations per round")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "object_store.json"))
-    args = p.parse_args(argv)
-
+def _measure(args, work, m, n, s, chunk_rows):
+    """Write the stores, start the server, time every subject; (times, costs, upload)."""
     from cluster_fixtures import MotoServer
     from run import make_store
     from subjects import init_params
 
     from streamae import SparseAutoencoder
 
-    m, n, s = args.rows, args.cols, args.hidden
-    chunk_rows = max(1, int(args.chunk_mib * 2**20) // (4 * n))
-    work = tempfile.mkdtemp(prefix="streamae-s3-bench-")
     local = os.path.join(work, "x.zarr")
     make_store(local, m, n, chunk_rows, None)
     with MotoServer(os.path.join(work, "moto")) as server:
@@ -111,6 +100,27 @@ def main(argv=None):
                             seconds = time.perf_counter() - t0
                         times.setdefault((where, subject), []).append(seconds)
                 print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+    return times, costs, upload
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--cols", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=25)
+    p.add_argument("--chunk-mib", type=float, default=16.0)
+    p.add_argument("--repeats", type=int, default=3, help="timed evaluations per round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", default=os.path.join(HERE, "results", "object_store.json"))
+    args = p.parse_args(argv)
+
+    m, n, s = args.rows, args.cols, args.hidden
+    chunk_rows = max(1, int(args.chunk_mib * 2**20) // (4 * n))
+    work = tempfile.mkdtemp(prefix="streamae-s3-bench-")
+    try:
+        times, costs, upload = _measure(args, work, m, n, s, chunk_rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     spread = max(abs(c / costs["local", "one-pass"] - 1) for c in costs.values())
     rows = []

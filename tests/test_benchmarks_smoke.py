@@ -95,3 +95,24 @@ def test_torch_subject_skips_cleanly_without_torch(monkeypatch):
     out = subjects.run_torch({"store": "unused", "n": 4, "s": 2, "hyper": (0.1, 3.0, 0.0)},
                              "torch", 1, 0)
     assert out == {"skipped": subjects.TORCH_HINT}
+
+
+def test_object_store_benchmark_runs(tmp_path):
+    """benchmarks/object_store.py on a tiny store: every subject on both stores,
+    the same cost everywhere; the server and the stores are cleaned up."""
+    pytest.importorskip("moto")
+    pytest.importorskip("s3fs")
+    out = tmp_path / "object_store.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "object_store.py"), "--rows", "4000",
+         "--chunk-mib", "0.25", "--repeats", "1", "--rounds", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    got = {(r["store"], r["subject"]) for r in report["results"]}
+    subjects = ["read-only", "one-pass", "two-pass", "cached", "one-pass, 2 threads per core"]
+    assert got == {(store, s) for store in ("local", "s3") for s in subjects}
+    assert report["costs_agree_to"] < 1e-6
+    assert all(r["seconds"] > 0 for r in report["results"])
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("streamae-s3-bench-")]
