@@ -29,6 +29,7 @@ from ._cluster import LostInputError, make_runner
 from ._data import describe_bad_values
 from ._errors import DataError, MemoryBudgetError, NumericalError, ParameterError
 from ._objective import Hyper, assemble, sparsity_terms
+from ._progress import chunk_progress
 
 STRATEGIES = ("two-pass", "one-pass", "cached")
 PASSES = {"two-pass": 2, "one-pass": 1, "cached": 2}
@@ -168,6 +169,7 @@ class Evaluator:
         self.m = dataset.shape[0]
         self.row_starts = dataset.row_starts[:-1].tolist()
         self.evaluations = 0
+        self.progress = False  # a bar per pass over the chunks (see streamae._progress)
         if strategy == "cached":
             self._check_cache_budget(cache_limit)
 
@@ -215,6 +217,11 @@ class Evaluator:
 
     def _compute(self, *objs):
         return self.runner.compute(*objs)
+
+    def pass_progress(self, label):
+        """Context showing chunks done in a pass (local schedulers, ``progress`` on)."""
+        enabled = self.progress and getattr(self.runner, "kind", "") != "distributed"
+        return chunk_progress(label, len(self.row_starts), enabled)
 
     def _check_data(self, bad):
         if bad[0] > 0:
@@ -268,14 +275,16 @@ class Evaluator:
     def _two_pass(self, p, params):
         blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
-        (sum_a2,), = self._compute(tree_sum(
-            [dask.delayed(_task_hidden_sum, pure=True)(b, pd, br) for b in blocks],
-            self.split_every))
+        with self.pass_progress("two-pass 1/2"):
+            (sum_a2,), = self._compute(tree_sum(
+                [dask.delayed(_task_hidden_sum, pure=True)(b, pd, br) for b in blocks],
+                self.split_every))
         rho_hat, kl, c = self._sparsity(sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
-        sums, = self._compute(tree_sum(
-            [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br)
-             for b, r0 in zip(blocks, self.row_starts)], self.split_every))
+        with self.pass_progress("two-pass 2/2"):
+            sums, = self._compute(tree_sum(
+                [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br)
+                 for b, r0 in zip(blocks, self.row_starts)], self.split_every))
         sq, gW1, gb1, gW2, gb2, bad = sums
         self._check_data(bad)
         return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
@@ -283,9 +292,10 @@ class Evaluator:
     def _one_pass(self, p, params):
         blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
-        sums, = self._compute(tree_sum(
-            [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br)
-             for b, r0 in zip(blocks, self.row_starts)], self.split_every))
+        with self.pass_progress("one-pass"):
+            sums, = self._compute(tree_sum(
+                [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br)
+                 for b, r0 in zip(blocks, self.row_starts)], self.split_every))
         sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = sums
         self._check_data(bad)
         rho_hat, kl, c = self._sparsity(sum_a2)
@@ -297,15 +307,17 @@ class Evaluator:
         self._require_cache_fits(p["W1"].shape[0])
         blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
-        kept = self.runner.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
-                                     for b in blocks])
+        with self.pass_progress("cached 1/2"):
+            kept = self.runner.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
+                                         for b in blocks])
         (sum_a2,), = self._compute(tree_sum(
             [dask.delayed(_second, pure=True)(k) for k in kept], self.split_every))
         rho_hat, kl, c = self._sparsity(sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
-        sums, = self._compute(tree_sum(
-            [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br)
-             for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
+        with self.pass_progress("cached 2/2"):
+            sums, = self._compute(tree_sum(
+                [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br)
+                 for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
         del kept
         sq, gW1, gb1, gW2, gb2, bad = sums
         self._check_data(bad)

@@ -259,6 +259,7 @@ class SparseAutoencoder:
         runner = make_runner(scheduler, workers, _announcer(progress))
         evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
                                     cache_limit)
+        evaluator.progress = bool(progress)
         rng = np.random.default_rng(self.seed)
         params = init_params(n, self.n_hidden, rng)
 
@@ -301,7 +302,8 @@ class SparseAutoencoder:
             try:
                 # Denominator of the explained variance: one streaming pass per
                 # fit, inside the session (same workers) and the signal handler.
-                self._data_variance = _metrics.total_variance(evaluator)
+                with evaluator.pass_progress("data variance"):
+                    self._data_variance = _metrics.total_variance(evaluator)
                 t0 = time.perf_counter() - elapsed0  # training time starts here
                 if state is None:
                     state, info = _optim.start(fun, flatten(params))
