@@ -10,7 +10,7 @@ docs/benchmarks.md).
 
 Direct reads are used only for what can be read exactly like Zarr (no
 compression, filters or sharding, little-endian or one-byte values, C order,
-one chunk across the columns, a task of one whole chunk); anything else, and
+one chunk across the columns, tasks of whole chunks); anything else, and
 a chunk whose file is missing or of an unexpected size, is read through
 Zarr, so every answer is Zarr's own.
 
@@ -35,8 +35,8 @@ class LocalChunks:
     """An array-like over a local Zarr array, read by Dask one row chunk at a time.
 
     Dask calls ``obj[rows, cols]`` once per task (see `as_dask`). A
-    selection that is exactly one whole chunk is read from its file when the
-    array's layout allows (``direct``); anything else is passed to Zarr.
+    selection of whole chunks is read from their files when the array's
+    layout allows (``direct``); anything else is passed to Zarr.
 
     Parameters
     ----------
@@ -72,7 +72,7 @@ class LocalChunks:
                 self.chunk_rows)
 
     def __getitem__(self, selection):
-        data = self._read_whole_chunk(selection) if self.direct else None
+        data = self._read_whole_chunks(selection) if self.direct else None
         if data is None:
             data = self.array[selection]
             self._require_store()
@@ -88,37 +88,47 @@ class LocalChunks:
                 "Dask worker does not see this path (every worker must see the store at "
                 "the same path: use a shared file system or an object store)")
 
-    def _read_whole_chunk(self, selection):
-        """The chunk that ``selection`` is exactly, read from its file; else None."""
+    def _read_whole_chunks(self, selection):
+        """The rows of ``selection`` read from their chunk files, if it is whole
+        chunks with all columns (the last may end at the array's end); else None."""
         if not (isinstance(selection, tuple) and len(selection) == 2
                 and all(isinstance(s, slice) for s in selection)):
             return None
         m, n = self.shape
+        cr = self.chunk_rows
         rows, cols = selection
         start, stop, step = rows.indices(m)
-        if step != 1 or start % self.chunk_rows or cols.indices(n) != (0, n, 1):
+        if step != 1 or start >= stop or start % cr or (stop % cr and stop != m):
             return None
-        if stop != min(start + self.chunk_rows, m):
+        if cols.indices(n) != (0, n, 1):
             return None
-        key = self.array.metadata.encode_chunk_key((start // self.chunk_rows, 0))
-        path = os.path.join(self.root, *key.split("/"))
-        # Zarr stores edge chunks at full size.
-        out = np.empty((self.chunk_rows, n), self.dtype)
+        out = np.empty((stop - start, n), self.dtype)
+        chunk_bytes = cr * n * self.dtype.itemsize  # edge chunks are stored full size
+        for first in range(start, stop, cr):
+            key = self.array.metadata.encode_chunk_key((first // cr, 0))
+            part = out[first - start:min(first + cr, stop) - start]
+            if not self._read_file(os.path.join(self.root, *key.split("/")), part,
+                                   chunk_bytes):
+                return None
+        return out
+
+    def _read_file(self, path, out, size):
+        """Read the first ``out.nbytes`` bytes of ``path`` (of ``size`` bytes) into ``out``."""
         try:
             with open(path, "rb", buffering=0) as f:
-                if os.fstat(f.fileno()).st_size != out.nbytes:
-                    return None
+                if os.fstat(f.fileno()).st_size != size:
+                    return False
                 view = memoryview(out).cast("B")
                 done = 0
                 while done < out.nbytes:  # readinto may return less than asked
                     got = f.readinto(view[done:])
                     if not got:
-                        return None
+                        return False
                     done += got
         except FileNotFoundError:  # never written (Zarr fills it), or the store is gone
             self._require_store()
-            return None
-        return out[:stop - start]
+            return False
+        return True
 
 
 def _direct_layout(array):

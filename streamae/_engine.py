@@ -86,6 +86,12 @@ def _task_backprop_cached(block, kept, p, c, row0, block_rows):
     return K.backprop_sums_cached(X, kept[0], p["W2"], p["b2"], c, row0, block_rows)
 
 
+def _first_non_finite_row(block):
+    """[[index of the block's first row holding NaN or Inf, or -1]]."""
+    rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+    return np.array([[rows[0] if rows.size else -1]], np.int64)
+
+
 def _second(pair):
     return (pair[1],)
 
@@ -237,12 +243,12 @@ class Evaluator:
 
     def _find_bad_rows(self):
         """rho_hat is not finite: look for NaN/Inf in the data to name them."""
-        bad = self.array.map_blocks(
-            lambda b: np.array([[~np.all(np.isfinite(b))]]), chunks=(1, 1), dtype=bool)
-        flags = np.asarray(self._compute(bad)[0]).ravel()
-        if flags.any():
-            i = int(np.flatnonzero(flags)[0])
-            raise DataError(describe_bad_values(self.dataset, self.row_starts[i]))
+        bad = self.array.map_blocks(_first_non_finite_row, chunks=(1, 1), dtype=np.int64)
+        rows = np.asarray(self._compute(bad)[0]).ravel()
+        found = np.flatnonzero(rows >= 0)
+        if found.size:
+            i = int(found[0])
+            raise DataError(describe_bad_values(self.dataset, self.row_starts[i] + rows[i]))
 
     def __call__(self, params):
         """Evaluate at ``params`` (dict W1, b1, W2, b2; any float dtype).

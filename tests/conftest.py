@@ -74,3 +74,16 @@ def write_zarr(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_store_chunk_per_task():
+    """Tasks of one Zarr chunk each, as the tests' small stores are chunked to
+    give many tasks (by default streamae groups chunks smaller than 16 MiB;
+    tests/test_chunkread.py tests the grouping). Session-wide, so that
+    module-scoped fixtures see it too."""
+    from streamae import _data
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_data, "TASK_BYTES", 0)
+        yield

@@ -61,7 +61,7 @@ def test_column_chunks_and_other_task_rows_go_through_zarr(tmp_path, X):
     np.testing.assert_array_equal(as_dask(z, 20).compute(), X)
     z = _store(tmp_path / "rows.zarr", X, (20, 7), compressors=None)
     local = LocalChunks.for_array(z)
-    assert local._read_whole_chunk((slice(0, 30), slice(0, 7))) is None  # not one file
+    assert local._read_whole_chunks((slice(0, 30), slice(0, 7))) is None  # ends mid-chunk
     np.testing.assert_array_equal(as_dask(z, 30).compute(), X)
 
 
@@ -78,7 +78,7 @@ def test_wrong_sized_chunk_file_gets_zarrs_answer(tmp_path, X):
     chunk = tmp_path / "x.zarr" / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
     direct = LocalChunks.for_array(z)
-    assert direct._read_whole_chunk((slice(20, 40), slice(0, 7))) is None
+    assert direct._read_whole_chunks((slice(20, 40), slice(0, 7))) is None
     with pytest.raises(Exception) as from_zarr:
         z[20:40]
     with pytest.raises(type(from_zarr.value)):
@@ -100,7 +100,7 @@ def test_evaluation_is_bit_identical_to_zarr_reads(tmp_path, rng):
     model = SparseAutoencoder.from_weights(**init_params(12, 5, np.random.default_rng(1)),
                                            rho=0.1, beta=3.0, weight_decay=1e-3,
                                            dtype="float32")
-    direct = model.cost_and_grad(str(tmp_path / "x.zarr"))
+    direct = model.cost_and_grad(str(tmp_path / "x.zarr"), chunk_rows=64)
     through_zarr = model.cost_and_grad(da.from_zarr(z, chunks=(64, 12)))
     assert direct[0] == through_zarr[0]
     for key in direct[1]:
@@ -142,3 +142,42 @@ def test_a_store_workers_do_not_see_is_an_error_on_a_cluster(tmp_path, rng):
     with local_cluster(2) as client:
         with pytest.raises(DataError, match="is gone on .*every worker must see the store"):
             model.cost_and_grad(dataset.array, scheduler=client)
+
+
+def test_tasks_of_several_whole_chunks_are_read_directly(tmp_path, X):
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    local = LocalChunks.for_array(z)
+    for rows in [(0, 60), (40, 103), (0, 103), (100, 103)]:
+        got = local._read_whole_chunks((slice(*rows), slice(0, 7)))
+        np.testing.assert_array_equal(got, X[slice(*rows)])
+    assert local._read_whole_chunks((slice(10, 60), slice(0, 7))) is None  # starts mid-chunk
+    blocks = _blocks(as_dask(z, 60))
+    assert [b.shape[0] for b in blocks] == [60, 43]
+    np.testing.assert_array_equal(np.concatenate(blocks), X)
+
+
+def test_small_chunks_are_grouped_into_tasks_and_messages_name_the_chunk(tmp_path, X,
+                                                                         monkeypatch):
+    from streamae import _data
+
+    X = X.copy()
+    _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    monkeypatch.setattr(_data, "TASK_BYTES", 16 * 2**20)  # the default, for 20-row chunks
+    assert open_dataset(str(tmp_path / "x.zarr")).array.chunks[0] == (20,) * 5 + (3,)
+    monkeypatch.setattr(_data, "MIN_TASKS", 2)  # 6 chunks: 2 tasks of 3 chunks
+    assert open_dataset(str(tmp_path / "x.zarr")).array.chunks[0] == (60, 43)
+    monkeypatch.setattr(_data, "MIN_TASKS", 1)
+    assert open_dataset(str(tmp_path / "x.zarr")).array.chunks[0] == (103,)
+
+    X[75, 2] = np.nan
+    _store(tmp_path / "y.zarr", X, (20, 7), compressors=None)
+    monkeypatch.setattr(_data, "TASK_BYTES", 3 * 20 * 7 * 4)  # three chunks per task
+    dataset = open_dataset(str(tmp_path / "y.zarr"))
+    assert dataset.array.chunks[0] == (60, 43) and dataset.unit_rows == 20
+    message = _data.describe_bad_values(dataset, 75)
+    assert message.startswith("'" + str(tmp_path / "y.zarr") + "', chunk 3 (rows 60-79): "
+                              "1 NaN value(s) in rows 75;"), message
+    model = SparseAutoencoder.from_weights(**init_params(7, 3, np.random.default_rng(1)),
+                                           rho=0.1, beta=3.0, weight_decay=1e-3)
+    with pytest.raises(DataError, match=r"chunk 3 \(rows 60-79\): 1 NaN value\(s\) in rows 75"):
+        model.cost_and_grad(str(tmp_path / "y.zarr"))
