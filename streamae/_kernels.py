@@ -516,3 +516,35 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows):
         _add_rows_to(gW1r, both, 0)
         _add_rows_to(fpX, both, s)
     return sum_a2, sqc.sum(), gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad
+
+
+@njit(**_NJIT)
+def column_moments(X):
+    """Per-column mean and centred sum of squares of a chunk, in float64.
+
+    Two sweeps over the chunk (the mean, then the squares about it), so no
+    precision is lost to cancellation. NaN and Inf make the results
+    non-finite (the evaluation that follows names them).
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n), any float or integer dtype
+
+    Returns
+    -------
+    mean : ndarray of shape (n,), float64
+    m2 : ndarray of shape (n,), float64
+        sum_i (x_ij - mean_j)^2.
+    """
+    m, n = X.shape
+    mean = np.zeros(n, np.float64)
+    for i in range(m):
+        for j in range(n):
+            mean[j] += X[i, j]
+    mean /= max(m, 1)
+    m2 = np.zeros(n, np.float64)
+    for i in range(m):
+        for j in range(n):
+            d = X[i, j] - mean[j]
+            m2[j] += d * d
+    return mean, m2

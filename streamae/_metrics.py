@@ -31,6 +31,8 @@ import os
 import dask
 import numpy as np
 
+from ._kernels import column_moments
+
 DEAD_FACTOR = 10.0
 
 
@@ -56,10 +58,11 @@ def explained_variance(reconstruction, m, total):
 def _moments(block):
     # Bad values (NaN, Inf) just make the result non-finite: the evaluation
     # that follows reports them, with their rows.
-    with np.errstate(all="ignore"):
-        x = np.asarray(block, np.float64)
-        mean = x.mean(axis=0)
-        return x.shape[0], mean, ((x - mean) ** 2).sum(axis=0)
+    x = np.asarray(block)
+    if x.dtype.kind not in "fiu":
+        x = x.astype(np.float64)
+    mean, m2 = column_moments(np.ascontiguousarray(x))
+    return x.shape[0], mean, m2
 
 
 def total_variance(evaluator):

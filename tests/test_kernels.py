@@ -300,3 +300,16 @@ def test_bad_record_clean_data_with_exact_bounds(chunk, kernel):
     X[0, :] = 0.0
     X[-1, :] = 1.0
     assert_array_equal(_run_with_bad(kernel, X, chunk, 16), [0, -1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_column_moments_match_numpy(rng, dtype):
+    X = (rng.uniform(0, 1, size=(1001, 7)) * (255 if dtype == np.uint8 else 1)).astype(dtype)
+    mean, m2 = K.column_moments(X)
+    x = X.astype(np.float64)
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(m2, ((x - x.mean(axis=0)) ** 2).sum(axis=0), rtol=1e-12)
+    X[3, 2] = np.nan if dtype != np.uint8 else X[3, 2]
+    if dtype != np.uint8:
+        mean, m2 = K.column_moments(X)
+        assert np.isnan(mean[2]) and np.isnan(m2[2]) and np.isfinite(m2[[0, 1, 3]]).all()
