@@ -5,14 +5,17 @@ Pipeline::
 
     images (a folder Pillow reads, or the built-in photographs)
       -> grey or RGB floats in [0, 1], longer side at most ``max_side``
-      -> optional 1/f whitening, per image                      (once, kept in memory)
+      -> optional 1/f whitening, per image      (once; a folder's images go one
+                                                 at a time to a memory-mapped
+                                                 scratch file in TMPDIR)
       -> pass 1, per chunk: draw positions, cut, remove each patch's mean,
          sum of squares                                         -> global std
       -> pass 2, per chunk: the same patches again, clipped at +/- 3 std,
          rescaled to [0.1, 0.9], written                        -> Zarr chunk
 
-Memory is the (downscaled, whitened) images plus a few chunks in flight,
-independent of the number of patches.
+Memory is one image at a time while packing, then a few chunks in flight
+(the packed images are a memory-mapped file, paged in as patches are cut):
+independent of the number of patches and of images.
 
 Sampling is deterministic and independent of the chunking: patch ``k``
 belongs to *sampling block* ``k // SAMPLING_BLOCK`` whose draws come from
@@ -147,7 +150,8 @@ def folder_images(folder, channels: str = "gray", max_side: int = 512):
     """Every image Pillow can read under ``folder`` (recursively, sorted by path).
 
     Hidden files and folders are ignored; files Pillow cannot read are
-    skipped and listed.
+    skipped and listed. Holds every image in memory: `write_patches` uses
+    `iter_folder_images` instead.
 
     Returns
     -------
@@ -162,8 +166,20 @@ def folder_images(folder, channels: str = "gray", max_side: int = 512):
     DataError
         If ``folder`` is not a directory or holds no readable image.
     """
+    skipped = []
+    pairs = list(iter_folder_images(folder, channels, max_side, skipped))
+    return [im for _, im in pairs], [name for name, _ in pairs], skipped
+
+
+def iter_folder_images(folder, channels: str = "gray", max_side: int = 512, skipped=None):
+    """(name, image) for every image Pillow can read under ``folder``, one at a time.
+
+    As `folder_images`, without holding more than one image; the names of
+    files that are not readable images are appended to ``skipped``.
+    """
     from PIL import UnidentifiedImageError
 
+    skipped = [] if skipped is None else skipped
     root = Path(os.fspath(folder))
     if not root.is_dir():
         raise DataError(f"image folder '{folder}' does not exist or is not a directory; "
@@ -171,21 +187,33 @@ def folder_images(folder, channels: str = "gray", max_side: int = 512):
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and not any(part.startswith(".")
                                               for part in p.relative_to(root).parts))
-    images, names, skipped = [], [], []
+    found = 0
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
-            images.append(_read_image(path, channels, max_side))
-            names.append(rel)
+            image = _read_image(path, channels, max_side)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             skipped.append(rel)
-    if not images:
+            continue
+        found += 1
+        yield rel, image
+    if not found:
         listed = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        found = f"{len(files)} file(s), none an image Pillow can read ({listed})" if files \
+        what = f"{len(files)} file(s), none an image Pillow can read ({listed})" if files \
             else "it is empty"
-        raise DataError(f"no readable images in '{folder}': {found}; put JPEG, PNG, TIFF, ... "
+        raise DataError(f"no readable images in '{folder}': {what}; put JPEG, PNG, TIFF, ... "
                         "files there, or use --builtin for the built-in photographs")
-    return images, names, skipped
+
+
+def _require_patch_fits(im, name, size, max_side):
+    """DataError if image ``im`` is smaller than a ``size`` x ``size`` patch."""
+    if min(im.shape[:2]) < size:
+        shrunk = max_side and max(im.shape[:2]) == max_side
+        raise DataError(
+            f"image '{name}' is {im.shape[1]}x{im.shape[0]} pixels"
+            f"{' after downscaling to --max-side ' + str(max_side) if shrunk else ''}, "
+            f"smaller than the {size}x{size} patches; remove it or use --size "
+            f"{min(im.shape[:2])} or less" + (", or raise --max-side" if shrunk else ""))
 
 
 # ---------------------------------------------------------------- sampling
@@ -227,13 +255,7 @@ class PatchSource:
         names = names or [f"image {i}" for i in range(len(images))]
         size = int(size)
         for im, name in zip(images, names, strict=True):
-            if min(im.shape[:2]) < size:
-                shrunk = max_side and max(im.shape[:2]) == max_side
-                raise DataError(
-                    f"image '{name}' is {im.shape[1]}x{im.shape[0]} pixels"
-                    f"{' after downscaling to --max-side ' + str(max_side) if shrunk else ''}, "
-                    f"smaller than the {size}x{size} patches; remove it or use --size "
-                    f"{min(im.shape[:2])} or less" + (", or raise --max-side" if shrunk else ""))
+            _require_patch_fits(im, name, size, max_side)
         channels = 1 if images[0].ndim == 2 else images[0].shape[2]
         sizes = np.array([im.size for im in images], np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -242,6 +264,56 @@ class PatchSource:
                    np.array([im.shape[0] for im in images], np.int64),
                    np.array([im.shape[1] for im in images], np.int64),
                    channels, size, int(seed))
+
+    @classmethod
+    def from_folder(cls, folder, size, seed, channels="gray", max_side=512, whiten_images=True):
+        """Read, whiten and pack a folder's images one at a time into a scratch file.
+
+        The file (in the temporary directory, ``TMPDIR``) is unlinked at once
+        and memory-mapped read-only, so memory holds one image at a time and
+        the file disappears with the source, however the process ends.
+
+        Returns
+        -------
+        source : PatchSource
+        names, skipped : list of str
+            The images used and the files that are not readable images.
+        """
+        import mmap
+        import tempfile
+
+        size = int(size)
+        names, skipped, starts, heights, widths = [], [], [], [], []
+        nch, offset = None, 0
+        scratch = tempfile.TemporaryFile(prefix="streamae-patches-")
+        try:
+            for name, im in iter_folder_images(folder, channels, max_side, skipped):
+                _require_patch_fits(im, name, size, max_side)
+                if whiten_images:
+                    im = whiten(im)
+                im = np.ascontiguousarray(im, np.float32)
+                try:
+                    scratch.write(im.tobytes())
+                except OSError as exc:
+                    raise DataError(
+                        f"cannot keep the images' scratch copy in {tempfile.gettempdir()} "
+                        f"({exc.strerror or exc}; {offset * 4 / 2**20:.0f} MiB written before "
+                        f"image '{name}'): set TMPDIR to a folder with more space, or lower "
+                        "--max-side") from None
+                names.append(name)
+                starts.append(offset)
+                heights.append(im.shape[0])
+                widths.append(im.shape[1])
+                nch = 1 if im.ndim == 2 else im.shape[2]
+                offset += im.size
+            scratch.flush()
+            mapped = mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ)
+        finally:
+            scratch.close()  # the mapping keeps the (unlinked) file's pages
+        source = cls(np.frombuffer(mapped, np.float32), np.array(starts, np.int64),
+                     np.array(heights, np.int64), np.array(widths, np.int64), nch, size,
+                     int(seed))
+        return source, names, skipped
 
     @property
     def width(self):
@@ -451,18 +523,17 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if builtin:
         imgs, names = builtin_images(channels)
         skipped, source_name = [], "builtin (scikit-image photographs)"
+        if whiten_images:
+            imgs = [whiten(im).astype(np.float32) for im in imgs]
+        source = PatchSource.from_images(imgs, size, seed, names)
+        del imgs
     else:
-        imgs, names, skipped = folder_images(images, channels, max_side)
+        source, names, skipped = PatchSource.from_folder(images, size, seed, channels,
+                                                         max_side, whiten_images)
         source_name = os.path.abspath(os.fspath(images))
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
-    if whiten_images:
-        for i, im in enumerate(imgs):  # in place: one image's temporaries at a time
-            imgs[i] = whiten(im).astype(np.float32)
-    source = PatchSource.from_images(imgs, size, seed, names,
-                                     max_side=0 if builtin else max_side)
-    del imgs
     width = source.width
     itemsize = np.dtype(dtype).itemsize
     rows = int(chunk_rows or default_chunk_rows(count, width, itemsize))

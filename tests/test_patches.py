@@ -214,3 +214,43 @@ def test_memory_does_not_grow_with_count(tmp_path):
     small = peak(200_000)
     big = peak(3_000_000)  # 768 MB of float32 patches
     assert big < small + 100, (small, big)
+
+
+@pytest.mark.parametrize("channels", ["gray", "rgb"])
+@pytest.mark.parametrize("whitened", [True, False])
+def test_folder_source_is_the_in_memory_one(photo_dir, channels, whitened):
+    """from_folder (one image at a time, memory-mapped scratch file) packs
+    exactly what from_images packs from the whole list."""
+    images, names, skipped = folder_images(photo_dir, channels, max_side=50)
+    if whitened:
+        images = [whiten(im).astype(np.float32) for im in images]
+    ref = PatchSource.from_images(images, 5, 3, names)
+    got, got_names, got_skipped = PatchSource.from_folder(photo_dir, 5, 3, channels, 50,
+                                                          whitened)
+    assert (got_names, got_skipped) == (names, skipped)
+    assert_array_equal(got.buffer, ref.buffer)
+    for field in ("starts", "heights", "widths"):
+        assert_array_equal(getattr(got, field), getattr(ref, field))
+    assert got.channels == ref.channels and not got.buffer.flags.writeable
+    assert_array_equal(got.patches(0, 300)[0], ref.patches(0, 300)[0])
+
+
+def test_folder_images_are_packed_one_at_a_time(tmp_path):
+    """Python-level peak memory while packing does not grow with the number of
+    images (the packed buffer is a memory-mapped file, not heap memory)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for count in (6, 24):
+        root = tmp_path / f"n{count}"
+        root.mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (200, 200), np.uint8)).save(root / f"{i}.png")
+        tracemalloc.start()
+        source, names, _ = PatchSource.from_folder(root, 8, 0, "gray", 0, True)
+        peaks[count] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(names) == count and source.buffer.size == count * 200 * 200
+    # Holding the images, 24 would need 18 more images' 160 KB (float32) each.
+    assert peaks[24] < peaks[6] + 3 * 200 * 200 * 4, peaks
