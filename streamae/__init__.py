@@ -5,11 +5,13 @@ Layout, from the maths outwards:
 - ``_kernels``   Numba kernels: the objective's sums on one chunk of rows
 - ``_objective`` parameters, the KL term, assembly of cost and gradient
 - ``_data``      the user's data as a row-chunked Dask array
+- ``_chunkread`` local Zarr chunks read with one copy, and never a vanished store
 - ``_engine``    one evaluation as Dask graphs of kernel tasks + tree reductions
 - ``_optim``     full-batch L-BFGS and gradient descent
 - ``_estimator`` the `SparseAutoencoder` estimator
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
+- ``_progress``  a bar of chunks done within a long pass
 - ``_images``, ``_patches``, ``_import``  data in: patches and imports into Zarr
 - ``_encode``, ``_plots``, ``_metrics``  features, pictures and metrics out
 - ``cli``        the ``streamae`` command
