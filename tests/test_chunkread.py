@@ -118,26 +118,28 @@ def test_a_vanished_store_is_an_error_not_fill_values(tmp_path, X, kwargs):
         dataset.array.compute()
 
 
-def test_a_vanished_store_stops_an_evaluation(tmp_path, rng):
+@pytest.fixture
+def model_and_store(tmp_path, rng):
+    """A model of 6 inputs and the dataset of a 300 x 6 uncompressed store of 3 chunks."""
     X = rng.random((300, 6)).astype(np.float32)
     _store(tmp_path / "x.zarr", X, (100, 6), compressors=None)
     model = SparseAutoencoder.from_weights(**init_params(6, 3, np.random.default_rng(1)),
                                            rho=0.1, beta=3.0, weight_decay=1e-3)
-    dataset = open_dataset(str(tmp_path / "x.zarr"))
+    return model, open_dataset(str(tmp_path / "x.zarr"))
+
+
+def test_a_vanished_store_stops_an_evaluation(tmp_path, model_and_store):
+    model, dataset = model_and_store
     model.cost_and_grad(dataset.array)
     os.rename(tmp_path / "x.zarr", tmp_path / "moved.zarr")
     with pytest.raises(DataError, match="is gone"):
         model.cost_and_grad(dataset.array)
 
 
-def test_a_store_workers_do_not_see_is_an_error_on_a_cluster(tmp_path, rng):
+def test_a_store_workers_do_not_see_is_an_error_on_a_cluster(tmp_path, model_and_store):
     from cluster_fixtures import local_cluster
 
-    X = rng.random((300, 6)).astype(np.float32)
-    _store(tmp_path / "x.zarr", X, (100, 6), compressors=None)
-    model = SparseAutoencoder.from_weights(**init_params(6, 3, np.random.default_rng(1)),
-                                           rho=0.1, beta=3.0, weight_decay=1e-3)
-    dataset = open_dataset(str(tmp_path / "x.zarr"))
+    model, dataset = model_and_store
     os.rename(tmp_path / "x.zarr", tmp_path / "elsewhere.zarr")
     with local_cluster(2) as client:
         with pytest.raises(DataError, match="is gone on .*every worker must see the store"):
