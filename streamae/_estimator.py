@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from . import _checkpoint as C
 from . import _kernels as K
 from . import _metrics, _optim
-from ._cluster import make_runner
+from ._cluster import ClusterError, make_runner
 from ._data import open_dataset
 from ._engine import STRATEGIES, Evaluator, make_hyper
 from ._errors import DataError, ParameterError, StreamaeError
@@ -346,6 +346,11 @@ class SparseAutoencoder:
                                  f"interrupted by {signal.Signals(signum).name} at iteration "
                                  f"{state.iteration}")
                 raise C.TrainingInterrupted(signum, path, state.iteration) from None
+            except (ClusterError, DataError) as exc:
+                # The cluster or the data failed mid-run: keep the iterations done.
+                if store is None or state is None:
+                    raise
+                raise _with_checkpoint(exc, save_checkpoint, state.iteration) from None
         self._finish_fit(state, n, strategy, stop)
         return self
 
@@ -494,6 +499,24 @@ class SparseAutoencoder:
             if name in attrs:
                 setattr(model, name + "_", attrs[name])
         return model
+
+
+def _with_checkpoint(exc, save_checkpoint, iteration):
+    """``exc`` (a fit's ClusterError or DataError), after writing the checkpoint
+    of the last finished iteration; its message then says where and how to resume.
+
+    Sets ``checkpoint`` and ``iteration`` on the error (None if the checkpoint
+    could not be written: the original error is what matters).
+    """
+    try:
+        path = save_checkpoint()
+    except StreamaeError:
+        path = None
+    error = type(exc)(f"{exc}; the checkpoint of iteration {iteration} was written to "
+                      f"'{path}': fix the cause, then resume (--resume, fit(resume=True))"
+                      if path is not None else str(exc))
+    error.checkpoint, error.iteration = path, iteration if path is not None else None
+    return error
 
 
 def _stop_reason(state, max_iter):

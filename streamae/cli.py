@@ -185,6 +185,12 @@ def cmd_train(args):
         if exc.checkpoint is not None:
             print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return exc.exit_status
+    except StreamaeError as exc:
+        if getattr(exc, "checkpoint", None) is None:
+            raise
+        print(f"streamae: error: {exc}", file=sys.stderr)  # the iterations done are kept
+        print(f"resume with: {_resume_command(args)}", file=sys.stderr)
+        return 2
     model.save(args.out, overwrite=args.overwrite, storage_options=options)
     last = model.history_[-1]
     resumed = ("" if model.resumed_from_ is None

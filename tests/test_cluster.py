@@ -327,7 +327,9 @@ def test_bytes_per_evaluation_do_not_grow_with_rows(subprocess_cluster, tmp_path
 
 # ----------------------------------------------------------------- losing the scheduler
 
-def test_scheduler_killed_error_then_resume(tmp_path, store, reference, subprocess_cluster):
+@pytest.mark.parametrize("every", [1, 0], ids=["every-iteration", "only-at-the-error"])
+def test_scheduler_killed_error_then_resume(tmp_path, store, reference, subprocess_cluster,
+                                            every):
     checkpoint = tmp_path / "run.ckpt"
     with SubprocessCluster(tmp_path / "c1", n_workers=1) as sc:
         def callback(model, record):
@@ -338,10 +340,13 @@ def test_scheduler_killed_error_then_resume(tmp_path, store, reference, subproce
         t0 = time.monotonic()
         with pytest.raises(ClusterError, match="lost the Dask scheduler") as exc:
             fitted(store, sc.address, callback=callback, checkpoint=checkpoint,
-                   checkpoint_every=1)
+                   checkpoint_every=every)
         assert time.monotonic() - t0 < 30
         assert sc.address in one_line(exc) and "resuming from the last checkpoint" in str(
             exc.value)
+        # Written when the error happened, also without periodic checkpoints.
+        assert "the checkpoint of iteration 3 was written to" in str(exc.value)
+        assert exc.value.checkpoint == str(checkpoint) and exc.value.iteration == 3
     assert checkpoint.exists()
     # Another cluster picks the run up from its checkpoint.
     model = fitted(store, subprocess_cluster.address, checkpoint=checkpoint,

@@ -277,3 +277,59 @@ def test_sigkill_at_a_chosen_point_then_resume_is_bit_identical(kill_setup, wher
     assert resume.returncode == 0, resume.stderr.decode()
     assert same_bits(SparseAutoencoder.load(out), reference), where
     assert not glob.glob(os.path.join(root, f".{out.name}*tmp-*"))
+
+
+def _vanishing_store(tmp_path, X, at_iteration):
+    """A store of X, and a fit callback that moves it away after ``at_iteration``."""
+    store = tmp_path / "x.zarr"
+    write_array(store, X, chunk_rows=300)
+
+    def move_away(model, record):
+        if record["iteration"] == at_iteration:
+            os.rename(store, tmp_path / "away.zarr")
+
+    return os.fspath(store), move_away
+
+
+def test_data_lost_mid_fit_keeps_a_checkpoint_and_resumes_exactly(tmp_path, X):
+    """The store disappears after iteration 2 (no periodic checkpoints): the
+    DataError comes with the checkpoint of iteration 2, and resuming once the
+    store is back gives the uninterrupted run's bits."""
+    store, move_away = _vanishing_store(tmp_path, X, 2)
+    kw = dict(max_iter=8, progress=False, checkpoint=tmp_path / "run.ckpt")
+    reference = SparseAutoencoder(n_hidden=4).fit(store, max_iter=8, progress=False)
+    from streamae import DataError
+
+    with pytest.raises(DataError, match=r"is gone on .*; the checkpoint of iteration 2 was "
+                                        r"written to '.*run\.ckpt': fix the cause, then "
+                                        r"resume") as info:
+        SparseAutoencoder(n_hidden=4).fit(store, callback=move_away, **kw)
+    assert info.value.checkpoint == os.fspath(tmp_path / "run.ckpt")
+    assert info.value.iteration == 2
+    os.rename(tmp_path / "away.zarr", store)
+    resumed = SparseAutoencoder(n_hidden=4).fit(store, resume=True, **kw)
+    assert resumed.resumed_from_ == 2 and same_bits(resumed, reference)
+
+
+def test_cli_prints_how_to_resume_after_losing_the_data(tmp_path, X, monkeypatch, capsys):
+    from streamae import _estimator
+    from streamae.cli import main
+
+    store, move_away = _vanishing_store(tmp_path, X, 1)
+    record = _estimator.SparseAutoencoder._record
+
+    def record_then_move(self, state, info, m, t0):
+        out = record(self, state, info, m, t0)
+        move_away(self, out)
+        return out
+
+    monkeypatch.setattr(_estimator.SparseAutoencoder, "_record", record_then_move)
+    out = os.fspath(tmp_path / "model.zarr")
+    assert main(["train", store, "--out", out, "--hidden", "4", "--max-iter", "5",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("streamae: error: the Zarr store") and \
+        "the checkpoint of iteration 1 was written to" in err[0]
+    assert err[1] == (f"resume with: streamae train {store} --out {out} --hidden 4 "
+                      "--max-iter 5 --quiet --resume")
+    assert os.path.exists(out + ".ckpt") and not os.path.exists(out)
