@@ -44,12 +44,13 @@ def read_only(url):
 
     from streamae._data import open_dataset
 
-    blocks = open_dataset(url).array.to_delayed().ravel()
+    dataset = open_dataset(url)
+    blocks = dataset.array.to_delayed().ravel()
     t0 = time.perf_counter()
     rows = dask.compute(*[dask.delayed(lambda b: b.shape[0])(b) for b in blocks],
                         scheduler="threads")
     seconds = time.perf_counter() - t0
-    assert sum(rows) == open_dataset(url).shape[0]
+    assert sum(rows) == dataset.shape[0]
     return seconds
 
 

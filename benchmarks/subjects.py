@@ -142,7 +142,12 @@ def run_streamae(case, subject, repeats, warmup):
 
 
 def numpy_cost_and_grad(X, W1, b1, W2, b2, rho, beta, lam):
-    """The UFLDL vectorised evaluation, in the dtype of X (float32 here)."""
+    """The UFLDL vectorised evaluation, in the dtype of X (float32 here).
+
+    Deliberately not `streamae.reference_cost_and_grad`: that is the
+    library's correctness reference and works in float64; this is the
+    float32 code a user would time against, kept independent of streamae.
+    """
     m = X.shape[0]
     a2 = 1 / (1 + np.exp(-(X @ W1.T + b1)))
     a3 = 1 / (1 + np.exp(-(a2 @ W2.T + b2)))

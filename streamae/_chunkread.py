@@ -24,7 +24,9 @@ after a read through Zarr, that the array's metadata is still there.
 import os
 import socket
 
+import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from ._errors import DataError
 
@@ -158,9 +160,6 @@ def as_dask(array, rows):
     where possible, a check that the store is still there); other stores
     through ``dask.array.from_zarr``.
     """
-    import dask.array as da
-    from dask.base import tokenize
-
     n = array.shape[1]
     local = LocalChunks.for_array(array)
     if local is None:
