@@ -13,7 +13,7 @@ from ._display import save_filter_png
 from ._engine import STRATEGIES
 from ._errors import OutputExistsError, ParameterError
 from ._estimator import SparseAutoencoder
-from ._images import demo_patches
+from ._patches import demo_patches
 from ._store import write_array
 
 EXERCISE = dict(n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4)

@@ -28,7 +28,7 @@ def filter_grid(W, patch_shape=None, center: bool = True) -> np.ndarray:
     Like ``display_network.m``: the global mean of ``W`` is subtracted (so
     that e.g. all-positive input patches show contrast around grey), each
     filter is divided by its own max ``|w|``, reshaped column-major (the
-    order of :func:`streamae._images.sample_patches`), and the tiles are laid
+    order of :func:`streamae._patches.sample_patches`), and the tiles are laid
     out row by row in a grid of ``cols = ceil(sqrt(k))`` columns and
     ``rows = ceil(k / cols)`` rows, separated and surrounded by 1-pixel
     borders of -1 (black); unused cells stay -1 too.
