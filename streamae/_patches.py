@@ -448,6 +448,79 @@ def patch_std(source, count, chunk_rows, scheduler="threads"):
     return math.sqrt(max(var, 0.0))
 
 
+def _open_source(images, size, seed, channels, max_side, whiten_images):
+    """The `PatchSource` of a folder (``images``) or, if None, of the built-in photographs.
+
+    Returns
+    -------
+    source : PatchSource
+    names, skipped : list of str
+        The images used and the files that are not readable images.
+    """
+    if images is not None:
+        return PatchSource.from_folder(images, size, seed, channels, max_side, whiten_images)
+    imgs, names = builtin_images(channels, np.float32)
+    if whiten_images:
+        imgs = [whiten(im).astype(np.float32) for im in imgs]
+    return PatchSource.from_images(imgs, size, seed, names), names, []
+
+
+def _metadata(source, names, skipped, images, max_side, channels, count, whiten_images, std,
+              dtype, rows):
+    """The ``streamae`` attribute of a patch store: where the patches come from, and how."""
+    pstd = _CLIP_STDS * std
+    return {
+        "kind": "patches",
+        "source": ("builtin (scikit-image photographs)" if images is None
+                   else os.path.abspath(os.fspath(images))),
+        "images": names,
+        "n_images": len(names),
+        "skipped": skipped,
+        "max_side": None if images is None else int(max_side),
+        "channels": channels,
+        "patch_size": source.size,
+        "count": count,
+        "width": source.width,
+        "layout": ("channel blocks (R, G, B), each patch_size x patch_size column-major"
+                   if channels == "rgb" else "patch_size x patch_size, column-major"),
+        "whiten": bool(whiten_images),
+        "whitening": ({"filter": "f * exp(-(f / f0)**4), f in cycles per pixel",
+                       "f0": WHITEN_F0, "variance": WHITEN_VARIANCE}
+                      if whiten_images else None),
+        "seed": source.seed,
+        "sampling": (f"patch k uses numpy.random.default_rng([seed, k // {SAMPLING_BLOCK}]): "
+                     "image uniform, then corner uniform"),
+        "normalization": {
+            "method": "UFLDL normalizeData",
+            "per_patch_mean_removed": True,
+            "std": std, "clip_stds": _CLIP_STDS, "clip": pstd,
+            "formula": "(clip(x - mean(x), -clip, clip) / clip + 1) * 0.4 + 0.1",
+            "range": [0.1, 0.9],
+        },
+        "dtype": dtype,
+        "chunk_rows": rows,
+    }
+
+
+def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
+                storage_options):
+    """Pass 2: cut, normalise and write every chunk into a new array at ``out``."""
+    src = dask.delayed(source, name=f"patch-source-{id(source)}")
+    width = source.width
+    with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
+                      overwrite=overwrite, storage_options=storage_options,
+                      what="output store") as target:
+        tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
+                                                        np.dtype(dtype), storage_options)
+                 for s, e in _chunk_bounds(count, rows)]
+        dask.compute(*tasks, scheduler=scheduler)
+        size, channels = source.size, meta["channels"]
+        set_attrs(target, {"streamae": meta,
+                           "description": f"{count} {size}x{size} {channels} patches, "
+                                          "normalised to [0.1, 0.9] (streamae patches)"},
+                  storage_options)
+
+
 def write_patches(out, *, images=None, builtin=False, size=8, count=10000, whiten_images=True,
                   channels="gray", seed=0, chunk_rows=None, max_side=512, dtype="float32",
                   overwrite=False, scheduler="threads", storage_options=None, echo=None):
@@ -513,17 +586,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")
 
-    if builtin:
-        imgs, names = builtin_images(channels, np.float32)
-        skipped, source_name = [], "builtin (scikit-image photographs)"
-        if whiten_images:
-            imgs = [whiten(im).astype(np.float32) for im in imgs]
-        source = PatchSource.from_images(imgs, size, seed, names)
-        del imgs
-    else:
-        source, names, skipped = PatchSource.from_folder(images, size, seed, channels,
-                                                         max_side, whiten_images)
-        source_name = os.path.abspath(os.fspath(images))
+    source, names, skipped = _open_source(images, size, seed, channels, max_side,
+                                          whiten_images)
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
@@ -534,46 +598,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
 
     std = patch_std(source, count, rows, scheduler)
     pstd = _CLIP_STDS * std
-    meta = {
-        "kind": "patches",
-        "source": source_name,
-        "images": names,
-        "n_images": len(names),
-        "skipped": skipped,
-        "max_side": int(max_side) if not builtin else None,
-        "channels": channels,
-        "patch_size": size,
-        "count": count,
-        "width": width,
-        "layout": ("channel blocks (R, G, B), each patch_size x patch_size column-major"
-                   if channels == "rgb" else "patch_size x patch_size, column-major"),
-        "whiten": bool(whiten_images),
-        "whitening": ({"filter": "f * exp(-(f / f0)**4), f in cycles per pixel",
-                       "f0": WHITEN_F0, "variance": WHITEN_VARIANCE}
-                      if whiten_images else None),
-        "seed": seed,
-        "sampling": (f"patch k uses numpy.random.default_rng([seed, k // {SAMPLING_BLOCK}]): "
-                     "image uniform, then corner uniform"),
-        "normalization": {
-            "method": "UFLDL normalizeData",
-            "per_patch_mean_removed": True,
-            "std": std, "clip_stds": _CLIP_STDS, "clip": pstd,
-            "formula": "(clip(x - mean(x), -clip, clip) / clip + 1) * 0.4 + 0.1",
-            "range": [0.1, 0.9],
-        },
-        "dtype": dtype,
-        "chunk_rows": rows,
-    }
-    src = dask.delayed(source, name=f"patch-source-{id(source)}")
-    with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
-                      overwrite=overwrite, storage_options=storage_options,
-                      what="output store") as target:
-        tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
-                                                        np.dtype(dtype), storage_options)
-                 for s, e in _chunk_bounds(count, rows)]
-        dask.compute(*tasks, scheduler=scheduler)
-        set_attrs(target, {"streamae": meta,
-                           "description": f"{count} {size}x{size} {channels} patches, "
-                                          "normalised to [0.1, 0.9] (streamae patches)"},
-                  storage_options)
+    meta = _metadata(source, names, skipped, images, max_side, channels, count, whiten_images,
+                     std, dtype, rows)
+    _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
+                storage_options)
     return meta
