@@ -9,8 +9,8 @@ from streamae import OutputExistsError, SparseAutoencoder
 from streamae._plots import (
     CHART_SIZE,
     auto_scale,
-    colour_grid,
     default_out,
+    filter_grid,
     filter_image,
     infer_channels,
     show,
@@ -64,7 +64,7 @@ def test_colour_filters(tmp_path, rng):
     W = rng.normal(size=(5, 3 * p * p))
     assert infer_channels(3 * p * p) == "rgb" and infer_channels(64) == "gray"
     assert infer_channels(784) == "gray" and infer_channels(12 * 12 * 3) == "rgb"
-    grid = colour_grid(W)
+    grid = filter_grid(W, channels="rgb")
     assert grid.shape == (1 + 2 * (p + 1), 1 + 3 * (p + 1), 3)
     A = W - W.mean()
     first = A[0] / np.abs(A[0]).max()
