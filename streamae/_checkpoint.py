@@ -19,17 +19,17 @@ checkpoint computes the same bits as the uninterrupted run.
 
 Format: one uncompressed NumPy ``.npz`` file (a zip archive of ``.npy``
 arrays; no pickles). ``meta`` is UTF-8 JSON stored as a uint8 array, and
-carries a SHA-256 of the arrays. The file is written under a temporary name in
-the same directory, fsync'ed, renamed over the old checkpoint with
-``os.replace`` (atomic) and the directory is fsync'ed, so a crash at any
-instant leaves either the old or the new checkpoint, whole.
+carries a SHA-256 of the arrays. The file is written atomically
+(`streamae._atomic.write_bytes`: a temporary file in the same directory,
+fsync'ed, renamed over the old checkpoint with ``os.replace``, then the
+directory fsync'ed), so a crash at any instant leaves either the old or the
+new checkpoint, whole.
 
 Default location: ``<out>.ckpt`` beside the model directory ``<out>`` (for an
 object-store URL ``<out>``, ``<basename>.ckpt`` in the current directory).
 """
 
 import datetime
-import glob
 import hashlib
 import io
 import json
@@ -37,15 +37,14 @@ import os
 import signal
 import sys
 import threading
-import uuid
 import zipfile
 
 import numpy as np
 import zarr
 
+from ._atomic import remove_stale, write_bytes
 from ._errors import ParameterError, StreamaeError
 from ._optim import OptimState
-from ._store import fsync_dir
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
@@ -290,42 +289,6 @@ def encode(state, rho_hat, meta):
     return buffer.getvalue()
 
 
-def write(path, payload):
-    """Atomically replace the file ``path`` by ``payload`` (bytes).
-
-    The bytes go to a temporary file in the same directory, which is fsync'ed
-    and renamed over ``path`` with ``os.replace``; then the directory is
-    fsync'ed. On any error the temporary file is removed and ``path`` is as
-    before.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with open(tmp, "xb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def remove_stale_temporaries(path):
-    """Delete temporary files left by a write that was killed mid-way."""
-    directory = os.path.dirname(os.path.abspath(path))
-    pattern = os.path.join(glob.escape(directory),
-                           "." + glob.escape(os.path.basename(path)) + ".tmp-*")
-    for tmp in glob.glob(pattern):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
 def read(path):
     """Read and verify the checkpoint at ``path``.
 
@@ -417,7 +380,7 @@ class Checkpointer:
             saved = read(self.path)
             check_matches(self.path, saved.meta, self.expected)
             self.last = (saved.state.iteration, saved.state.message)
-        remove_stale_temporaries(self.path)
+        remove_stale(self.path)
         return saved
 
     def due(self, state):
@@ -429,7 +392,7 @@ class Checkpointer:
             return self.path
         meta = {**self.expected, **self.extra, "history": history, "elapsed": elapsed}
         try:
-            write(self.path, encode(state, rho_hat, meta))
+            write_bytes(self.path, encode(state, rho_hat, meta), "checkpoint")
         except OSError as exc:
             if self.last is not None:
                 kept = f"the previous checkpoint (iteration {self.last[0]}) is intact"
@@ -438,7 +401,8 @@ class Checkpointer:
             else:
                 kept = "no checkpoint was written"
             raise CheckpointError(
-                f"cannot write checkpoint '{self.path}' ({exc.strerror or exc}); {kept}") \
+                f"cannot write checkpoint '{self.path}' "
+                f"({getattr(exc, 'reason', None) or exc.strerror or exc}); {kept}") \
                 from exc
         self.last = (state.iteration, state.message)
         return self.path

@@ -24,3 +24,8 @@ class OutputExistsError(StreamaeError, FileExistsError):
 
 class MemoryBudgetError(StreamaeError, MemoryError):
     """A strategy would hold more in memory than it is allowed to."""
+
+
+class OutputWriteError(StreamaeError, OSError):
+    """Writing an output failed (disk full, permission denied...); whatever was
+    at the path before is unchanged."""

@@ -238,9 +238,9 @@ def test_sigkill_at_20_random_instants_then_resume_is_bit_identical(kill_setup):
 
 CRASH = """
 import os, signal, sys
-import streamae._store as S
+import streamae._atomic as A
 module, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-module = {"os": os, "store": S}[module]
+module = {"os": os, "atomic": A}[module]
 real, calls = getattr(module, name), [0]
 def crash_on_call(*args, **kwargs):
     calls[0] += 1
@@ -256,9 +256,9 @@ POINTS = [  # (where, module, function, the call that dies)
     ("the 6th checkpoint written and fsync'ed, not yet renamed", "os", "replace", 6),
     pytest.param("the 4th checkpoint written, before its fsync", "os", "fsync", 7,
                  marks=pytest.mark.slow),
-    pytest.param("model written, before it is moved into place", "store", "publish", 1,
+    pytest.param("model written, before it is moved into place", "atomic", "publish", 1,
                  marks=pytest.mark.slow),
-    pytest.param("model renamed into place, before the directory fsync", "store", "fsync_dir",
+    pytest.param("model renamed into place, before the directory fsync", "atomic", "fsync_dir",
                  1, marks=pytest.mark.slow),
 ]
 
