@@ -17,17 +17,19 @@ Layout, from the maths outwards:
 - ``cli``        the ``streamae`` command
 """
 
-from ._checkpoint import CheckpointError, TrainingInterrupted
-from ._cluster import ClusterError
 from ._encode import encode
 from ._engine import STRATEGIES
 from ._errors import (
+    CheckpointError,
+    ClusterError,
     DataError,
     MemoryBudgetError,
     NumericalError,
     OutputExistsError,
+    OutputWriteError,
     ParameterError,
     StreamaeError,
+    TrainingInterrupted,
 )
 from ._estimator import NotFittedError, SparseAutoencoder
 from ._import import import_array
@@ -35,7 +37,6 @@ from ._metrics import MetricsLog
 from ._objective import reference_cost_and_grad
 from ._patches import write_patches
 from ._plots import show
-from ._store import OutputWriteError
 
 __version__ = "0.1.0"
 

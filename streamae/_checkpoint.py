@@ -43,48 +43,13 @@ import numpy as np
 import zarr
 
 from ._atomic import remove_stale, write_bytes
-from ._errors import ParameterError, StreamaeError
+from ._errors import CheckpointError, CheckpointExistsError, ParameterError
 from ._optim import OptimState
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
 _START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
-
-
-class CheckpointError(StreamaeError):
-    """A checkpoint cannot be read, does not match this run, or cannot be written."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM, after writing a checkpoint.
-
-    Attributes
-    ----------
-    signum : int
-        The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
-    checkpoint : str or None
-        Where the checkpoint is, or None if nothing could be saved (no
-        checkpoint path, or interrupted before the first evaluation finished).
-    iteration : int or None
-        The iteration the checkpoint holds.
-    exit_status : int
-        128 + signum: 130 for SIGINT, 143 for SIGTERM.
-    """
-
-    def __init__(self, signum, checkpoint=None, iteration=None):
-        self.signum = int(signum)
-        self.checkpoint = checkpoint
-        self.iteration = iteration
-        self.exit_status = 128 + self.signum
-        name = signal.Signals(self.signum).name
-        if checkpoint is None:
-            text = (f"interrupted by {name} before the first iteration finished; "
-                    "nothing to resume: run the same command again")
-        else:
-            text = (f"interrupted by {name}: checkpoint of iteration {iteration} "
-                    f"written to '{checkpoint}'")
-        super().__init__(text)
 
 
 class Stop(Exception):
@@ -406,10 +371,6 @@ class Checkpointer:
                 from exc
         self.last = (state.iteration, state.message)
         return self.path
-
-
-class CheckpointExistsError(CheckpointError, FileExistsError):
-    """A fresh run would replace an existing checkpoint."""
 
 
 # ---------------------------------------------------------------- signals

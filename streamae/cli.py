@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from ._engine import STRATEGIES
-from ._errors import StreamaeError
+from ._errors import StreamaeError, TrainingInterrupted
 from ._optim import OPTIMIZERS
 
 
@@ -178,7 +178,7 @@ def cmd_train(args):
     t0 = time.perf_counter()
     try:
         fit(progress=not args.quiet)
-    except _checkpoint.TrainingInterrupted as exc:
+    except TrainingInterrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is written: finish quietly
             signal.signal(sig, signal.SIG_IGN)
         print(f"streamae: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from streamae import SparseAutoencoder
+from streamae import CheckpointError, SparseAutoencoder, TrainingInterrupted
 from streamae import _checkpoint as C
 from streamae._store import write_array
 
@@ -117,7 +117,7 @@ def test_interrupt_in_fit_writes_checkpoint_and_resumes(tmp_path, X):
 
     model = SparseAutoencoder(n_hidden=4)
     handler = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
-    with pytest.raises(C.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         model.fit(X, max_iter=15, checkpoint=ckpt, callback=ctrl_c_at_3, **kw)
     assert info.value.exit_status == 130 and info.value.iteration == 3
     assert info.value.checkpoint == os.fspath(ckpt)
@@ -141,7 +141,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, X, monkeypatch
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(C.CheckpointError, match=r"cannot write checkpoint .*No space left on "
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*No space left on "
                        r"device\); the previous checkpoint \(iteration 4\) is intact"):
         SparseAutoencoder(n_hidden=4).fit(X, max_iter=8, resume=True, **kw)
     assert ckpt.read_bytes() == before
