@@ -451,11 +451,7 @@ def patch_std(source, count, chunk_rows, scheduler="threads"):
 def _open_source(images, size, seed, channels, max_side, whiten_images):
     """The `PatchSource` of a folder (``images``) or, if None, of the built-in photographs.
 
-    Returns
-    -------
-    source : PatchSource
-    names, skipped : list of str
-        The images used and the files that are not readable images.
+    Returns ``(source, names, skipped)`` as `PatchSource.from_folder` does.
     """
     if images is not None:
         return PatchSource.from_folder(images, size, seed, channels, max_side, whiten_images)
