@@ -1,6 +1,6 @@
 """The demo's training against an independent float64 NumPy + SciPy L-BFGS-B run.
 
-Same patches (``streamae._images.demo_patches``), same initial weights, 400
+Same patches (``streamae._patches.demo_patches``), same initial weights, 400
 iterations. The reference uses ``streamae.reference_cost_and_grad`` (plain
 NumPy, float64) and ``scipy.optimize.minimize(method="L-BFGS-B")`` with 100
 corrections, as close to the exercise's minFunc set-up as SciPy gets.
@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 from streamae import SparseAutoencoder, reference_cost_and_grad
 from streamae._demo import EXERCISE
 from streamae._engine import make_hyper
-from streamae._images import demo_patches
+from streamae._patches import demo_patches
 from streamae._objective import flatten, init_params, unflatten
 
 

@@ -12,22 +12,30 @@ Layout, from the maths outwards:
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
 - ``_progress``  a bar of chunks done within a long pass
-- ``_images``, ``_patches``, ``_import``  data in: patches and imports into Zarr
-- ``_encode``, ``_plots``, ``_metrics``  features, pictures and metrics out
+- ``_images``    images in: built-in photographs, folders of image files, 1/f whitening
+- ``_patches``   patches: sampled, normalised, in memory or streamed into Zarr
+- ``_import``    arrays imported into Zarr
+- ``_encode``, ``_metrics``  features and metrics out
+- ``_plots``     pictures: the filter grid and the training charts
+- ``_store``, ``_output``  model groups, and new row-chunked Zarr arrays
+- ``_atomic``    atomic local writes (temporary sibling, fsync, rename)
+- ``_errors``    the exceptions users see (one-line messages)
 - ``cli``        the ``streamae`` command
 """
 
-from ._checkpoint import CheckpointError, TrainingInterrupted
-from ._cluster import ClusterError
 from ._encode import encode
 from ._engine import STRATEGIES
 from ._errors import (
+    CheckpointError,
+    ClusterError,
     DataError,
     MemoryBudgetError,
     NumericalError,
     OutputExistsError,
+    OutputWriteError,
     ParameterError,
     StreamaeError,
+    TrainingInterrupted,
 )
 from ._estimator import NotFittedError, SparseAutoencoder
 from ._import import import_array
@@ -35,7 +43,6 @@ from ._metrics import MetricsLog
 from ._objective import reference_cost_and_grad
 from ._patches import write_patches
 from ._plots import show
-from ._store import OutputWriteError
 
 __version__ = "0.1.0"
 

@@ -19,17 +19,17 @@ checkpoint computes the same bits as the uninterrupted run.
 
 Format: one uncompressed NumPy ``.npz`` file (a zip archive of ``.npy``
 arrays; no pickles). ``meta`` is UTF-8 JSON stored as a uint8 array, and
-carries a SHA-256 of the arrays. The file is written under a temporary name in
-the same directory, fsync'ed, renamed over the old checkpoint with
-``os.replace`` (atomic) and the directory is fsync'ed, so a crash at any
-instant leaves either the old or the new checkpoint, whole.
+carries a SHA-256 of the arrays. The file is written atomically
+(`streamae._atomic.write_bytes`: a temporary file in the same directory,
+fsync'ed, renamed over the old checkpoint with ``os.replace``, then the
+directory fsync'ed), so a crash at any instant leaves either the old or the
+new checkpoint, whole.
 
 Default location: ``<out>.ckpt`` beside the model directory ``<out>`` (for an
 object-store URL ``<out>``, ``<basename>.ckpt`` in the current directory).
 """
 
 import datetime
-import glob
 import hashlib
 import io
 import json
@@ -37,55 +37,19 @@ import os
 import signal
 import sys
 import threading
-import uuid
 import zipfile
 
 import numpy as np
 import zarr
 
-from ._errors import ParameterError, StreamaeError
+from ._atomic import remove_stale, write_bytes
+from ._errors import CheckpointError, CheckpointExistsError, ParameterError
 from ._optim import OptimState
-from ._store import fsync_dir
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
 _START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
-
-
-class CheckpointError(StreamaeError):
-    """A checkpoint cannot be read, does not match this run, or cannot be written."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT or SIGTERM, after writing a checkpoint.
-
-    Attributes
-    ----------
-    signum : int
-        The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
-    checkpoint : str or None
-        Where the checkpoint is, or None if nothing could be saved (no
-        checkpoint path, or interrupted before the first evaluation finished).
-    iteration : int or None
-        The iteration the checkpoint holds.
-    exit_status : int
-        128 + signum: 130 for SIGINT, 143 for SIGTERM.
-    """
-
-    def __init__(self, signum, checkpoint=None, iteration=None):
-        self.signum = int(signum)
-        self.checkpoint = checkpoint
-        self.iteration = iteration
-        self.exit_status = 128 + self.signum
-        name = signal.Signals(self.signum).name
-        if checkpoint is None:
-            text = (f"interrupted by {name} before the first iteration finished; "
-                    "nothing to resume: run the same command again")
-        else:
-            text = (f"interrupted by {name}: checkpoint of iteration {iteration} "
-                    f"written to '{checkpoint}'")
-        super().__init__(text)
 
 
 class Stop(Exception):
@@ -290,42 +254,6 @@ def encode(state, rho_hat, meta):
     return buffer.getvalue()
 
 
-def write(path, payload):
-    """Atomically replace the file ``path`` by ``payload`` (bytes).
-
-    The bytes go to a temporary file in the same directory, which is fsync'ed
-    and renamed over ``path`` with ``os.replace``; then the directory is
-    fsync'ed. On any error the temporary file is removed and ``path`` is as
-    before.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with open(tmp, "xb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def remove_stale_temporaries(path):
-    """Delete temporary files left by a write that was killed mid-way."""
-    directory = os.path.dirname(os.path.abspath(path))
-    pattern = os.path.join(glob.escape(directory),
-                           "." + glob.escape(os.path.basename(path)) + ".tmp-*")
-    for tmp in glob.glob(pattern):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
 def read(path):
     """Read and verify the checkpoint at ``path``.
 
@@ -417,7 +345,7 @@ class Checkpointer:
             saved = read(self.path)
             check_matches(self.path, saved.meta, self.expected)
             self.last = (saved.state.iteration, saved.state.message)
-        remove_stale_temporaries(self.path)
+        remove_stale(self.path)
         return saved
 
     def due(self, state):
@@ -429,7 +357,7 @@ class Checkpointer:
             return self.path
         meta = {**self.expected, **self.extra, "history": history, "elapsed": elapsed}
         try:
-            write(self.path, encode(state, rho_hat, meta))
+            write_bytes(self.path, encode(state, rho_hat, meta), "checkpoint")
         except OSError as exc:
             if self.last is not None:
                 kept = f"the previous checkpoint (iteration {self.last[0]}) is intact"
@@ -438,14 +366,11 @@ class Checkpointer:
             else:
                 kept = "no checkpoint was written"
             raise CheckpointError(
-                f"cannot write checkpoint '{self.path}' ({exc.strerror or exc}); {kept}") \
+                f"cannot write checkpoint '{self.path}' "
+                f"({getattr(exc, 'reason', None) or exc.strerror or exc}); {kept}") \
                 from exc
         self.last = (state.iteration, state.message)
         return self.path
-
-
-class CheckpointExistsError(CheckpointError, FileExistsError):
-    """A fresh run would replace an existing checkpoint."""
 
 
 # ---------------------------------------------------------------- signals

@@ -59,9 +59,9 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.utils import ensure_dict
 
-from ._errors import DataError, ParameterError, StreamaeError
+from ._errors import ClusterError, DataError, LostInputError, ParameterError, StreamaeError
 
-__all__ = ["ClusterError", "LostInputError", "Runner", "SCATTER_THRESHOLD", "make_runner"]
+__all__ = ["Runner", "SCATTER_THRESHOLD", "make_runner"]
 
 #: Parameters at least this large (bytes) are scattered on a cluster.
 SCATTER_THRESHOLD = 2**20
@@ -85,17 +85,6 @@ _ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$|^[\w.-]+:\d+$", re.IGNORECASE)
 
 _SCHEDULER_HELP = ("threads (default), synchronous, processes, distributed, a scheduler "
                    "address such as tcp://10.0.0.5:8786, or a distributed.Client")
-
-
-class ClusterError(StreamaeError, RuntimeError):
-    """The Dask cluster failed in a way a retry inside the run cannot fix."""
-
-
-class LostInputError(ClusterError):
-    """Every copy of data scattered from the client was lost with its workers.
-
-    The engine submits the evaluation again (scattering anew) when it sees this.
-    """
 
 
 def is_address(text):

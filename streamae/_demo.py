@@ -9,11 +9,11 @@ trained with 400 L-BFGS iterations. The result is a model and ``filters.png``.
 import os
 import time
 
-from ._display import save_filter_png
 from ._engine import STRATEGIES
 from ._errors import OutputExistsError, ParameterError
 from ._estimator import SparseAutoencoder
-from ._images import demo_patches
+from ._patches import demo_patches
+from ._plots import save_filters
 from ._store import write_array
 
 EXERCISE = dict(n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4)
@@ -52,7 +52,7 @@ def run_demo(out="streamae-demo", overwrite=False, strategy="one-pass", max_iter
               progress=progress)
     seconds = time.perf_counter() - t1
     model.save(outputs[1], overwrite=overwrite)
-    save_filter_png(model.W1_, outputs[2])
+    save_filters(model.W1_, outputs[2], channels="gray", scale=8)
     last = model.history_[-1]
     echo(f"trained 64 -> 25 ({strategy}, {dtype}) in {seconds:.1f} s: {model.n_iter_} "
          f"iterations, {model.evaluations_} evaluations, cost {last['cost']:.6f}, "

@@ -25,9 +25,15 @@ import numpy as np
 import psutil
 
 from . import _kernels as K
-from ._cluster import LostInputError, make_runner
+from ._cluster import make_runner
 from ._data import describe_bad_values
-from ._errors import DataError, MemoryBudgetError, NumericalError, ParameterError
+from ._errors import (
+    DataError,
+    LostInputError,
+    MemoryBudgetError,
+    NumericalError,
+    ParameterError,
+)
 from ._objective import Hyper, assemble, sparsity_terms
 from ._progress import chunk_progress
 

@@ -1,5 +1,12 @@
-"""Exceptions: each carries a one-line message naming the problem, where it
-is, and the fix. The CLI prints the message and exits with status 2."""
+"""Exceptions: every one streamae raises to its users, in one place.
+
+Each `StreamaeError` carries a one-line message naming the problem, where it
+is, and the fix; the CLI prints the message and exits with status 2.
+`TrainingInterrupted` is a `KeyboardInterrupt`, not a `StreamaeError`.
+(`NotFittedError` is defined with the estimator.)
+"""
+
+import signal
 
 
 class StreamaeError(ValueError):
@@ -24,3 +31,58 @@ class OutputExistsError(StreamaeError, FileExistsError):
 
 class MemoryBudgetError(StreamaeError, MemoryError):
     """A strategy would hold more in memory than it is allowed to."""
+
+
+class OutputWriteError(StreamaeError, OSError):
+    """Writing an output failed (disk full, permission denied...); whatever was
+    at the path before is unchanged."""
+
+
+class CheckpointError(StreamaeError):
+    """A checkpoint cannot be read, does not match this run, or cannot be written."""
+
+
+class CheckpointExistsError(CheckpointError, FileExistsError):
+    """A fresh run would replace an existing checkpoint."""
+
+
+class ClusterError(StreamaeError, RuntimeError):
+    """The Dask cluster failed in a way a retry inside the run cannot fix."""
+
+
+class LostInputError(ClusterError):
+    """Every copy of data scattered from the client was lost with its workers.
+
+    The engine submits the evaluation again (scattering anew) when it sees this.
+    """
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM, after writing a checkpoint.
+
+    Attributes
+    ----------
+    signum : int
+        The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+    checkpoint : str or None
+        Where the checkpoint is, or None if nothing could be saved (no
+        checkpoint path, or interrupted before the first evaluation finished).
+    iteration : int or None
+        The iteration the checkpoint holds.
+    exit_status : int
+        128 + signum: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, signum, checkpoint=None, iteration=None):
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
+        self.iteration = iteration
+        self.exit_status = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        if checkpoint is None:
+            text = (f"interrupted by {name} before the first iteration finished; "
+                    "nothing to resume: run the same command again")
+        else:
+            text = (f"interrupted by {name}: checkpoint of iteration {iteration} "
+                    f"written to '{checkpoint}'")
+        super().__init__(text)

@@ -11,10 +11,16 @@ from tqdm.auto import tqdm
 from . import _checkpoint as C
 from . import _kernels as K
 from . import _metrics, _optim
-from ._cluster import ClusterError, make_runner
+from ._cluster import make_runner
 from ._data import open_dataset
 from ._engine import STRATEGIES, Evaluator, make_hyper
-from ._errors import DataError, ParameterError, StreamaeError
+from ._errors import (
+    ClusterError,
+    DataError,
+    ParameterError,
+    StreamaeError,
+    TrainingInterrupted,
+)
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
 from ._store import read_model, write_model
 
@@ -340,12 +346,12 @@ class SparseAutoencoder:
                 if store is None:
                     raise
                 if state is None:
-                    raise C.TrainingInterrupted(signum) from None
+                    raise TrainingInterrupted(signum) from None
                 path = save_checkpoint()
                 self._finish_fit(state, n, strategy,
                                  f"interrupted by {signal.Signals(signum).name} at iteration "
                                  f"{state.iteration}")
-                raise C.TrainingInterrupted(signum, path, state.iteration) from None
+                raise TrainingInterrupted(signum, path, state.iteration) from None
             except (ClusterError, DataError) as exc:
                 # The cluster or the data failed mid-run: keep the iterations done.
                 if store is None or state is None:

@@ -1,29 +1,42 @@
-"""Natural-image patch pipeline of the UFLDL sparse-autoencoder exercise.
+"""Images in: the built-in photographs, a folder of image files, 1/f whitening.
 
-The exercise trains on 8x8 patches cut from ``IMAGES.mat``: ten natural
-images that Olshausen & Field whitened with a 1/f filter.  That file is not
-redistributable here, so :func:`demo_patches` rebuilds an equivalent data set
-from photographs bundled with scikit-image (no network access needed):
-
-    builtin_images -> whiten_image -> sample_patches -> normalize_patches
+The UFLDL exercise trains on patches of ``IMAGES.mat``: ten natural images
+that Olshausen & Field whitened with a 1/f filter. That file is not
+redistributable, so streamae uses photographs bundled with scikit-image (no
+network access needed) or any folder of images Pillow reads, whitened with
+the same filter. Cutting and normalising patches is `streamae._patches`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
+from pathlib import Path
 
 import numpy as np
+
+from ._errors import DataError
 
 # Photographs shipped inside the scikit-image wheel (``skimage/data/*.png|jpg``),
 # so loading them never triggers a pooch download.  Text, logos, binary
 # masks, synthetic test patterns, microscopy and astronomy images are left
 # out: the exercise wants natural-scene statistics.
-_BUILTIN_NAMES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "grass", "gravel")
+BUILTIN_NAMES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "grass", "gravel")
+# The colour photographs among them.
+BUILTIN_COLOUR = ("astronaut", "coffee", "chelsea", "rocket")
+CHANNELS = ("gray", "rgb")
 
-# Olshausen's make-IMAGES script: roll-off f0 = 0.4 * N, target variance 0.1.
-_F0_FRACTION = 0.4
-_TARGET_VARIANCE = 0.1
+# Olshausen's make-IMAGES script: roll-off f0 = 0.4 of the sampling rate
+# (0.4 * N cycles per image of side N), target variance 0.1.
+WHITEN_F0 = 0.4
+WHITEN_VARIANCE = 0.1
+# Same luminance weights as skimage.color.rgb2gray (ITU-R 709), so folder
+# images and the built-in ones are turned grey alike.
+_GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
 
+
+# ---------------------------------------------------------------- built-in photographs
 
 def _center_square(img: np.ndarray) -> np.ndarray:
     """Largest centred square crop of ``img`` with an even side."""
@@ -33,197 +46,212 @@ def _center_square(img: np.ndarray) -> np.ndarray:
     return img[top : top + side, left : left + side]
 
 
-def builtin_images() -> list[np.ndarray]:
-    """Grayscale natural photographs bundled with scikit-image.
+def builtin_images(channels: str = "gray", dtype=np.float64):
+    """The natural photographs bundled with scikit-image, values in [0, 1].
+
+    Grey: seven images (camera, astronaut, coffee, chelsea, rocket, grass,
+    gravel), turned grey by ``skimage.color.rgb2gray`` in float64, then cast
+    to ``dtype``. Colour: the four colour ones (astronaut, coffee, chelsea,
+    rocket), the 8-bit values cast to ``dtype`` and divided by 255. Each is
+    the largest centred square with an even side.
+
+    Parameters
+    ----------
+    channels : {"gray", "rgb"}
+    dtype : dtype, default float64
 
     Returns
     -------
-    list of ndarray
-        Seven float64 arrays of shape ``(N_i, N_i)`` with values in ``[0, 1]``
-        (camera, astronaut, coffee, chelsea, rocket, grass, gravel), each the
-        largest centred square with an even side ``N_i``.
+    images : list of ndarray, shapes (N_i, N_i) or (N_i, N_i, 3)
+    names : list of str
     """
     import skimage.color
     import skimage.data
     import skimage.util
 
+    names = BUILTIN_NAMES if channels == "gray" else BUILTIN_COLOUR
     out = []
-    for name in _BUILTIN_NAMES:
+    for name in names:
         img = getattr(skimage.data, name)()
+        if channels == "rgb":
+            out.append(_center_square(img).astype(dtype) / 255)
+            continue
         # rgb2gray already returns float64 in [0, 1]; img_as_float does the
         # same for the uint8 grey images.
         img = skimage.color.rgb2gray(img) if img.ndim == 3 else skimage.util.img_as_float(img)
-        out.append(np.ascontiguousarray(_center_square(img), dtype=np.float64))
-    return out
-
-
-def whiten_image(img: np.ndarray) -> np.ndarray:
-    """Whiten a square image with Olshausen & Field's 1/f filter.
-
-    With ``N`` the side, ``f = sqrt(fx**2 + fy**2)`` the radial frequency in
-    cycles/image (``fx, fy`` in ``-N/2 .. N/2-1``) and ``f0 = 0.4 * N``::
-
-        F   = fft2(img - mean(img))
-        out = real(ifft2(F * f * exp(-(f / f0)**4)))
-        out = out * sqrt(0.1) / std(out)
-
-    The ramp ``f`` flattens the ~1/f amplitude spectrum of natural images;
-    the ``exp(-(f/f0)**4)`` term rolls off the corner frequencies, where
-    aliasing and noise live.  Olshausen scaled his whole image set to
-    variance 0.1; here each image is scaled to variance 0.1 on its own, so
-    images of different contrast contribute comparable patches.
-
-    Parameters
-    ----------
-    img : ndarray, shape (N, N)
-        Square grayscale image.
-
-    Returns
-    -------
-    ndarray, shape (N, N)
-        Whitened float64 image with zero mean and variance 0.1 (all zeros if
-        ``img`` is constant).
-    """
-    img = np.asarray(img, dtype=np.float64)
-    if img.ndim != 2 or img.shape[0] != img.shape[1]:
-        raise ValueError(f"whiten_image needs a square 2-D image, got shape {img.shape}")
-    n = img.shape[0]
-    # fftfreq * n lists -N/2..N/2-1 in FFT order, i.e. fftshift(meshgrid(...))
-    # of the MATLAB script, so no shifting is needed.
-    k = np.fft.fftfreq(n) * n
-    f = np.hypot(k[:, None], k[None, :])
-    filt = f * np.exp(-((f / (_F0_FRACTION * n)) ** 4))
-    out = np.fft.ifft2(np.fft.fft2(img - img.mean()) * filt).real
-    std = out.std()
-    return out * (np.sqrt(_TARGET_VARIANCE) / std) if std > 0 else out
-
-
-def sample_patches(
-    images, patch_size: int, count: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Cut random square patches out of a list of images.
-
-    Each patch picks its image uniformly, then its top-left corner uniformly
-    among all positions where the patch fits.  Patches are flattened in
-    column-major (Fortran) order, ``patch.reshape(-1, order="F")``, like
-    MATLAB's ``reshape(patch, [], 1)`` in the exercise, so element
-    ``i + j * patch_size`` is row ``i``, column ``j``.
-
-    Parameters
-    ----------
-    images : sequence of ndarray, each shape (H_i, W_i)
-        Grayscale images.
-    patch_size : int
-        Side of the square patches, at least 2.
-    count : int
-        Number of patches.
-    rng : numpy.random.Generator
-        Source of randomness.
-
-    Returns
-    -------
-    ndarray, shape (count, patch_size * patch_size)
-        float64 patches, one per row.
-    """
-    p = int(patch_size)
-    if p < 2:
-        raise ValueError(f"patch_size must be at least 2, got {patch_size}")
-    if count < 0:
-        raise ValueError(f"count must be non-negative, got {count}")
-    images = [np.asarray(im, dtype=np.float64) for im in images]
-    if not images:
-        raise ValueError("sample_patches needs at least one image")
-    for i, im in enumerate(images):
-        if im.ndim != 2 or min(im.shape) < p:
-            raise ValueError(f"image {i} of shape {im.shape} is smaller than a {p}x{p} patch")
-
-    which = rng.integers(len(images), size=count)
-    # Exclusive upper bounds per patch: H - p + 1 and W - p + 1.
-    heights = np.array([im.shape[0] - p + 1 for im in images])
-    widths = np.array([im.shape[1] - p + 1 for im in images])
-    rows = rng.integers(0, heights[which])
-    cols = rng.integers(0, widths[which])
-
-    out = np.empty((count, p * p), dtype=np.float64)
-    offs = np.arange(p)
-    for k, im in enumerate(images):
-        sel = np.flatnonzero(which == k)
-        # (n, p, p) block gathered by fancy indexing; swapping the last two
-        # axes before a C-order reshape gives the column-major flattening.
-        block = im[(rows[sel, None] + offs)[:, :, None], (cols[sel, None] + offs)[:, None, :]]
-        out[sel] = block.transpose(0, 2, 1).reshape(len(sel), p * p)
-    return out
-
-
-def normalize_patches(patches: np.ndarray, return_scale: bool = False):
-    """The exercise's ``normalizeData``: squash patches into ``[0.1, 0.9]``.
-
-    The autoencoder's sigmoid output layer can only produce values in
-    ``(0, 1)``, hence the rescaling::
-
-        p    = patches - patches.mean(axis=1, keepdims=True)   # per patch
-        pstd = 3 * np.std(p)                                    # whole array
-        p    = np.clip(p, -pstd, pstd) / pstd
-        p    = (p + 1) * 0.4 + 0.1
-
-    ``np.std`` uses ``ddof=0``; MATLAB's ``std`` uses ``ddof=1``, a relative
-    difference of ``1 / (2 * p.size)`` in ``pstd``.
-
-    Parameters
-    ----------
-    patches : ndarray, shape (n_patches, n_pixels)
-        One patch per row.
-    return_scale : bool, default False
-        Also return ``pstd``.
-
-    Returns
-    -------
-    ndarray, shape (n_patches, n_pixels)
-        float64 values in ``[0.1, 0.9]``.  All 0.5 if every patch is flat.
-    pstd : float
-        Only if ``return_scale``: the clipping threshold ``3 * std``.
-    """
-    p = np.asarray(patches, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"patches must be 2-D (n_patches, n_pixels), got shape {p.shape}")
-    p = p - p.mean(axis=1, keepdims=True)
-    pstd = 3.0 * float(np.std(p)) if p.size else 0.0
-    # Flat input would divide 0 by 0; its centred value 0 maps to 0.5.
-    p = np.clip(p, -pstd, pstd) / pstd if pstd > 0 else np.zeros_like(p)
-    p = (p + 1.0) * 0.4 + 0.1
-    return (p, pstd) if return_scale else p
+        grey = np.ascontiguousarray(_center_square(img), dtype=np.float64)
+        out.append(grey.astype(dtype, copy=False))
+    return out, list(names)
 
 
 @functools.lru_cache(maxsize=1)
-def _whitened_builtin_images() -> tuple[np.ndarray, ...]:
-    # Whitening ~3 MPixel of FFTs costs a fraction of a second; cache it and
-    # freeze the arrays so no caller can corrupt the shared copy.
-    out = tuple(whiten_image(im) for im in builtin_images())
+def whitened_builtin_images() -> tuple[np.ndarray, ...]:
+    """The grey built-in photographs, each whitened by `whiten_image` (read-only).
+
+    Whitening ~3 MPixel of FFTs costs a fraction of a second, so the result
+    is cached; the arrays are frozen so no caller can corrupt the shared copy.
+    """
+    out = tuple(whiten_image(im) for im in builtin_images()[0])
     for im in out:
         im.flags.writeable = False
     return out
 
 
-def demo_patches(count: int = 10000, patch_size: int = 8, seed: int = 0) -> np.ndarray:
-    """Training data equivalent to the exercise's ``sampleIMAGES``.
+# ---------------------------------------------------------------- whitening
 
-    Bundled photographs -> :func:`whiten_image` -> :func:`sample_patches`
-    with ``np.random.default_rng(seed)`` -> :func:`normalize_patches`.
-    Deterministic for a given ``seed`` (and scikit-image's bundled images).
+def _whiten(img: np.ndarray, unit) -> np.ndarray:
+    """1/f whitening with frequencies in cycles per ``1 / unit`` of a pixel.
 
-    Parameters
-    ----------
-    count : int, default 10000
-        Number of patches.
-    patch_size : int, default 8
-        Patch side.
-    seed : int, default 0
-        Seed of the patch sampler.
+    ``unit`` is 1 (cycles per pixel) or the side N of a square image (cycles
+    per image); the filter differs only by that constant factor, which the
+    variance scaling removes, but the rounding follows it.
+    """
+    img = np.asarray(img, np.float64)
+    planes = img[..., None] if img.ndim == 2 else img
+    fy = np.fft.fftfreq(planes.shape[0]) * unit
+    fx = np.fft.fftfreq(planes.shape[1]) * unit
+    f = np.hypot(fy[:, None], fx[None, :])
+    filt = f * np.exp(-((f / (WHITEN_F0 * unit)) ** 4))
+    out = np.empty_like(planes)
+    for c in range(planes.shape[2]):
+        plane = planes[..., c]
+        out[..., c] = np.fft.ifft2(np.fft.fft2(plane - plane.mean()) * filt).real
+    std = out.std()
+    if std > 0:
+        out *= math.sqrt(WHITEN_VARIANCE) / std
+    return out.reshape(img.shape)
+
+
+def whiten(img: np.ndarray) -> np.ndarray:
+    """1/f whitening of a grey ``(H, W)`` or colour ``(H, W, C)`` image of any shape.
+
+    Olshausen & Field's filter with ``f = hypot(fy, fx)`` the radial
+    frequency in cycles per pixel (``fftfreq(H)``, ``fftfreq(W)``)::
+
+        F   = fft2(channel - mean(channel))
+        out = real(ifft2(F * f * exp(-(f / 0.4)**4)))
+
+    The ramp ``f`` flattens the ~1/f amplitude spectrum of natural images;
+    the ``exp(-(f/f0)**4)`` term rolls off the corner frequencies, where
+    aliasing and noise live. The whole image (all channels together, so
+    colours keep their balance) is then scaled to variance 0.1. Olshausen
+    scaled his whole image set; here each image is scaled on its own, so
+    images of different contrast contribute comparable patches.
 
     Returns
     -------
-    ndarray, shape (count, patch_size * patch_size)
-        float64 patches in ``[0.1, 0.9]``, column-major flattened.
+    ndarray, same shape as ``img``, float64
+        Zero mean per channel, variance 0.1 (all zeros if ``img`` is flat).
     """
-    rng = np.random.default_rng(seed)
-    return normalize_patches(sample_patches(_whitened_builtin_images(), patch_size, count, rng))
+    if np.ndim(img) not in (2, 3):
+        raise ValueError(f"whiten needs an (H, W) or (H, W, C) image, got shape "
+                         f"{np.shape(img)}")
+    return _whiten(img, 1)
+
+
+def whiten_image(img: np.ndarray) -> np.ndarray:
+    """`whiten` of a square grey image, as the exercise's make-IMAGES script does it.
+
+    Frequencies in cycles per image (``fftfreq(N) * N``, roll-off
+    ``f0 = 0.4 * N``): the same filter as `whiten` up to the factor N, so
+    the result equals ``whiten(img)`` up to rounding. The demo's patches
+    are cut from images whitened this way.
+
+    Parameters
+    ----------
+    img : ndarray, shape (N, N)
+
+    Returns
+    -------
+    ndarray, shape (N, N)
+        float64 with zero mean and variance 0.1 (all zeros if ``img`` is
+        constant).
+    """
+    shape = np.shape(img)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"whiten_image needs a square 2-D image, got shape {shape}")
+    return _whiten(img, shape[0])
+
+
+# ---------------------------------------------------------------- image files
+
+def _to_channels(rgb: np.ndarray, channels: str) -> np.ndarray:
+    return rgb @ _GREY_WEIGHTS if channels == "gray" else rgb
+
+
+def _read_image(path: Path, channels: str, max_side: int) -> np.ndarray:
+    """One image file as float32 in [0, 1]: (H, W) grey or (H, W, 3) colour."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if max_side:
+            # JPEG decoders can shrink by 1/2, 1/4, 1/8 while decoding: much
+            # faster for camera photos, and the result is still >= max_side.
+            im.draft("RGB", (max_side, max_side))
+        im = ImageOps.exif_transpose(im)
+        if max_side and max(im.size) > max_side:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        if im.mode.startswith("I;16"):  # 16-bit grey PNG/TIFF
+            grey = np.asarray(im, np.float32) / 65535
+            return grey if channels == "gray" else np.repeat(grey[..., None], 3, axis=2)
+        rgb = np.asarray(im.convert("RGB"), np.float32) / 255
+    return _to_channels(rgb, channels)
+
+
+def folder_images(folder, channels: str = "gray", max_side: int = 512):
+    """Every image Pillow can read under ``folder`` (recursively, sorted by path).
+
+    Hidden files and folders are ignored; files Pillow cannot read are
+    skipped and listed. Holds every image in memory: `write_patches` uses
+    `iter_folder_images` instead.
+
+    Returns
+    -------
+    images : list of ndarray, float32, (H, W) or (H, W, 3)
+    names : list of str
+        Paths relative to ``folder``.
+    skipped : list of str
+        Files that are not readable images.
+
+    Raises
+    ------
+    DataError
+        If ``folder`` is not a directory or holds no readable image.
+    """
+    skipped = []
+    pairs = list(iter_folder_images(folder, channels, max_side, skipped))
+    return [im for _, im in pairs], [name for name, _ in pairs], skipped
+
+
+def iter_folder_images(folder, channels: str = "gray", max_side: int = 512, skipped=None):
+    """(name, image) for every image Pillow can read under ``folder``, one at a time.
+
+    As `folder_images`, without holding more than one image; the names of
+    files that are not readable images are appended to ``skipped``.
+    """
+    from PIL import UnidentifiedImageError
+
+    skipped = [] if skipped is None else skipped
+    root = Path(os.fspath(folder))
+    if not root.is_dir():
+        raise DataError(f"image folder '{folder}' does not exist or is not a directory; "
+                        "give a folder of images (JPEG, PNG, TIFF, ...) or use --builtin")
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and not any(part.startswith(".")
+                                              for part in p.relative_to(root).parts))
+    found = 0
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            image = _read_image(path, channels, max_side)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            skipped.append(rel)
+            continue
+        found += 1
+        yield rel, image
+    if not found:
+        listed = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        what = f"{len(files)} file(s), none an image Pillow can read ({listed})" if files \
+            else "it is empty"
+        raise DataError(f"no readable images in '{folder}': {what}; put JPEG, PNG, TIFF, ... "
+                        "files there, or use --builtin for the built-in photographs")

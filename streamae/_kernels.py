@@ -241,54 +241,6 @@ def _sparse_delta(e2, a2, c, gb1):
             gb1[j] += d
 
 
-# ----------------------------------------------------------------- helpers kept for tests
-
-@njit(**_NJIT)
-def _hidden(Xb, W1, b1, a2, fp2, sum_a2):
-    """a2 = f(Xb W1^T + b1) into ``a2``; f'(z2) into ``fp2`` (if it has rows).
-
-    Adds the column sums of a2 to ``sum_a2`` (float64).
-    """
-    one = np.ones_like(b1[:1])[0]
-    np.dot(Xb, W1.T, a2)
-    _activate_hidden(a2, b1, sum_a2)
-    if fp2.shape[0] > 0:
-        for i in range(a2.shape[0]):
-            for j in range(a2.shape[1]):
-                a = a2[i, j]
-                fp2[i, j] = a * (one - a)
-
-
-@njit(**_NJIT)
-def _output_delta(Xb, a2, W2, b2, d3, gb2, row0, bad):
-    """d3 = (a3 - Xb) f'(z3) into ``d3``; returns sum of squared errors.
-
-    Adds column sums of d3 to ``gb2``. ``bad`` is a 2-vector
-    [count of values outside [0, 1], first such row (global), or -1].
-    """
-    sqc = np.zeros(d3.shape[1], np.float64)
-    np.dot(a2, W2.T, d3)
-    nbad = _activate_output(Xb, d3, b2, gb2, sqc)
-    _note_bad(Xb, nbad, row0, bad)
-    return sqc.sum()
-
-
-@njit(**_NJIT)
-def _backprop_block(Xb, a2, fp2, W2, b2, c, row0, bad, gW1, gb1, gW2, gb2):
-    """Second half of a two-pass block: output delta, d2 with c, gradient sums."""
-    d3 = np.empty((Xb.shape[0], W2.shape[0]), Xb.dtype)
-    sq = _output_delta(Xb, a2, W2, b2, d3, gb2, row0, bad)
-    e2 = np.dot(d3, W2)
-    for i in range(e2.shape[0]):
-        for j in range(e2.shape[1]):
-            d = (e2[i, j] + c[j]) * fp2[i, j]
-            e2[i, j] = d
-            gb1[j] += d
-    gW2 += np.dot(d3.T, a2)
-    gW1 += np.dot(e2.T, Xb)
-    return sq
-
-
 # ----------------------------------------------------------------- public kernels
 
 @njit(**_NJIT)

@@ -31,6 +31,7 @@ import os
 import dask
 import numpy as np
 
+from ._atomic import write_bytes
 from ._kernels import column_moments
 
 DEAD_FACTOR = 10.0
@@ -118,7 +119,7 @@ def dumps(record):
 
 
 def write_metrics(path, history, storage_options=None):
-    """Write ``history`` (a list of records) as JSON lines to ``path``."""
+    """Write ``history`` (a list of records) as JSON lines to ``path`` (atomically if local)."""
     text = "".join(dumps(r) + "\n" for r in history)
     if "://" in os.fspath(path):
         import fsspec
@@ -126,8 +127,7 @@ def write_metrics(path, history, storage_options=None):
         with fsspec.open(os.fspath(path), "w", **(storage_options or {})) as f:
             f.write(text)
     else:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_bytes(path, text.encode("utf-8"), "metrics file")
     return path
 
 

@@ -1,11 +1,11 @@
 """New row-chunked Zarr arrays, written safely.
 
 A local output is built under a temporary name beside the target and moved
-into place when complete (`streamae._store.publish`: fsync'ed, then renamed
-or atomically exchanged with the old output), so an interrupted or failed
-run never leaves a half-written store where the user expects one, and an
-existing store survives a failed ``--overwrite``. Object-store URLs cannot be renamed; they are
-written in place (after the same existence check).
+into place when complete (`streamae._atomic.staged`), so an interrupted or
+failed run never leaves a half-written store where the user expects one, and
+an existing store survives a failed ``--overwrite``. Object-store URLs
+cannot be renamed; they are written in place (after the same existence
+check).
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import uuid
 
 import numpy as np
 import zarr
 
-from ._errors import StreamaeError
-from ._store import _is_url, check_writable, publish, write_error
+from ._atomic import staged
+from ._store import _is_url, check_writable
 
 # Default size of one chunk of a store written by streamae (the unit of one
 # task when training): large enough to amortise Dask's per-task overhead,
@@ -69,23 +67,9 @@ def staged_array(path, *, shape, chunks, dtype, shards=None, overwrite=False,
         zarr.create_array(path, overwrite=overwrite, storage_options=storage_options, **kwargs)
         yield path
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    existed = os.path.lexists(path)
-    try:
-        try:
-            os.makedirs(parent, exist_ok=True)
-            zarr.create_array(tmp, **kwargs)
-            yield tmp
-        except OSError as exc:
-            if isinstance(exc, StreamaeError):
-                raise
-            raise write_error(exc, path, what, existed) from exc
-        # fsync, then rename (or atomically exchange with the old output).
-        publish(tmp, path, what)
-    finally:
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    with staged(path, what) as tmp:
+        zarr.create_array(tmp, **kwargs)
+        yield tmp
 
 
 def open_for_writing(target, storage_options=None):

@@ -1,9 +1,16 @@
-"""``streamae patches``: random image patches, normalised as the UFLDL exercise
-does, streamed into a chunked Zarr array.
+"""Patches: cut at random from images, normalised as the UFLDL exercise does.
 
-Pipeline::
+Two uses of one sampling rule (each patch's image uniform, then its top-left
+corner uniform among the positions where it fits):
 
-    images (a folder Pillow reads, or the built-in photographs)
+- in memory, for the demo and the exercise's ``sampleIMAGES``:
+  `demo_patches` = `sample_patches` of the whitened built-in photographs ->
+  `normalize_patches`;
+- streamed into a chunked Zarr array by ``streamae patches``
+  (`write_patches`)::
+
+    images (a folder Pillow reads, or the built-in photographs; see
+    streamae._images)
       -> grey or RGB floats in [0, 1], longer side at most ``max_side``
       -> optional 1/f whitening, per image      (once; a folder's images go one
                                                  at a time to a memory-mapped
@@ -13,16 +20,13 @@ Pipeline::
       -> pass 2, per chunk: the same patches again, clipped at +/- 3 std,
          rescaled to [0.1, 0.9], written                        -> Zarr chunk
 
-Memory is one image at a time while packing, then a few chunks in flight
-(the packed images are a memory-mapped file, paged in as patches are cut):
-independent of the number of patches and of images.
+  Memory is one image at a time while packing, then a few chunks in flight
+  (the packed images are a memory-mapped file, paged in as patches are
+  cut): independent of the number of patches and of images.
 
-Sampling is deterministic and independent of the chunking: patch ``k``
-belongs to *sampling block* ``k // SAMPLING_BLOCK`` whose draws come from
-``numpy.random.default_rng([seed, block])``. Within a block, as in
-`streamae._images.sample_patches`, the image of each patch is drawn
-uniformly, then its top-left corner uniformly among the positions where
-it fits.
+Streamed sampling is deterministic and independent of the chunking: patch
+``k`` belongs to *sampling block* ``k // SAMPLING_BLOCK`` whose draws come
+from ``numpy.random.default_rng([seed, block])``.
 
 Layout of a patch row: channel blocks (R, G, B for colour), each the
 ``size x size`` patch flattened column-major (MATLAB order, like the
@@ -35,175 +39,169 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask
 import numpy as np
 from numba import njit
 
 from ._errors import DataError, ParameterError
+from ._images import (
+    CHANNELS,
+    WHITEN_F0,
+    WHITEN_VARIANCE,
+    builtin_images,
+    iter_folder_images,
+    whiten,
+    whitened_builtin_images,
+)
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
 
 SAMPLING_BLOCK = 4096
-CHANNELS = ("gray", "rgb")
-# Same luminance weights as skimage.color.rgb2gray (ITU-R 709), so folder
-# images and the built-in ones are turned grey alike.
-_GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
-# Olshausen's filter: roll-off at 0.4 of the sampling rate, variance 0.1.
-_F0_CYCLES_PER_PIXEL = 0.4
-_TARGET_VARIANCE = 0.1
-# The colour photographs among the built-in ones (see streamae._images).
-_BUILTIN_COLOUR = ("astronaut", "coffee", "chelsea", "rocket")
 _CLIP_STDS = 3.0
 
 
-# ---------------------------------------------------------------- images
+# ---------------------------------------------------------------- in memory
 
-def whiten(img: np.ndarray) -> np.ndarray:
-    """1/f whitening of a grey ``(H, W)`` or colour ``(H, W, C)`` image of any shape.
+def draw_corners(rng, heights, widths, size, count):
+    """Image and top-left corner of ``count`` random ``size x size`` patches.
 
-    The filter of `streamae._images.whiten_image` with frequencies in
-    cycles per pixel, so it also applies to rectangular images: with
-    ``f = hypot(fy, fx)`` (``fftfreq(H)``, ``fftfreq(W)``)::
+    Each patch picks its image uniformly, then its top row uniformly in
+    ``0 .. H - size`` and its left column in ``0 .. W - size``.
 
-        F   = fft2(channel - mean(channel))
-        out = real(ifft2(F * f * exp(-(f / 0.4)**4)))
-
-    and the whole image (all channels together, so colours keep their
-    balance) is scaled to variance 0.1. For a square image this equals
-    ``whiten_image`` up to rounding (the two filters differ by the constant
-    factor N, which the variance scaling removes).
-
-    Returns
-    -------
-    ndarray, same shape as ``img``, float64
-        Zero mean per channel, variance 0.1 (all zeros if ``img`` is flat).
-    """
-    img = np.asarray(img, np.float64)
-    if img.ndim not in (2, 3):
-        raise ValueError(f"whiten needs an (H, W) or (H, W, C) image, got shape {img.shape}")
-    planes = img[..., None] if img.ndim == 2 else img
-    fy = np.fft.fftfreq(planes.shape[0])
-    fx = np.fft.fftfreq(planes.shape[1])
-    f = np.hypot(fy[:, None], fx[None, :])
-    filt = f * np.exp(-((f / _F0_CYCLES_PER_PIXEL) ** 4))
-    out = np.empty_like(planes)
-    for c in range(planes.shape[2]):
-        plane = planes[..., c]
-        out[..., c] = np.fft.ifft2(np.fft.fft2(plane - plane.mean()) * filt).real
-    std = out.std()
-    if std > 0:
-        out *= math.sqrt(_TARGET_VARIANCE) / std
-    return out.reshape(img.shape)
-
-
-def _to_channels(rgb: np.ndarray, channels: str) -> np.ndarray:
-    return rgb @ _GREY_WEIGHTS if channels == "gray" else rgb
-
-
-def builtin_images(channels: str = "gray") -> tuple[list[np.ndarray], list[str]]:
-    """The built-in photographs (from scikit-image) as float32 in [0, 1].
-
-    Grey: the seven images of `streamae._images.builtin_images` (centred
-    squares). Colour: the four colour ones among them (astronaut, coffee,
-    chelsea, rocket), centred squares too.
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    heights, widths : ndarray of shape (n_images,), int64
+        Image sizes in pixels.
+    size : int
+    count : int
 
     Returns
     -------
-    images : list of ndarray, shapes (N, N) or (N, N, 3)
-    names : list of str
+    which, rows, cols : ndarray of shape (count,), int64
     """
-    from . import _images
-
-    if channels == "gray":
-        return ([im.astype(np.float32) for im in _images.builtin_images()],
-                list(_images._BUILTIN_NAMES))
-    import skimage.data
-
-    out = []
-    for name in _BUILTIN_COLOUR:
-        img = getattr(skimage.data, name)()
-        out.append(_images._center_square(img).astype(np.float32) / 255)
-    return out, list(_BUILTIN_COLOUR)
+    which = rng.integers(len(heights), size=count)
+    # Exclusive upper bounds per patch: H - size + 1 and W - size + 1.
+    rows = rng.integers(0, heights[which] - size + 1)
+    cols = rng.integers(0, widths[which] - size + 1)
+    return which, rows, cols
 
 
-def _read_image(path: Path, channels: str, max_side: int) -> np.ndarray:
-    """One image file as float32 in [0, 1]: (H, W) grey or (H, W, 3) colour."""
-    from PIL import Image, ImageOps
+def sample_patches(images, patch_size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Cut random square patches out of a list of grey images (`draw_corners`).
 
-    with Image.open(path) as im:
-        if max_side:
-            # JPEG decoders can shrink by 1/2, 1/4, 1/8 while decoding: much
-            # faster for camera photos, and the result is still >= max_side.
-            im.draft("RGB", (max_side, max_side))
-        im = ImageOps.exif_transpose(im)
-        if max_side and max(im.size) > max_side:
-            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        if im.mode.startswith("I;16"):  # 16-bit grey PNG/TIFF
-            grey = np.asarray(im, np.float32) / 65535
-            return grey if channels == "gray" else np.repeat(grey[..., None], 3, axis=2)
-        rgb = np.asarray(im.convert("RGB"), np.float32) / 255
-    return _to_channels(rgb, channels)
+    Patches are flattened in column-major (Fortran) order,
+    ``patch.reshape(-1, order="F")``, like MATLAB's ``reshape(patch, [], 1)``
+    in the exercise, so element ``i + j * patch_size`` is row ``i``, column
+    ``j``.
 
-
-def folder_images(folder, channels: str = "gray", max_side: int = 512):
-    """Every image Pillow can read under ``folder`` (recursively, sorted by path).
-
-    Hidden files and folders are ignored; files Pillow cannot read are
-    skipped and listed. Holds every image in memory: `write_patches` uses
-    `iter_folder_images` instead.
+    Parameters
+    ----------
+    images : sequence of ndarray, each shape (H_i, W_i)
+        Grayscale images.
+    patch_size : int
+        Side of the square patches, at least 2.
+    count : int
+        Number of patches.
+    rng : numpy.random.Generator
+        Source of randomness.
 
     Returns
     -------
-    images : list of ndarray, float32, (H, W) or (H, W, 3)
-    names : list of str
-        Paths relative to ``folder``.
-    skipped : list of str
-        Files that are not readable images.
-
-    Raises
-    ------
-    DataError
-        If ``folder`` is not a directory or holds no readable image.
+    ndarray, shape (count, patch_size * patch_size)
+        float64 patches, one per row.
     """
-    skipped = []
-    pairs = list(iter_folder_images(folder, channels, max_side, skipped))
-    return [im for _, im in pairs], [name for name, _ in pairs], skipped
+    p = int(patch_size)
+    if p < 2:
+        raise ValueError(f"patch_size must be at least 2, got {patch_size}")
+    if count < 0:
+        raise ValueError(f"count must be non-negative, got {count}")
+    images = [np.asarray(im, dtype=np.float64) for im in images]
+    if not images:
+        raise ValueError("sample_patches needs at least one image")
+    for i, im in enumerate(images):
+        if im.ndim != 2 or min(im.shape) < p:
+            raise ValueError(f"image {i} of shape {im.shape} is smaller than a {p}x{p} patch")
+    which, rows, cols = draw_corners(rng, np.array([im.shape[0] for im in images]),
+                                     np.array([im.shape[1] for im in images]), p, count)
+    out = np.empty((count, p * p), dtype=np.float64)
+    offs = np.arange(p)
+    for k, im in enumerate(images):
+        sel = np.flatnonzero(which == k)
+        # (n, p, p) block gathered by fancy indexing; swapping the last two
+        # axes before a C-order reshape gives the column-major flattening.
+        block = im[(rows[sel, None] + offs)[:, :, None], (cols[sel, None] + offs)[:, None, :]]
+        out[sel] = block.transpose(0, 2, 1).reshape(len(sel), p * p)
+    return out
 
 
-def iter_folder_images(folder, channels: str = "gray", max_side: int = 512, skipped=None):
-    """(name, image) for every image Pillow can read under ``folder``, one at a time.
+def normalize_patches(patches: np.ndarray, return_scale: bool = False):
+    """The exercise's ``normalizeData``: squash patches into ``[0.1, 0.9]``.
 
-    As `folder_images`, without holding more than one image; the names of
-    files that are not readable images are appended to ``skipped``.
+    The autoencoder's sigmoid output layer can only produce values in
+    ``(0, 1)``, hence the rescaling::
+
+        p    = patches - patches.mean(axis=1, keepdims=True)   # per patch
+        pstd = 3 * np.std(p)                                    # whole array
+        p    = np.clip(p, -pstd, pstd) / pstd
+        p    = (p + 1) * 0.4 + 0.1
+
+    ``np.std`` uses ``ddof=0``; MATLAB's ``std`` uses ``ddof=1``, a relative
+    difference of ``1 / (2 * p.size)`` in ``pstd``. `write_patches` computes
+    the same in two streamed passes (`patch_std`, `_cut_patches`).
+
+    Parameters
+    ----------
+    patches : ndarray, shape (n_patches, n_pixels)
+        One patch per row.
+    return_scale : bool, default False
+        Also return ``pstd``.
+
+    Returns
+    -------
+    ndarray, shape (n_patches, n_pixels)
+        float64 values in ``[0.1, 0.9]``.  All 0.5 if every patch is flat.
+    pstd : float
+        Only if ``return_scale``: the clipping threshold ``3 * std``.
     """
-    from PIL import UnidentifiedImageError
+    p = np.asarray(patches, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"patches must be 2-D (n_patches, n_pixels), got shape {p.shape}")
+    p = p - p.mean(axis=1, keepdims=True)
+    pstd = _CLIP_STDS * float(np.std(p)) if p.size else 0.0
+    # Flat input would divide 0 by 0; its centred value 0 maps to 0.5.
+    p = np.clip(p, -pstd, pstd) / pstd if pstd > 0 else np.zeros_like(p)
+    p = (p + 1.0) * 0.4 + 0.1
+    return (p, pstd) if return_scale else p
 
-    skipped = [] if skipped is None else skipped
-    root = Path(os.fspath(folder))
-    if not root.is_dir():
-        raise DataError(f"image folder '{folder}' does not exist or is not a directory; "
-                        "give a folder of images (JPEG, PNG, TIFF, ...) or use --builtin")
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and not any(part.startswith(".")
-                                              for part in p.relative_to(root).parts))
-    found = 0
-    for path in files:
-        rel = path.relative_to(root).as_posix()
-        try:
-            image = _read_image(path, channels, max_side)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            skipped.append(rel)
-            continue
-        found += 1
-        yield rel, image
-    if not found:
-        listed = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        what = f"{len(files)} file(s), none an image Pillow can read ({listed})" if files \
-            else "it is empty"
-        raise DataError(f"no readable images in '{folder}': {what}; put JPEG, PNG, TIFF, ... "
-                        "files there, or use --builtin for the built-in photographs")
 
+def demo_patches(count: int = 10000, patch_size: int = 8, seed: int = 0) -> np.ndarray:
+    """Training data equivalent to the exercise's ``sampleIMAGES``.
+
+    Built-in photographs -> `streamae._images.whiten_image` ->
+    `sample_patches` with ``np.random.default_rng(seed)`` ->
+    `normalize_patches`. Deterministic for a given ``seed`` (and
+    scikit-image's bundled images).
+
+    Parameters
+    ----------
+    count : int, default 10000
+        Number of patches.
+    patch_size : int, default 8
+        Patch side.
+    seed : int, default 0
+        Seed of the patch sampler.
+
+    Returns
+    -------
+    ndarray, shape (count, patch_size * patch_size)
+        float64 patches in ``[0.1, 0.9]``, column-major flattened.
+    """
+    rng = np.random.default_rng(seed)
+    return normalize_patches(sample_patches(whitened_builtin_images(), patch_size, count, rng))
+
+
+# ---------------------------------------------------------------- streamed
 
 def _require_patch_fits(im, name, size, max_side):
     """DataError if image ``im`` is smaller than a ``size`` x ``size`` patch."""
@@ -215,8 +213,6 @@ def _require_patch_fits(im, name, size, max_side):
             f"smaller than the {size}x{size} patches; remove it or use --size "
             f"{min(im.shape[:2])} or less" + (", or raise --max-side" if shrunk else ""))
 
-
-# ---------------------------------------------------------------- sampling
 
 @dataclass(frozen=True)
 class PatchSource:
@@ -327,10 +323,7 @@ class PatchSource:
     def draws(self, block):
         """Image, top row and left column of the patches of one sampling block."""
         rng = np.random.default_rng([self.seed, int(block)])
-        which = rng.integers(len(self.starts), size=SAMPLING_BLOCK)
-        rows = rng.integers(0, self.heights[which] - self.size + 1)
-        cols = rng.integers(0, self.widths[which] - self.size + 1)
-        return which, rows, cols
+        return draw_corners(rng, self.heights, self.widths, self.size, SAMPLING_BLOCK)
 
     def positions(self, start, stop):
         """Draws of patches ``start .. stop-1`` (three int64 arrays)."""
@@ -455,6 +448,75 @@ def patch_std(source, count, chunk_rows, scheduler="threads"):
     return math.sqrt(max(var, 0.0))
 
 
+def _open_source(images, size, seed, channels, max_side, whiten_images):
+    """The `PatchSource` of a folder (``images``) or, if None, of the built-in photographs.
+
+    Returns ``(source, names, skipped)`` as `PatchSource.from_folder` does.
+    """
+    if images is not None:
+        return PatchSource.from_folder(images, size, seed, channels, max_side, whiten_images)
+    imgs, names = builtin_images(channels, np.float32)
+    if whiten_images:
+        imgs = [whiten(im).astype(np.float32) for im in imgs]
+    return PatchSource.from_images(imgs, size, seed, names), names, []
+
+
+def _metadata(source, names, skipped, images, max_side, channels, count, whiten_images, std,
+              dtype, rows):
+    """The ``streamae`` attribute of a patch store: where the patches come from, and how."""
+    pstd = _CLIP_STDS * std
+    return {
+        "kind": "patches",
+        "source": ("builtin (scikit-image photographs)" if images is None
+                   else os.path.abspath(os.fspath(images))),
+        "images": names,
+        "n_images": len(names),
+        "skipped": skipped,
+        "max_side": None if images is None else int(max_side),
+        "channels": channels,
+        "patch_size": source.size,
+        "count": count,
+        "width": source.width,
+        "layout": ("channel blocks (R, G, B), each patch_size x patch_size column-major"
+                   if channels == "rgb" else "patch_size x patch_size, column-major"),
+        "whiten": bool(whiten_images),
+        "whitening": ({"filter": "f * exp(-(f / f0)**4), f in cycles per pixel",
+                       "f0": WHITEN_F0, "variance": WHITEN_VARIANCE}
+                      if whiten_images else None),
+        "seed": source.seed,
+        "sampling": (f"patch k uses numpy.random.default_rng([seed, k // {SAMPLING_BLOCK}]): "
+                     "image uniform, then corner uniform"),
+        "normalization": {
+            "method": "UFLDL normalizeData",
+            "per_patch_mean_removed": True,
+            "std": std, "clip_stds": _CLIP_STDS, "clip": pstd,
+            "formula": "(clip(x - mean(x), -clip, clip) / clip + 1) * 0.4 + 0.1",
+            "range": [0.1, 0.9],
+        },
+        "dtype": dtype,
+        "chunk_rows": rows,
+    }
+
+
+def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
+                storage_options):
+    """Pass 2: cut, normalise and write every chunk into a new array at ``out``."""
+    src = dask.delayed(source, name=f"patch-source-{id(source)}")
+    width = source.width
+    with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
+                      overwrite=overwrite, storage_options=storage_options,
+                      what="output store") as target:
+        tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
+                                                        np.dtype(dtype), storage_options)
+                 for s, e in _chunk_bounds(count, rows)]
+        dask.compute(*tasks, scheduler=scheduler)
+        size, channels = source.size, meta["channels"]
+        set_attrs(target, {"streamae": meta,
+                           "description": f"{count} {size}x{size} {channels} patches, "
+                                          "normalised to [0.1, 0.9] (streamae patches)"},
+                  storage_options)
+
+
 def write_patches(out, *, images=None, builtin=False, size=8, count=10000, whiten_images=True,
                   channels="gray", seed=0, chunk_rows=None, max_side=512, dtype="float32",
                   overwrite=False, scheduler="threads", storage_options=None, echo=None):
@@ -520,17 +582,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")
 
-    if builtin:
-        imgs, names = builtin_images(channels)
-        skipped, source_name = [], "builtin (scikit-image photographs)"
-        if whiten_images:
-            imgs = [whiten(im).astype(np.float32) for im in imgs]
-        source = PatchSource.from_images(imgs, size, seed, names)
-        del imgs
-    else:
-        source, names, skipped = PatchSource.from_folder(images, size, seed, channels,
-                                                         max_side, whiten_images)
-        source_name = os.path.abspath(os.fspath(images))
+    source, names, skipped = _open_source(images, size, seed, channels, max_side,
+                                          whiten_images)
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
@@ -541,46 +594,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
 
     std = patch_std(source, count, rows, scheduler)
     pstd = _CLIP_STDS * std
-    meta = {
-        "kind": "patches",
-        "source": source_name,
-        "images": names,
-        "n_images": len(names),
-        "skipped": skipped,
-        "max_side": int(max_side) if not builtin else None,
-        "channels": channels,
-        "patch_size": size,
-        "count": count,
-        "width": width,
-        "layout": ("channel blocks (R, G, B), each patch_size x patch_size column-major"
-                   if channels == "rgb" else "patch_size x patch_size, column-major"),
-        "whiten": bool(whiten_images),
-        "whitening": ({"filter": "f * exp(-(f / f0)**4), f in cycles per pixel",
-                       "f0": _F0_CYCLES_PER_PIXEL, "variance": _TARGET_VARIANCE}
-                      if whiten_images else None),
-        "seed": seed,
-        "sampling": (f"patch k uses numpy.random.default_rng([seed, k // {SAMPLING_BLOCK}]): "
-                     "image uniform, then corner uniform"),
-        "normalization": {
-            "method": "UFLDL normalizeData",
-            "per_patch_mean_removed": True,
-            "std": std, "clip_stds": _CLIP_STDS, "clip": pstd,
-            "formula": "(clip(x - mean(x), -clip, clip) / clip + 1) * 0.4 + 0.1",
-            "range": [0.1, 0.9],
-        },
-        "dtype": dtype,
-        "chunk_rows": rows,
-    }
-    src = dask.delayed(source, name=f"patch-source-{id(source)}")
-    with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
-                      overwrite=overwrite, storage_options=storage_options,
-                      what="output store") as target:
-        tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
-                                                        np.dtype(dtype), storage_options)
-                 for s, e in _chunk_bounds(count, rows)]
-        dask.compute(*tasks, scheduler=scheduler)
-        set_attrs(target, {"streamae": meta,
-                           "description": f"{count} {size}x{size} {channels} patches, "
-                                          "normalised to [0.1, 0.9] (streamae patches)"},
-                  storage_options)
+    meta = _metadata(source, names, skipped, images, max_side, channels, count, whiten_images,
+                     std, dtype, rows)
+    _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
+                storage_options)
     return meta

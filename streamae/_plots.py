@@ -1,8 +1,9 @@
-"""``streamae show``: pictures of a trained model.
+"""Pictures of a trained model (``streamae show``, and the demo's filters).
 
 - ``filters.png``: every hidden unit's input weights (a row of W1), in the
   layout of the exercise's ``display_network.m`` (grey) or
-  ``displayColorNetwork.m`` (colour), written with Pillow;
+  ``displayColorNetwork.m`` (colour): tiles laid out by
+  ``skimage.util.montage``, written with Pillow;
 - ``cost.png``: the cost and its three terms per iteration (log scale);
 - ``rho_hat.png``: histogram of the hidden units' mean activations, with the
   target rho and the dead / saturated thresholds marked.
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ._display import filter_grid
 from ._errors import DataError, ParameterError
 from ._metrics import unit_thresholds
 
@@ -36,7 +36,7 @@ def infer_channels(n_visible: int) -> str:
 
     192 (8x8x3) and 3072 (32x32x3) are colour; 64 and 784 are grey. Widths
     that are neither (e.g. tabular data) are grey tiles of the most nearly
-    square shape (see `streamae._display.filter_grid`).
+    square shape (see `tile_shape`).
     """
     third = n_visible // 3
     if n_visible % 3 == 0 and third >= 4 and math.isqrt(third) ** 2 == third \
@@ -45,37 +45,82 @@ def infer_channels(n_visible: int) -> str:
     return "gray"
 
 
-def colour_grid(W) -> np.ndarray:
-    """Tile colour filters: rows of ``W`` are (R, G, B) blocks of column-major p x p patches.
+def tile_shape(n_visible: int) -> tuple[int, int]:
+    """Most nearly square ``(h, w)`` with ``h * w == n_visible`` and ``h <= w``.
 
-    As ``displayColorNetwork.m``: the global mean is subtracted, tiles are
-    laid out in a ``ceil(sqrt(k))``-column grid with 1-pixel black borders.
-    Each filter is divided by its own max |w| over all three channels (the
-    exercise scales each channel separately, which changes the colours).
+    A perfect square gives ``(s, s)``; a prime gives a ``(1, n)`` strip.
+    """
+    h = math.isqrt(n_visible)
+    while n_visible % h:
+        h -= 1
+    return h, n_visible // h
+
+
+def _tiles(A, channels, patch_shape):
+    """Rows of ``A`` as tiles: (k, h, w) grey or (k, p, p, 3) colour, each column-major."""
+    k, n = A.shape
+    if channels == "rgb":
+        p = math.isqrt(n // 3)
+        if patch_shape is not None:
+            raise ParameterError("--patch-shape applies to grey tiles only")
+        if 3 * p * p != n:
+            raise ParameterError(f"colour tiles need 3 * p * p inputs, but the model has {n}; "
+                                 "use --channels gray")
+        # (3, p*p) channel blocks -> (p, p, 3), each channel column-major.
+        return A.reshape(k, 3, p, p).transpose(0, 3, 2, 1)
+    h, w = tile_shape(n) if patch_shape is None else (int(s) for s in patch_shape)
+    if h < 1 or w < 1 or h * w != n:
+        raise ParameterError(
+            f"patch shape {patch_shape} does not hold the model's {n} inputs; give h x w with "
+            f"h * w = {n}, or leave it out for the most nearly square shape")
+    return A.reshape(k, w, h).transpose(0, 2, 1)
+
+
+def filter_grid(W, patch_shape=None, center: bool = True, channels: str = "gray") -> np.ndarray:
+    """Tile the rows of a weight matrix into one picture.
+
+    As the exercise's ``display_network.m`` (grey) and
+    ``displayColorNetwork.m`` (colour): the global mean of ``W`` is
+    subtracted (so that e.g. all-positive input patches show contrast around
+    grey), each filter is divided by its own max ``|w|`` (over all three
+    channels: the exercise scales each channel separately, which changes the
+    colours), reshaped column-major (the order of
+    `streamae._patches.sample_patches`), and the tiles are laid out row by
+    row (``skimage.util.montage``) in a grid of ``cols = ceil(sqrt(k))``
+    columns and ``rows = ceil(k / cols)`` rows, separated and surrounded by
+    1-pixel borders of -1 (black); unused cells stay -1 too.
+
+    Parameters
+    ----------
+    W : array_like, shape (n_hidden, n_visible)
+        One filter per row; for colour, (R, G, B) blocks of ``p * p`` values.
+    patch_shape : tuple of int, optional
+        ``(h, w)`` of a grey tile, with ``h * w == n_visible``.  By default
+        the most nearly square factorisation (`tile_shape`).
+    center : bool, default True
+        Subtract the global mean of ``W`` first.
+    channels : {"gray", "rgb"}
 
     Returns
     -------
-    ndarray of shape (1 + rows * (p + 1), 1 + cols * (p + 1), 3)
-        float64 in [-1, 1].
+    ndarray, shape (1 + rows * (h + 1), 1 + cols * (w + 1)) or (..., 3)
+        float64 picture in ``[-1, 1]``.
     """
-    A = np.asarray(W, np.float64)
-    k, n = A.shape
-    p = math.isqrt(n // 3)
-    if n % 3 or p * p * 3 != n:
-        raise ParameterError(f"colour filters need 3 * p * p inputs, got {n}")
-    A = A - A.mean()
+    from skimage.util import montage
+
+    A = np.asarray(W, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] == 0 or A.shape[1] == 0:
+        raise ValueError(f"W must be a non-empty 2-D (n_hidden, n_visible) array, got {A.shape}")
+    if center:
+        A = A - A.mean()
     peak = np.abs(A).max(axis=1, keepdims=True)
-    A = A / np.where(peak > 0, peak, 1.0)
-    cols = math.ceil(math.sqrt(k))
-    rows = math.ceil(k / cols)
-    grid = -np.ones((1 + rows * (p + 1), 1 + cols * (p + 1), 3))
-    for i, f in enumerate(A):
-        r, c = divmod(i, cols)
-        top, left = 1 + r * (p + 1), 1 + c * (p + 1)
-        # (3, p*p) channel blocks -> (p, p, 3), each channel column-major.
-        tile = f.reshape(3, p, p).transpose(2, 1, 0)
-        grid[top:top + p, left:left + p] = tile
-    return grid
+    # An all-zero filter stays 0 (grey) instead of dividing by zero.
+    tiles = _tiles(A / np.where(peak > 0, peak, 1.0), channels, patch_shape)
+    cols = math.ceil(math.sqrt(len(tiles)))
+    colour = tiles.ndim == 4
+    return montage(tiles, fill=(-1.0,) * 3 if colour else -1.0,
+                   grid_shape=(math.ceil(len(tiles) / cols), cols), padding_width=1,
+                   channel_axis=-1 if colour else None)
 
 
 def auto_scale(grid_shape) -> int:
@@ -105,16 +150,7 @@ def filter_image(W, channels="auto", patch_shape=None, scale=None) -> np.ndarray
         raise ParameterError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
     if channels == "auto":
         channels = "gray" if patch_shape is not None else infer_channels(W.shape[1])
-    if channels == "rgb":
-        if patch_shape is not None:
-            raise ParameterError("--patch-shape applies to grey tiles only")
-        n = W.shape[1]
-        if n % 3 or math.isqrt(n // 3) ** 2 * 3 != n:
-            raise ParameterError(f"colour tiles need 3 * p * p inputs, but the model has {n}; "
-                                 "use --channels gray")
-        grid = colour_grid(W)
-    else:
-        grid = filter_grid(W, patch_shape=patch_shape)
+    grid = filter_grid(W, patch_shape=patch_shape, channels=channels)
     scale = auto_scale(grid.shape) if scale is None else int(scale)
     if scale < 1:
         raise ParameterError(f"scale must be at least 1, got {scale}")

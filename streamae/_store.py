@@ -1,35 +1,22 @@
 """Model files: a Zarr group with W1, b1, W2, b2 and hyperparameters as attributes.
 
-Local models (and stores written by `write_array`) are written under a
-temporary name beside the target, flushed to disk (every file and directory
-fsync'ed), and only then moved into place: a new output by one rename, a
-replaced one by an atomic exchange of the two directories (Linux
-``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, undone on failure).
-An interrupted or failed write (disk full, permission denied) never leaves a
-half-written output where the user expects one, and an existing output
-survives a failed overwrite; the error says so in one line
-(`OutputWriteError`).
+Local models (and stores written by `write_array`) are written atomically
+(`streamae._atomic.staged`): an interrupted or failed write (disk full,
+permission denied) never leaves a half-written output where the user expects
+one, and an existing output survives a failed overwrite; the error says so
+in one line (`OutputWriteError`).
 """
 
-import ctypes
-import errno
-import glob
 import json
 import os
-import shutil
-import uuid
 
 import numpy as np
 import zarr
 
 from ._data import describe_url_error, missing_bucket
-from ._errors import DataError, OutputExistsError, StreamaeError
+from ._atomic import staged
+from ._errors import DataError, OutputExistsError, OutputWriteError
 from ._objective import PARAM_NAMES
-
-
-class OutputWriteError(StreamaeError, OSError):
-    """Writing an output failed (disk full, permission denied...); whatever was
-    at the path before is unchanged."""
 
 FORMAT = "streamae-model"
 FORMAT_VERSION = 1
@@ -91,111 +78,6 @@ def _write_group(target, params, attrs, storage_options=None):
         {"format": FORMAT, "format_version": FORMAT_VERSION, **attrs}, default=float)))
 
 
-def fsync_path(path):
-    """fsync a file, or a directory and everything below it (local paths only)."""
-    if os.path.isdir(path):
-        for root, _dirs, files in os.walk(path, topdown=False):
-            for name in files:
-                fsync_path(os.path.join(root, name))
-            _fsync_fd(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    else:
-        _fsync_fd(path, os.O_RDONLY)
-
-
-def fsync_dir(path):
-    """fsync one directory, so that a rename inside it is on disk."""
-    _fsync_fd(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-
-
-def _fsync_fd(path, flags):
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some file systems cannot fsync a directory
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _exchange(a, b):
-    """Swap the paths ``a`` and ``b`` (both exist): atomically where the OS can."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        at_fdcwd, rename_exchange = -100, 2
-        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-            raise OSError(code, os.strerror(code), b)
-    # Fallback: two renames; a failure of the second puts ``b`` back.
-    side = a + ".swap"
-    os.rename(b, side)
-    try:
-        os.rename(a, b)
-    except OSError:
-        os.rename(side, b)
-        raise
-    os.rename(side, a)
-
-
-def publish(tmp, path, what="output"):
-    """Move the finished local output ``tmp`` to ``path``, durably.
-
-    ``tmp`` must be a sibling of ``path``. Everything under ``tmp`` is
-    fsync'ed first; an existing ``path`` is exchanged with ``tmp`` (so ``tmp``
-    then holds the old output, for the caller to remove); the parent directory
-    is fsync'ed last.
-
-    Raises
-    ------
-    OutputWriteError
-        On any OS error; ``path`` is then as it was before.
-    """
-    existed = os.path.lexists(path)
-    try:
-        fsync_path(tmp)
-        if existed:
-            _exchange(tmp, path)
-        else:
-            os.rename(tmp, path)
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
-    except OSError as exc:
-        raise write_error(exc, path, what, existed) from exc
-
-
-def write_error(exc, path, what, existed):
-    """The one-line `OutputWriteError` for an OS error while writing ``path``."""
-    kept = f"the existing {what} is unchanged" if existed else "nothing was written"
-    error = OutputWriteError(f"cannot write {what} '{path}' ({exc.strerror or exc}); {kept}")
-    error.errno = exc.errno
-    return error
-
-
-def _write_atomically(path, write, what):
-    """Run ``write(tmp)`` on a temporary sibling of the local ``path``, then `publish` it."""
-    parent = os.path.dirname(os.path.abspath(path))
-    prefix = os.path.join(parent, f".{os.path.basename(path)}.tmp-")
-    for stale in glob.glob(glob.escape(prefix) + "*"):  # left by a killed write
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = prefix + uuid.uuid4().hex[:8]
-    existed = os.path.lexists(path)
-    try:
-        try:
-            os.makedirs(parent, exist_ok=True)
-            write(tmp)
-        except OSError as exc:
-            raise write_error(exc, path, what, existed) from exc
-        publish(tmp, path, what)
-    finally:
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_model(path, params, attrs, overwrite=False, storage_options=None):
     """Write a model group at ``path`` (local directory or fsspec URL).
 
@@ -216,7 +98,8 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None):
             raise OutputWriteError(describe_url_error(path, exc, storage_options, "write",
                                                       "model")) from None
         return
-    _write_atomically(path, lambda tmp: _write_group(tmp, params, attrs), "model")
+    with staged(path, "model") as tmp:
+        _write_group(tmp, params, attrs)
 
 
 def read_model(path, storage_options=None):
@@ -275,5 +158,6 @@ def write_array(path, array, chunk_rows, attrs=None, overwrite=False):
     if _is_url(path):
         write(path, overwrite)
     else:
-        _write_atomically(path, write, "store")
+        with staged(path, "store") as tmp:
+            write(tmp)
     return zarr.open_array(path, mode="r")

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from ._engine import STRATEGIES
-from ._errors import StreamaeError
+from ._errors import StreamaeError, TrainingInterrupted
 from ._optim import OPTIMIZERS
 
 
@@ -178,7 +178,7 @@ def cmd_train(args):
     t0 = time.perf_counter()
     try:
         fit(progress=not args.quiet)
-    except _checkpoint.TrainingInterrupted as exc:
+    except TrainingInterrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is written: finish quietly
             signal.signal(sig, signal.SIG_IGN)
         print(f"streamae: {exc}", file=sys.stderr)
@@ -410,10 +410,11 @@ def cmd_show(args):
     if args.patch_shape:
         try:
             shape = tuple(int(v) for v in args.patch_shape.lower().split("x"))
-            assert len(shape) == 2 and min(shape) >= 1
-        except (ValueError, AssertionError):
+        except ValueError:
+            shape = ()
+        if len(shape) != 2 or min(shape) < 1:
             raise ParameterError(f"--patch-shape must look like 8x8 (height x width), got "
-                                 f"{args.patch_shape!r}") from None
+                                 f"{args.patch_shape!r}")
     written = show(args.model, args.out, channels=args.channels, patch_shape=shape,
                    scale=args.scale, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in written.values()))

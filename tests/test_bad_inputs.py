@@ -23,8 +23,7 @@ import pytest
 import zarr
 
 import streamae
-from streamae import SparseAutoencoder, _store
-from streamae import _checkpoint as C
+from streamae import CheckpointError, OutputWriteError, SparseAutoencoder, TrainingInterrupted, _store
 from streamae.cli import main
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "bad-inputs.md")
@@ -459,7 +458,7 @@ def test_real_disk_full_keeps_the_previous_model(tmp_path):
         before = _snapshot(str(mnt / "model.zarr"))
         big = SparseAutoencoder.from_weights(*(np.random.default_rng(0).uniform(size=s) for s in
                                                [(64, 400), (64,), (400, 64), (400,)]))
-        with pytest.raises(_store.OutputWriteError, match=r"\(No space left on device\); the "
+        with pytest.raises(OutputWriteError, match=r"\(No space left on device\); the "
                            "existing model is unchanged"):
             big.save(mnt / "model.zarr", overwrite=True)
         SNAPSHOTS.clear()
@@ -472,7 +471,7 @@ def test_real_disk_full_keeps_the_previous_model(tmp_path):
 
 
 def test_error_classes():
-    assert issubclass(C.CheckpointError, streamae.StreamaeError)
-    assert issubclass(_store.OutputWriteError, streamae.StreamaeError)
-    assert issubclass(_store.OutputWriteError, OSError)
-    assert issubclass(C.TrainingInterrupted, KeyboardInterrupt)
+    assert issubclass(CheckpointError, streamae.StreamaeError)
+    assert issubclass(OutputWriteError, streamae.StreamaeError)
+    assert issubclass(OutputWriteError, OSError)
+    assert issubclass(TrainingInterrupted, KeyboardInterrupt)

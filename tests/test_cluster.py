@@ -30,8 +30,8 @@ from cluster_fixtures import (
     wait_for,
 )
 
-from streamae import ParameterError, SparseAutoencoder
-from streamae._cluster import ClusterError, Runner, embedded_bytes, is_address
+from streamae import ClusterError, ParameterError, SparseAutoencoder
+from streamae._cluster import Runner, embedded_bytes, is_address
 from streamae._data import open_dataset
 from streamae._engine import STRATEGIES, Evaluator, make_hyper
 from streamae._objective import PARAM_NAMES, init_params

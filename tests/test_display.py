@@ -3,7 +3,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
-from streamae._display import filter_grid, save_filter_png
+from streamae._plots import filter_grid, save_filters
 
 
 def _tiles(grid, k, h, w):
@@ -49,9 +49,9 @@ def test_zero_filter_is_grey():
     assert_array_equal(grid[1:3, 1:3], 0)
 
 
-def test_save_filter_png(tmp_path):
+def test_save_filters_png(tmp_path):
     W = np.random.default_rng(3).normal(size=(25, 64))
-    out = save_filter_png(W, tmp_path / "f.png", scale=3)
+    out = save_filters(W, tmp_path / "f.png", scale=3)
     assert out == tmp_path / "f.png"
     with Image.open(out) as im:
         assert im.format == "PNG" and im.mode == "L"

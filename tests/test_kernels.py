@@ -205,57 +205,6 @@ def test_sigmoid_over_the_whole_range(dtype, block_rows):
     assert np.isnan(nan).all()
 
 
-# ----------------------------------------------------------------- inner helpers
-
-@pytest.mark.parametrize("keep_fp", [True, False])
-def test_hidden_helper(chunk, dtype, keep_fp):
-    p = chunk
-    ref = reference(**p)
-    a2 = np.empty((M, S), dtype)
-    fp2 = np.empty((M, S) if keep_fp else (0, S), dtype)
-    sum_a2 = np.ones(S, np.float64)  # the helper adds to what is there
-    K._hidden(p["X"], p["W1"], p["b1"], a2, fp2, sum_a2)
-    close(a2, ref["a2"], dtype)
-    close(sum_a2, 1.0 + ref["sum_a2"], dtype)
-    if keep_fp:
-        close(fp2, ref["fp2"], dtype)
-
-
-def test_output_delta_helper(chunk, dtype):
-    p = chunk
-    A2 = np.ascontiguousarray(reference(**p)["a2"], dtype=dtype)
-    ref = reference(**p, A2=A2)
-    d3 = np.empty((M, N), dtype)
-    gb2 = np.full(N, 2.0)
-    bad = np.array([0, -1], np.int64)
-    sq = K._output_delta(p["X"], A2, p["W2"], p["b2"], d3, gb2, ROW0, bad)
-    close(sq, ref["sq"], dtype)
-    close(d3, ref["d3"], dtype)
-    close(gb2, 2.0 + ref["gb2"], dtype)
-    assert_array_equal(bad, [0, -1])
-
-
-def test_backprop_block_helper(chunk, dtype):
-    p = chunk
-    ref0 = reference(**p)
-    A2 = np.ascontiguousarray(ref0["a2"], dtype=dtype)
-    fp2 = np.ascontiguousarray(ref0["fp2"], dtype=dtype)
-    ref = reference(**p, A2=A2)
-    # fp2 was rounded separately from a2 in float32: rebuild the reference d2 with it.
-    X64, W2, c = (np.asarray(p[k], np.float64) for k in ("X", "W2", "c"))
-    d2 = (ref["d3"] @ W2 + c) * fp2.astype(np.float64)
-    acc = {"gW1": np.ones((S, N)), "gb1": np.ones(S), "gW2": np.ones((N, S)),
-           "gb2": np.ones(N)}
-    bad = np.array([0, -1], np.int64)
-    sq = K._backprop_block(p["X"], A2, fp2, p["W2"], p["b2"], p["c"], ROW0, bad,
-                           acc["gW1"], acc["gb1"], acc["gW2"], acc["gb2"])
-    close(sq, ref["sq"], dtype)
-    close(acc["gW1"], 1.0 + d2.T @ X64, dtype)
-    close(acc["gb1"], 1.0 + d2.sum(axis=0), dtype)
-    close(acc["gW2"], 1.0 + ref["gW2"], dtype)
-    close(acc["gb2"], 1.0 + ref["gb2"], dtype)
-
-
 # ----------------------------------------------------------------- the bad record
 
 def _run_with_bad(name, X, p, block_rows):

@@ -7,15 +7,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
 from streamae import DataError, OutputExistsError, ParameterError
-from streamae._images import builtin_images as grey_builtin
-from streamae._images import normalize_patches, whiten_image
+from streamae._images import builtin_images, folder_images, whiten, whiten_image
 from streamae._patches import (
     SAMPLING_BLOCK,
     PatchSource,
-    builtin_images,
-    folder_images,
+    normalize_patches,
     patch_std,
-    whiten,
     write_patches,
 )
 from streamae.cli import main
@@ -64,7 +61,7 @@ def test_builtin_patches_match_exercise_normalisation(tmp_path):
     assert data.min() >= 0.1 and data.max() <= 0.9
     # +/- 3 std clips some values at both ends.
     assert data.min() == pytest.approx(0.1) and data.max() == pytest.approx(0.9)
-    images = [whiten(im).astype(np.float32) for im in builtin_images("gray")[0]]
+    images = [whiten(im).astype(np.float32) for im in builtin_images("gray", np.float32)[0]]
     expected, pstd = _reference(images, 8, 3, count)
     assert_allclose(data, expected, rtol=0, atol=1e-12)
     norm = attrs["normalization"]
@@ -91,7 +88,7 @@ def test_deterministic_and_independent_of_chunking(tmp_path):
 
 
 def test_streaming_std_is_numpy_std_over_all_values():
-    images = [whiten(im).astype(np.float32) for im in builtin_images("gray")[0]]
+    images = [whiten(im).astype(np.float32) for im in builtin_images("gray", np.float32)[0]]
     source = PatchSource.from_images(images, 8, 0)
     count = 5000
     centred, _, _ = source.patches(0, count)
@@ -101,7 +98,7 @@ def test_streaming_std_is_numpy_std_over_all_values():
 
 
 def test_whiten_matches_square_exercise_filter_and_handles_rectangles():
-    img = grey_builtin()[0]
+    img = builtin_images()[0][0]
     assert_allclose(whiten(img), whiten_image(img), atol=1e-12)
     rect = img[:200, :300]
     w = whiten(rect)

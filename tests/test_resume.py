@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from streamae import SparseAutoencoder
+from streamae import CheckpointError, SparseAutoencoder, TrainingInterrupted
 from streamae import _checkpoint as C
 from streamae._store import write_array
 
@@ -117,7 +117,7 @@ def test_interrupt_in_fit_writes_checkpoint_and_resumes(tmp_path, X):
 
     model = SparseAutoencoder(n_hidden=4)
     handler = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
-    with pytest.raises(C.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         model.fit(X, max_iter=15, checkpoint=ckpt, callback=ctrl_c_at_3, **kw)
     assert info.value.exit_status == 130 and info.value.iteration == 3
     assert info.value.checkpoint == os.fspath(ckpt)
@@ -141,7 +141,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, X, monkeypatch
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(C.CheckpointError, match=r"cannot write checkpoint .*No space left on "
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*No space left on "
                        r"device\); the previous checkpoint \(iteration 4\) is intact"):
         SparseAutoencoder(n_hidden=4).fit(X, max_iter=8, resume=True, **kw)
     assert ckpt.read_bytes() == before
@@ -238,9 +238,9 @@ def test_sigkill_at_20_random_instants_then_resume_is_bit_identical(kill_setup):
 
 CRASH = """
 import os, signal, sys
-import streamae._store as S
+import streamae._atomic as A
 module, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-module = {"os": os, "store": S}[module]
+module = {"os": os, "atomic": A}[module]
 real, calls = getattr(module, name), [0]
 def crash_on_call(*args, **kwargs):
     calls[0] += 1
@@ -256,9 +256,9 @@ POINTS = [  # (where, module, function, the call that dies)
     ("the 6th checkpoint written and fsync'ed, not yet renamed", "os", "replace", 6),
     pytest.param("the 4th checkpoint written, before its fsync", "os", "fsync", 7,
                  marks=pytest.mark.slow),
-    pytest.param("model written, before it is moved into place", "store", "publish", 1,
+    pytest.param("model written, before it is moved into place", "atomic", "publish", 1,
                  marks=pytest.mark.slow),
-    pytest.param("model renamed into place, before the directory fsync", "store", "fsync_dir",
+    pytest.param("model renamed into place, before the directory fsync", "atomic", "fsync_dir",
                  1, marks=pytest.mark.slow),
 ]
 

@@ -1,5 +1,8 @@
 """streamae show: valid PNG pictures of the expected sizes."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -9,8 +12,8 @@ from streamae import OutputExistsError, SparseAutoencoder
 from streamae._plots import (
     CHART_SIZE,
     auto_scale,
-    colour_grid,
     default_out,
+    filter_grid,
     filter_image,
     infer_channels,
     show,
@@ -64,7 +67,7 @@ def test_colour_filters(tmp_path, rng):
     W = rng.normal(size=(5, 3 * p * p))
     assert infer_channels(3 * p * p) == "rgb" and infer_channels(64) == "gray"
     assert infer_channels(784) == "gray" and infer_channels(12 * 12 * 3) == "rgb"
-    grid = colour_grid(W)
+    grid = filter_grid(W, channels="rgb")
     assert grid.shape == (1 + 2 * (p + 1), 1 + 3 * (p + 1), 3)
     A = W - W.mean()
     first = A[0] / np.abs(A[0]).max()
@@ -101,3 +104,15 @@ def test_cli(trained, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("streamae: error:") for line in err)
     assert default_out("a/model.zarr") == "a/model-pictures"
+
+
+@pytest.mark.parametrize("shape", ["0x8", "8x8x1", "8by8"])
+def test_bad_patch_shape_is_one_line_under_python_O(trained, tmp_path, shape):
+    """The check holds with assertions stripped (``python -O``): one line, exit 2."""
+    run = subprocess.run([sys.executable, "-O", "-m", "streamae.cli", "show",
+                          str(tmp_path / "m.zarr"), "--out", str(tmp_path / "p"),
+                          "--patch-shape", shape], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        f"streamae: error: --patch-shape must look like 8x8 (height x width), got {shape!r}"]
+    assert not (tmp_path / "p").exists()

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from streamae import SparseAutoencoder
+from streamae import SparseAutoencoder, TrainingInterrupted
 from streamae import _checkpoint as C
 from streamae._store import write_array
 
@@ -138,7 +138,7 @@ def test_signal_during_the_first_streaming_pass_is_handled(tmp_path, monkeypatch
 
     monkeypatch.setattr(_metrics, "total_variance", interrupted_variance)
     model = SparseAutoencoder(n_hidden=4)
-    with pytest.raises(C.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         model.fit(os.fspath(tmp_path / "data.zarr"), max_iter=5, progress=False,
                   checkpoint=os.fspath(tmp_path / "m.ckpt"))
     assert info.value.exit_status == 130 and info.value.checkpoint is None
