@@ -15,29 +15,77 @@ Layout, from the maths outwards:
 - ``_images``, ``_patches``, ``_import``  data in: patches and imports into Zarr
 - ``_encode``, ``_plots``, ``_metrics``  features, pictures and metrics out
 - ``cli``        the ``streamae`` command
+
+The public names are imported on first use, so the command's help and
+``import streamae`` stay fast.
 """
 
-from ._checkpoint import CheckpointError, TrainingInterrupted
-from ._cluster import ClusterError
-from ._encode import encode
-from ._engine import STRATEGIES
-from ._errors import (
-    DataError,
-    MemoryBudgetError,
-    NumericalError,
-    OutputExistsError,
-    ParameterError,
-    StreamaeError,
-)
-from ._estimator import NotFittedError, SparseAutoencoder
-from ._import import import_array
-from ._metrics import MetricsLog
-from ._objective import reference_cost_and_grad
-from ._patches import write_patches
-from ._plots import show
-from ._store import OutputWriteError
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public names and the private module that defines each. They are imported on
+# first use (PEP 562), so that `import streamae.cli` and `streamae --help` do not
+# load NumPy, Numba, SciPy or Dask.
+_EXPORTS = {
+    "CheckpointError": "_checkpoint",
+    "TrainingInterrupted": "_checkpoint",
+    "ClusterError": "_cluster",
+    "encode": "_encode",
+    "STRATEGIES": "_engine",
+    "DataError": "_errors",
+    "MemoryBudgetError": "_errors",
+    "NumericalError": "_errors",
+    "OutputExistsError": "_errors",
+    "ParameterError": "_errors",
+    "StreamaeError": "_errors",
+    "NotFittedError": "_estimator",
+    "SparseAutoencoder": "_estimator",
+    "import_array": "_import",
+    "MetricsLog": "_metrics",
+    "reference_cost_and_grad": "_objective",
+    "write_patches": "_patches",
+    "show": "_plots",
+    "OutputWriteError": "_store",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamae' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from ._checkpoint import CheckpointError, TrainingInterrupted
+    from ._cluster import ClusterError
+    from ._encode import encode
+    from ._engine import STRATEGIES
+    from ._errors import (
+        DataError,
+        MemoryBudgetError,
+        NumericalError,
+        OutputExistsError,
+        ParameterError,
+        StreamaeError,
+    )
+    from ._estimator import NotFittedError, SparseAutoencoder
+    from ._import import import_array
+    from ._metrics import MetricsLog
+    from ._objective import reference_cost_and_grad
+    from ._patches import write_patches
+    from ._plots import show
+    from ._store import OutputWriteError
+
 
 __all__ = [
     "STRATEGIES",
