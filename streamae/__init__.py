@@ -11,7 +11,7 @@ Layout, from the maths outwards:
 - ``_estimator`` the `SparseAutoencoder` estimator
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
-- ``_progress``  a bar of chunks done within a long pass
+- ``_progress``  labelled progress of long phases: tqdm bars, or log lines
 - ``_images``, ``_patches``, ``_import``  data in: patches and imports into Zarr
 - ``_encode``, ``_plots``, ``_metrics``  features, pictures and metrics out
 - ``cli``        the ``streamae`` command

@@ -6,11 +6,10 @@ import time
 
 import dask.array as da
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import _checkpoint as C
 from . import _kernels as K
-from . import _metrics, _optim
+from . import _metrics, _optim, _progress
 from ._cluster import ClusterError, make_runner
 from ._data import open_dataset
 from ._engine import STRATEGIES, Evaluator, make_hyper
@@ -296,10 +295,12 @@ class SparseAutoencoder:
             self.resumed_from_ = state.iteration
         elapsed0 = saved.elapsed if saved is not None else 0.0
         t0 = time.perf_counter() - elapsed0
-        bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter) if state else 0,
-                   disable=not progress, unit="it", dynamic_ncols=True, desc=f"fit {strategy}")
+        bar = _progress.bar(f"fit {strategy}", max_iter, "it", enabled=progress,
+                            initial=min(state.iteration, max_iter) if state else 0)
         with runner.session(), flag, bar:
             try:
+                with _progress.phase("compiling kernels", enabled=progress):
+                    evaluator.compile_kernels(self.n_hidden)
                 # Denominator of the explained variance: one streaming pass per
                 # fit, inside the session (same workers) and the signal handler.
                 with evaluator.pass_progress("data variance"):

@@ -391,22 +391,19 @@ def _add_data_parsers(sub):
     p.add_argument("--overwrite", action="store_true", help="replace existing pictures")
 
 
-def _dask_progress(args):
-    """A Dask progress bar on stderr for runs longer than a second (none with --quiet)."""
-    import contextlib
+def _task_progress(args, label):
+    """A bar of the Dask tasks done, labelled, for runs longer than a second (none with
+    --quiet); log lines when stderr is not a terminal (streamae._progress)."""
+    from ._progress import task_progress
 
-    if getattr(args, "quiet", False):
-        return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
-
-    return ProgressBar(minimum=1.0, out=sys.stderr)
+    return task_progress(label, enabled=not getattr(args, "quiet", False))
 
 
 def cmd_patches(args):
     from ._patches import write_patches
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "patches"):
         meta = write_patches(args.out, images=args.images, builtin=args.builtin,
                              size=args.size, count=args.count, whiten_images=args.whiten,
                              channels=args.channels, seed=args.seed, chunk_rows=args.chunk_rows,
@@ -425,7 +422,7 @@ def cmd_import(args):
     from ._import import import_array
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "import"):
         meta = import_array(args.src, args.out, scale=args.scale, scale_from=args.scale_from,
                             chunk_rows=args.chunk_rows, dtype=args.dtype,
                             overwrite=args.overwrite)
@@ -445,7 +442,7 @@ def cmd_encode(args):
     from ._encode import encode
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "encode"):
         z = encode(args.model, args.data, args.out, chunk_rows=args.chunk_rows,
                    overwrite=args.overwrite, scheduler=args.scheduler)
     print(f"encoded {z.shape[0]} rows into {z.shape[1]} hidden activations ({z.dtype}) in "
