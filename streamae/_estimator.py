@@ -514,7 +514,7 @@ def _with_checkpoint(exc, save_checkpoint, iteration):
     except StreamaeError:
         path = None
     error = type(exc)(f"{exc}; the checkpoint of iteration {iteration} was written to "
-                      f"'{path}': fix the cause, then resume (--resume, fit(resume=True))"
+                      f"'{path}': fix the cause, then resume with `resume=True`"
                       if path is not None else str(exc))
     error.checkpoint, error.iteration = path, iteration if path is not None else None
     return error

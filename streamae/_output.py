@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 
 from ._errors import StreamaeError
-from ._store import _is_url, check_writable, publish, write_error
+from ._store import _is_url, check_writable, missing_dirs, publish, remove_empty, write_error
 
 # Default size of one chunk of a store written by streamae (the unit of one
 # task when training): large enough to amortise Dask's per-task overhead,
@@ -72,6 +72,7 @@ def staged_array(path, *, shape, chunks, dtype, shards=None, overwrite=False,
     parent = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
     existed = os.path.lexists(path)
+    created, done = missing_dirs(parent), False
     try:
         try:
             os.makedirs(parent, exist_ok=True)
@@ -83,9 +84,12 @@ def staged_array(path, *, shape, chunks, dtype, shards=None, overwrite=False,
             raise write_error(exc, path, what, existed) from exc
         # fsync, then rename (or atomically exchange with the old output).
         publish(tmp, path, what)
+        done = True
     finally:
         if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            remove_empty(created)  # a failed write leaves no folder it created
 
 
 def open_for_writing(target, storage_options=None):

@@ -107,11 +107,11 @@ def filter_image(W, channels="auto", patch_shape=None, scale=None) -> np.ndarray
         channels = "gray" if patch_shape is not None else infer_channels(W.shape[1])
     if channels == "rgb":
         if patch_shape is not None:
-            raise ParameterError("--patch-shape applies to grey tiles only")
+            raise ParameterError("`patch_shape` applies to grey tiles only")
         n = W.shape[1]
         if n % 3 or math.isqrt(n // 3) ** 2 * 3 != n:
             raise ParameterError(f"colour tiles need 3 * p * p inputs, but the model has {n}; "
-                                 "use --channels gray")
+                                 "use `channels='gray'`")
         grid = colour_grid(W)
     else:
         grid = filter_grid(W, patch_shape=patch_shape)
@@ -250,6 +250,7 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     """
     from ._errors import OutputExistsError
     from ._estimator import SparseAutoencoder
+    from ._store import missing_dirs, remove_empty
 
     if isinstance(model, SparseAutoencoder):
         if out is None:
@@ -257,20 +258,33 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     else:
         path = os.fspath(model)
         if out is None and "://" in path:
-            raise ParameterError(f"give --out (a local directory) for the pictures of '{path}'")
+            raise ParameterError(f"give `out` (a local directory) for the pictures of '{path}'")
         out = default_out(path) if out is None else out
         model = SparseAutoencoder.load(path, storage_options=storage_options)
     out = Path(os.fspath(out))
     if out.exists() and not out.is_dir():
-        raise DataError(f"'{out}' exists and is not a directory; give a directory with --out")
+        raise DataError(f"'{out}' exists and is not a directory; give a directory as `out`")
     targets = [out / name for name in PICTURES]
     taken = [t for t in targets if t.exists()]
     if taken and not overwrite:
-        raise OutputExistsError(f"'{taken[0]}' already exists; choose another --out directory "
-                                "or pass --overwrite to replace the pictures")
-    out.mkdir(parents=True, exist_ok=True)
+        raise OutputExistsError(f"'{taken[0]}' already exists; choose another `out` directory "
+                                "or pass `overwrite=True` to replace the pictures")
+    filters = filter_image(model.W1_, channels, patch_shape, scale)  # bad options fail here
+    created = missing_dirs(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_pictures(model, filters, targets)
+    except BaseException:
+        remove_empty(created)  # a failed command leaves no empty folder
+        raise
 
-    written = {"filters.png": save_filters(model.W1_, targets[0], channels, patch_shape, scale)}
+
+def _write_pictures(model, filters, targets):
+    """Write the filters image and the charts of ``model`` to ``targets``."""
+    from PIL import Image
+
+    Image.fromarray(filters).save(targets[0], format="PNG")
+    written = {"filters.png": targets[0]}
     if model.history_:
         written["cost.png"] = _save_figure(cost_figure(model.history_), targets[1])
     rho_hat = getattr(model, "rho_hat_", None)

@@ -57,8 +57,8 @@ def check_writable(path, overwrite, storage_options=None, what="output"):
     directory cannot be created or written (checked before any work is done)."""
     if not overwrite and _exists(path, storage_options):
         raise OutputExistsError(
-            f"{what} '{path}' already exists; choose another path or pass --overwrite "
-            "(overwrite=True) to replace it")
+            f"{what} '{path}' already exists; choose another path or pass "
+            "`overwrite=True` to replace it")
     if _is_url(path):
         bucket = missing_bucket(path, storage_options)
         if bucket:
@@ -176,6 +176,26 @@ def write_error(exc, path, what, existed):
     return error
 
 
+def missing_dirs(path):
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty(dirs):
+    """Remove the directories ``dirs`` (deepest first) while they are empty: a failed
+    write leaves no folder it created."""
+    for path in dirs:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+
+
 def _write_atomically(path, write, what):
     """Run ``write(tmp)`` on a temporary sibling of the local ``path``, then `publish` it."""
     parent = os.path.dirname(os.path.abspath(path))
@@ -184,6 +204,7 @@ def _write_atomically(path, write, what):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = prefix + uuid.uuid4().hex[:8]
     existed = os.path.lexists(path)
+    created, done = missing_dirs(parent), False
     try:
         try:
             os.makedirs(parent, exist_ok=True)
@@ -191,9 +212,12 @@ def _write_atomically(path, write, what):
         except OSError as exc:
             raise write_error(exc, path, what, existed) from exc
         publish(tmp, path, what)
+        done = True
     finally:
         if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            remove_empty(created)
 
 
 def write_model(path, params, attrs, overwrite=False, storage_options=None):

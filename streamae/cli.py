@@ -8,6 +8,7 @@ a checkpoint and print the command that resumes (docs/reliability.md).
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -223,14 +224,15 @@ def cmd_train(args):
     except _checkpoint.TrainingInterrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is written: finish quietly
             signal.signal(sig, signal.SIG_IGN)
-        print(f"streamae: {exc}", file=sys.stderr)
+        print(f"streamae: {args.words(exc)}", file=sys.stderr)
         if exc.checkpoint is not None:
             print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return exc.exit_status
     except StreamaeError as exc:
         if getattr(exc, "checkpoint", None) is None:
             raise
-        print(f"streamae: error: {exc}", file=sys.stderr)  # the iterations done are kept
+        # The iterations done are kept.
+        print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return 2
     model.save(args.out, overwrite=args.overwrite, storage_options=options)
@@ -433,9 +435,23 @@ def cmd_import(args):
           f"({meta['dtype']}, chunks of {meta['chunk_rows']} rows, scale {method}) in "
           f"{time.perf_counter() - t0:.1f} s; values in [{lo:.6g}, {hi:.6g}]")
     if lo < 0 or hi > 1:
-        print("note: training needs values in [0, 1]; import again with --scale minmax "
-              "(per column) or --scale minmax-all", file=sys.stderr)
+        print(f"note: {_range_note(args, meta)}", file=sys.stderr)
     return 0
+
+
+def _range_note(args, meta):
+    """What to do about imported values outside [0, 1]."""
+    if args.scale_from:
+        return (f"with the scale recorded in {args.scale_from}, {args.src} reaches beyond "
+                "[0, 1]: its values range wider than the data that scale was taken from; "
+                "train and encode need values in [0, 1]: clip it to that data's range "
+                "before importing, or import all the data together with one scale")
+    if meta["source_dtype"].startswith(("int", "uint")):
+        return ("train needs values in [0, 1]; these are integers: import again with "
+                "--scale minmax-all (one scale for all values), or divide them by their "
+                "maximum first")
+    return ("train needs values in [0, 1]; import again with --scale minmax (per column) "
+            "or --scale minmax-all (one scale for all values)")
 
 
 def cmd_encode(args):
@@ -481,6 +497,42 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+# Python keywords whose flag is not the keyword with dashes ("--" + name.replace("_", "-")).
+_FLAG_OF = {"n_hidden": "--hidden", "storage_options": "--storage-option",
+            "whiten_images": "--whiten", "random_state": "--seed"}
+_QUOTED_KEYWORD = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def in_cli_words(message, parser):
+    """``message`` with the Python keywords it quotes as the flags of ``parser``.
+
+    Library messages quote keywords in backquotes: `overwrite=True` becomes
+    --overwrite, `resume=False` without --resume, `scale='minmax'` --scale minmax,
+    `chunk_rows` --chunk-rows. A keyword that is not an option of ``parser``
+    stays as it is.
+    """
+    flags = {f for a in parser._actions for f in a.option_strings}
+
+    def flag(match):
+        name, value = match.groups()
+        option = _FLAG_OF.get(name, "--" + name.replace("_", "-"))
+        if option not in flags:
+            return match.group(0)
+        if value in (None, "True"):
+            return option
+        if value == "False":
+            return f"without {option}"
+        return f"{option} {value.strip(chr(39) + chr(34))}"
+
+    return _QUOTED_KEYWORD.sub(flag, message)
+
+
+def _command_parser(parser, command):
+    """The parser of ``command`` (or ``parser`` itself)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices.get(command, parser)
+
+
 def _help(parser, topic=None):
     """Print the help of ``parser`` or of its command ``topic``; exit status."""
     if topic is None:
@@ -500,6 +552,7 @@ def main(argv=None):
     if args.command in (None, "help"):
         return _help(parser, getattr(args, "topic", None))
     args.argv = argv
+    args.words = lambda message: in_cli_words(str(message), _command_parser(parser, args.command))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -507,7 +560,7 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except StreamaeError as exc:
-        print(f"streamae: error: {exc}", file=sys.stderr)
+        print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"streamae: error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''}); "

@@ -33,7 +33,8 @@ ERR = "streamae: error: "
 USAGE = "streamae train: error: "
 BAD_DATA = ("; the sigmoid decoder needs finite values in [0, 1]: clean the data, or rescale it "
             "with `streamae import --scale minmax`")
-START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
+START_OVER = "start over with --overwrite and without --resume"  # CLI words
+API_START_OVER = "start over with `overwrite=True` and `resume=False`"  # Python words
 
 # (id, input, interface, message, exit status or exception class)
 ROWS = [
@@ -66,6 +67,20 @@ ROWS = [
     ("data-plain-folder", "a folder that is not a Zarr store", "CLI",
      ERR + "no Zarr array at 'folder' (…); point to the array itself, not a group or a plain "
      "folder", "2"),
+    ("data-npy", "a .npy file instead of a Zarr array", "CLI",
+     ERR + "'x.npy' is a NumPy .npy file, not a Zarr array (a folder of chunks): convert it "
+     "once with `streamae import x.npy x.zarr` (in Python streamae.import_array) and use "
+     "x.zarr", "2"),
+    ("data-csv", "a CSV file instead of a Zarr array", "CLI",
+     ERR + "'x.csv' is a CSV file, not a Zarr array (a folder of chunks): load it with "
+     "numpy.loadtxt('x.csv', delimiter=','), numpy.save it as x.npy, then convert it once "
+     "with `streamae import x.npy x.zarr` (in Python streamae.import_array) and use x.zarr",
+     "2"),
+    ("data-uint8", "uint8 pixels from 2 to 255", "CLI",
+     ERR + "'pixels.zarr', chunk 0 (rows 0-9): 40 value(s) outside [0, 1] (from 2 to 84) in "
+     "rows 0, 1, 2, 3, 4, ... (10 rows); the sigmoid decoder needs finite values in [0, 1]: "
+     "the data are integers (uint8): divide them by 255 or rescale them all with one scale, "
+     "`streamae import --scale minmax-all`", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
      "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
@@ -145,18 +160,18 @@ ROWS = [
      ERR + "checkpoint 'model.zarr.ckpt' was written with other run settings: strategy "
      "one-pass now two-pass; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-exists", "a new run where a checkpoint exists (no --resume)", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' already exists; continue that run with --resume "
-     "(resume=True), or start over with --overwrite (overwrite=True)", "2"),
+     ERR + "checkpoint 'model.zarr.ckpt' already exists; continue that run with --resume, "
+     "or start over with --overwrite", "2"),
     ("api-ckpt-other-hidden", "fit(resume=True) with another n_hidden", "API",
      "checkpoint 'model.zarr.ckpt' was written with other hyperparameters: n_hidden 3 now 4; "
-     "resume with the same options, or " + START_OVER, "CheckpointError"),
+     "resume with the same options, or " + API_START_OVER, "CheckpointError"),
     ("ckpt-disk-full", "disk full while writing a checkpoint", "CLI",
      ERR + "cannot write checkpoint 'model.zarr.ckpt' (No space left on device); no "
      "checkpoint was written", "2"),
     # ---- outputs
     ("out-exists", "--out that exists, without --overwrite", "CLI",
      ERR + "model 'model.zarr' already exists; choose another path or pass --overwrite "
-     "(overwrite=True) to replace it", "2"),
+     "to replace it", "2"),
     ("out-permission", "--out in a directory without write permission", "CLI",
      ERR + "cannot write model 'locked/model.zarr' (Permission denied on 'locked'); nothing "
      "was written", "2"),
@@ -167,8 +182,8 @@ ROWS = [
      ERR + "cannot write model 'model.zarr' (No space left on device); the existing model is "
      "unchanged", "2"),
     ("api-save-exists", "save() to an existing path", "API",
-     "model 'model.zarr' already exists; choose another path or pass --overwrite "
-     "(overwrite=True) to replace it", "OutputExistsError"),
+     "model 'model.zarr' already exists; choose another path or pass `overwrite=True` "
+     "to replace it", "OutputExistsError"),
 ]
 
 
@@ -268,6 +283,13 @@ SETUP = {
                               main(["train", "group.zarr", "--out", "m.zarr", *BASE]))[1],
     "data-plain-folder": lambda mp: (os.mkdir("folder"),
                                      main(["train", "folder", "--out", "m.zarr", *BASE]))[1],
+    "data-npy": lambda mp: (np.save("x.npy", np.full((10, 4), 0.5)),
+                            main(["train", "x.npy", "--out", "m.zarr", *BASE]))[1],
+    "data-csv": lambda mp: (np.savetxt("x.csv", np.full((10, 4), 0.5), delimiter=","),
+                            main(["train", "x.csv", "--out", "m.zarr", *BASE]))[1],
+    "data-uint8": lambda mp: main([
+        "train", _array("pixels.zarr", np.linspace(2, 255, 120).astype(np.uint8).reshape(30, 4),
+                        (10, 4)), "--out", "m.zarr", *BASE]),
     "api-data-nan": lambda mp: SparseAutoencoder(n_hidden=3).fit(
         np.where(np.arange(120).reshape(30, 4) == 13, np.nan, 0.5), max_iter=2, progress=False),
     "api-width": lambda mp: SparseAutoencoder.from_weights(
