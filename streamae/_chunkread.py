@@ -76,9 +76,31 @@ class LocalChunks:
     def __getitem__(self, selection):
         data = self._read_whole_chunks(selection) if self.direct else None
         if data is None:
-            data = self.array[selection]
+            try:
+                data = self.array[selection]
+            except (DataError, MemoryError):
+                raise
+            except Exception as exc:  # a chunk Zarr cannot read or decode
+                self._require_store()
+                raise self._damaged(selection, exc) from None
             self._require_store()
         return data
+
+    def _damaged(self, selection, exc):
+        """The `chunk_error` for a failed read of ``selection``: the first chunk of it
+        that cannot be read on its own (else the first chunk of the selection)."""
+        rows = selection[0] if isinstance(selection, tuple) else selection
+        start, stop, _ = rows.indices(self.shape[0]) if isinstance(rows, slice) \
+            else (0, self.shape[0], 1)
+        cr, m = self.chunk_rows, self.shape[0]
+        for first in range(start - start % cr, max(stop, start + 1), cr):
+            try:
+                self.array[first:min(first + cr, m)]
+            except Exception as chunk_exc:
+                return chunk_error(self.root, first // cr, first, min(first + cr, m),
+                                   chunk_exc)
+        first = start - start % cr
+        return chunk_error(self.root, first // cr, first, min(first + cr, m), exc)
 
     def _require_store(self):
         """Raise DataError if the array's metadata is gone (see the module notes)."""
@@ -131,6 +153,21 @@ class LocalChunks:
             self._require_store()
             return False
         return True
+
+
+def chunk_error(store, index, start, stop, exc):
+    """A one-line `DataError` for chunk ``index`` (rows ``start`` to ``stop - 1``) of
+    ``store`` that could not be read or decoded (``exc``, Zarr's or the codec's error).
+
+    Used where a task reads its rows, on every scheduler: the error pickles, so
+    a process or cluster worker raises the same message in the client.
+    """
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return DataError(
+        f"cannot read '{store}', chunk {index} (rows {start}-{stop - 1}): {reason}; the "
+        "chunk's file is damaged (cut short, or bytes that do not decode): restore the "
+        "store from a good copy, or write it again (`streamae import`, `streamae patches`)")
 
 
 def _direct_layout(array):

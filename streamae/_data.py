@@ -214,7 +214,31 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     else:
         rows = chunk_rows or max(1, _NUMPY_TASK_BYTES // max(1, n * data.dtype.itemsize))
         array = da.from_array(data, chunks=(min(rows, m), n))
+    readable = readable_dtype(array.dtype, source)
+    if readable != array.dtype:
+        array = array.astype(readable)  # per chunk, as each task reads it
     return Dataset(array, source, unit)
+
+
+def readable_dtype(dtype, source):
+    """The dtype the kernels read data of ``dtype`` as: native byte order, float16
+    widened to float32 (exactly); integers and float32/64 as they are.
+
+    Raises
+    ------
+    DataError
+        For floats wider than 64 bits, which would lose precision silently.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise DataError(f"{source} has dtype {dtype} ({dtype.itemsize * 8}-bit floats), wider "
+                        "than the kernels compute in; convert it to float64 first "
+                        "(`streamae import --dtype float64`)")
+    if dtype.kind == "f" and dtype.itemsize < 4:
+        return np.dtype(np.float32)
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    return dtype.newbyteorder("=") if not dtype.isnative else dtype
 
 
 def task_rows(unit_rows, row_bytes, m):
@@ -243,6 +267,10 @@ def _check_array_like(data, source):
             f"{source} is empty (shape {tuple(data.shape)}); it needs at least one row "
             "and one column"
         )
+    if dtype.kind == "c":
+        raise DataError(
+            f"{source} has complex dtype {dtype}; streamae trains on real values in [0, 1]: "
+            "keep the real part or the magnitude (numpy.abs) and save that")
     if dtype.kind not in "fiub":
         raise DataError(
             f"{source} has non-numeric dtype {dtype}; convert it to float32 or float64 "

@@ -33,6 +33,9 @@ ERR = "streamae: error: "
 USAGE = "streamae train: error: "
 BAD_DATA = ("; the sigmoid decoder needs finite values in [0, 1]: clean the data, or rescale it "
             "with `streamae import --scale minmax`")
+DAMAGED = ("; the chunk's file is damaged (cut short, or bytes that do not decode): restore "
+           "the store from a good copy, or write it again (`streamae import`, "
+           "`streamae patches`)")
 START_OVER = "start over with --overwrite and without --resume"  # CLI words
 API_START_OVER = "start over with `overwrite=True` and `resume=False`"  # Python words
 
@@ -81,6 +84,13 @@ ROWS = [
      "rows 0, 1, 2, 3, 4, ... (10 rows); the sigmoid decoder needs finite values in [0, 1]: "
      "the data are integers (uint8): divide them by 255 or rescale them all with one scale, "
      "`streamae import --scale minmax-all`", "2"),
+    ("data-chunk-cut-short", "a chunk file cut short (chunk 2)", "CLI",
+     ERR + "cannot read 'cut.zarr', chunk 2 (rows 20-29): …" + DAMAGED, "2"),
+    ("data-chunk-corrupt", "compressed bytes that do not decompress (chunk 1)", "CLI",
+     ERR + "cannot read 'corrupt.zarr', chunk 1 (rows 10-19): …" + DAMAGED, "2"),
+    ("data-complex", "complex values", "CLI",
+     ERR + "'complex.zarr' has complex dtype complex128; streamae trains on real values in "
+     "[0, 1]: keep the real part or the magnitude (numpy.abs) and save that", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
      "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
@@ -189,19 +199,30 @@ ROWS = [
 
 # ------------------------------------------------------------------ helpers
 
-def _array(path, values, chunks=None):
+def _array(path, values, chunks=None, compressed=True):
     values = np.asarray(values)
     with warnings.catch_warnings():  # Zarr warns that strings have no v3 specification yet
         warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
         z = zarr.create_array(path, shape=values.shape, dtype=values.dtype,
-                              chunks=chunks or values.shape)
+                              chunks=chunks or values.shape,
+                              **({} if compressed else {"compressors": None}))
     z[...] = values
     return path
 
 
-def _good(path="good.zarr", rows=40, chunk=10):
+def _good(path="good.zarr", rows=40, chunk=10, compressed=True):
     X = np.random.default_rng(0).uniform(0.1, 0.9, size=(rows, 4))
-    return _array(path, X, (chunk, 4))
+    return _array(path, X, (chunk, 4), compressed)
+
+
+def _damage(path, chunk, cut):
+    """Cut the file of ``chunk`` to ``cut`` bytes, or (``cut=None``) spoil its first bytes."""
+    file = os.path.join(path, *chunk.split("/"))
+    with open(file, "rb") as f:
+        data = f.read()
+    with open(file, "wb") as f:
+        f.write(data[:cut] if cut is not None else b"\xff" * 8 + data[8:])
+    return path
 
 
 def _with(rows, value, name):
@@ -290,6 +311,13 @@ SETUP = {
     "data-uint8": lambda mp: main([
         "train", _array("pixels.zarr", np.linspace(2, 255, 120).astype(np.uint8).reshape(30, 4),
                         (10, 4)), "--out", "m.zarr", *BASE]),
+    "data-chunk-cut-short": lambda mp: main([
+        "train", _damage(_good("cut.zarr", compressed=False), "c/2/0", cut=100), "--out",
+        "m.zarr", *BASE]),
+    "data-chunk-corrupt": lambda mp: main([
+        "train", _damage(_good("corrupt.zarr"), "c/1/0", cut=None), "--out", "m.zarr", *BASE]),
+    "data-complex": lambda mp: main(["train", _array("complex.zarr", np.full((10, 4), 0.5 + 0j)),
+                                     "--out", "m.zarr", *BASE]),
     "api-data-nan": lambda mp: SparseAutoencoder(n_hidden=3).fit(
         np.where(np.arange(120).reshape(30, 4) == 13, np.nan, 0.5), max_iter=2, progress=False),
     "api-width": lambda mp: SparseAutoencoder.from_weights(
