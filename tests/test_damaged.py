@@ -114,3 +114,20 @@ def test_floats_wider_than_64_bits_are_refused_up_front():
         pytest.skip("longdouble is float64 on this platform")
     with pytest.raises(DataError, match=r"convert it to float64 first"):
         SparseAutoencoder(n_hidden=2).fit(X, **FIT)
+
+
+def test_a_damaged_chunk_in_another_store_is_named(X):
+    """Stores other than local folders (memory here; object stores) are read through
+    ZarrChunks, which names the chunk the same way."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
+    store = MemoryStore()
+    z = zarr.create_array(store, shape=X.shape, chunks=(10, 4), dtype="f8")
+    z[...] = X
+    data = store._store_dict["c/1/0"].to_bytes()
+    store._store_dict["c/1/0"] = default_buffer_prototype().buffer.from_bytes(
+        b"\xff" * 8 + data[8:])
+    with pytest.raises(DataError, match=r"^cannot read 'memory://\d+', chunk 1 \(rows 10-19\): "
+                                        r".*restore the store from a good copy"):
+        SparseAutoencoder(n_hidden=2).fit(z, **FIT)
