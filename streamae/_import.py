@@ -185,8 +185,8 @@ def read_scale(store, storage_options=None):
     scale = dict(z.attrs).get("streamae", {}).get("scale")
     if not scale or scale.get("method", "none") == "none":
         raise DataError(f"'{store}' has no recorded scale (it was not written by "
-                        "`streamae import --scale ...`); give a store imported with `scale='minmax'` or "
-                        "`scale='minmax-all'`")
+                        "`streamae import --scale ...`); give a store imported with "
+                        "`scale='minmax'` or `scale='minmax-all'`")
     return scale
 
 

@@ -21,7 +21,7 @@ from . import __version__
 from ._errors import StreamaeError
 
 # The choices of --strategy and --optimizer, as streamae._engine.STRATEGIES and
-# streamae._optim.OPTIMIZERS (tests/test_cli.py checks they agree).
+# streamae._optim.OPTIMIZERS (tests/test_cli_help.py checks they agree).
 STRATEGIES = ("two-pass", "one-pass", "cached")
 OPTIMIZERS = ("lbfgs", "gd")
 
