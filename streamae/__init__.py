@@ -11,7 +11,7 @@ Layout, from the maths outwards:
 - ``_estimator`` the `SparseAutoencoder` estimator
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
-- ``_progress``  a bar of chunks done within a long pass
+- ``_progress``  labelled progress of long phases: tqdm bars, or log lines
 - ``_images``    images in: built-in photographs, folders of image files, 1/f whitening
 - ``_patches``   patches: sampled, normalised, in memory or streamed into Zarr
 - ``_import``    arrays imported into Zarr
@@ -21,30 +21,78 @@ Layout, from the maths outwards:
 - ``_atomic``    atomic local writes (temporary sibling, fsync, rename)
 - ``_errors``    the exceptions users see (one-line messages)
 - ``cli``        the ``streamae`` command
+
+The public names are imported on first use, so the command's help and
+``import streamae`` stay fast.
 """
 
-from ._encode import encode
-from ._engine import STRATEGIES
-from ._errors import (
-    CheckpointError,
-    ClusterError,
-    DataError,
-    MemoryBudgetError,
-    NumericalError,
-    OutputExistsError,
-    OutputWriteError,
-    ParameterError,
-    StreamaeError,
-    TrainingInterrupted,
-)
-from ._estimator import NotFittedError, SparseAutoencoder
-from ._import import import_array
-from ._metrics import MetricsLog
-from ._objective import reference_cost_and_grad
-from ._patches import write_patches
-from ._plots import show
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public names and the private module that defines each. They are imported on
+# first use (PEP 562), so that `import streamae.cli` and `streamae --help` do not
+# load NumPy, Numba, SciPy or Dask.
+_EXPORTS = {
+    "CheckpointError": "_errors",
+    "TrainingInterrupted": "_errors",
+    "ClusterError": "_errors",
+    "encode": "_encode",
+    "STRATEGIES": "_engine",
+    "DataError": "_errors",
+    "MemoryBudgetError": "_errors",
+    "NumericalError": "_errors",
+    "OutputExistsError": "_errors",
+    "ParameterError": "_errors",
+    "StreamaeError": "_errors",
+    "NotFittedError": "_estimator",
+    "SparseAutoencoder": "_estimator",
+    "import_array": "_import",
+    "MetricsLog": "_metrics",
+    "reference_cost_and_grad": "_objective",
+    "write_patches": "_patches",
+    "show": "_plots",
+    "OutputWriteError": "_errors",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamae' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from ._encode import encode
+    from ._engine import STRATEGIES
+    from ._errors import (
+        CheckpointError,
+        ClusterError,
+        DataError,
+        MemoryBudgetError,
+        NumericalError,
+        OutputExistsError,
+        OutputWriteError,
+        ParameterError,
+        StreamaeError,
+        TrainingInterrupted,
+    )
+    from ._estimator import NotFittedError, SparseAutoencoder
+    from ._import import import_array
+    from ._metrics import MetricsLog
+    from ._objective import reference_cost_and_grad
+    from ._patches import write_patches
+    from ._plots import show
+
 
 __all__ = [
     "STRATEGIES",

@@ -130,6 +130,26 @@ def _remove(path):
             os.unlink(path)
 
 
+def missing_dirs(path):
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty(dirs):
+    """Remove the directories ``dirs`` (deepest first) while they are empty: a failed
+    write leaves no folder it created."""
+    for path in dirs:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+
+
 def remove_stale(path):
     """Delete the temporaries that writes of ``path`` killed mid-way left beside it."""
     for stale in glob.glob(glob.escape(_temporary_prefix(path)) + "*"):
@@ -160,11 +180,13 @@ def staged(path, what="output"):
     ------
     OutputWriteError
         On an OS error (disk full, permission denied, ...), naming ``path``.
+        Parent folders created for ``path`` are removed again if the write fails.
     """
     path = os.fspath(path)
     remove_stale(path)
     tmp = _temporary_prefix(path) + uuid.uuid4().hex[:8]
     existed = os.path.lexists(path)
+    created, done = missing_dirs(os.path.dirname(tmp)), False
     try:
         try:
             os.makedirs(os.path.dirname(tmp), exist_ok=True)
@@ -174,8 +196,11 @@ def staged(path, what="output"):
                 raise
             raise write_error(exc, path, what, existed) from exc
         publish(tmp, path, what)
+        done = True
     finally:
         _remove(tmp)
+        if not done:
+            remove_empty(created)  # a failed write leaves no folder it created
 
 
 def write_bytes(path, data, what="output"):

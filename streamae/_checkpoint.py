@@ -49,7 +49,7 @@ from ._optim import OptimState
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
-_START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
+_START_OVER = "start over with `overwrite=True` and `resume=False`"
 
 
 class Stop(Exception):
@@ -274,12 +274,12 @@ def read(path):
     if magic != b"PK\x03\x04":
         raise CheckpointError(
             f"'{path}' is not a streamae checkpoint (not an .npz file); give the file that "
-            f"--checkpoint named, or the default <out>{SUFFIX}")
+            f"`checkpoint` named, or the default <out>{SUFFIX}")
     damaged = (f"checkpoint '{path}' is damaged or truncated; restore a good copy, or "
                f"{_START_OVER}")
     not_ours = CheckpointError(
         f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); give the file that "
-        f"--checkpoint named, or the default <out>{SUFFIX}")
+        f"`checkpoint` named, or the default <out>{SUFFIX}")
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
@@ -338,8 +338,8 @@ class Checkpointer:
         exists = os.path.lexists(self.path)
         if exists and not resume and not overwrite:
             raise CheckpointExistsError(
-                f"checkpoint '{self.path}' already exists; continue that run with --resume "
-                "(resume=True), or start over with --overwrite (overwrite=True)")
+                f"checkpoint '{self.path}' already exists; continue that run with "
+                "`resume=True`, or start over with `overwrite=True`")
         saved = None
         if resume and exists:
             saved = read(self.path)

@@ -76,9 +76,18 @@ class LocalChunks:
     def __getitem__(self, selection):
         data = self._read_whole_chunks(selection) if self.direct else None
         if data is None:
-            data = self.array[selection]
+            try:
+                data = self.array[selection]
+            except (DataError, MemoryError):
+                raise
+            except Exception as exc:  # a chunk Zarr cannot read or decode
+                self._require_store()
+                raise self._damaged(selection, exc) from None
             self._require_store()
         return data
+
+    def _damaged(self, selection, exc):
+        return first_bad_chunk(self.array, selection, exc, self.root)
 
     def _require_store(self):
         """Raise DataError if the array's metadata is gone (see the module notes)."""
@@ -133,6 +142,63 @@ class LocalChunks:
         return True
 
 
+def chunk_error(store, index, start, stop, exc):
+    """A one-line `DataError` for chunk ``index`` (rows ``start`` to ``stop - 1``) of
+    ``store`` that could not be read or decoded (``exc``, Zarr's or the codec's error).
+
+    Used where a task reads its rows, on every scheduler: the error pickles, so
+    a process or cluster worker raises the same message in the client.
+    """
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    fix = ("check that its file can be read (permissions, the disk)" if isinstance(exc, OSError)
+           else "the chunk's file is damaged (cut short, or bytes that do not decode): restore "
+                "the store from a good copy, or write it again (`streamae import`, "
+                "`streamae patches`)")
+    return DataError(f"cannot read '{store}', chunk {index} (rows {start}-{stop - 1}): "
+                     f"{reason}; {fix}")
+
+
+def first_bad_chunk(array, selection, exc, store):
+    """The `chunk_error` for a failed read of ``selection`` (rows, columns) of the
+    zarr.Array ``array``: the first of its chunks that cannot be read on its own,
+    else the first chunk of the selection."""
+    rows = selection[0] if isinstance(selection, tuple) else selection
+    m, cr = array.shape[0], int(array.chunks[0])
+    start, stop, _ = rows.indices(m) if isinstance(rows, slice) else (0, m, 1)
+    first = start - start % cr
+    for row in range(first, max(stop, start + 1), cr):
+        try:
+            array[row:min(row + cr, m)]
+        except Exception as chunk_exc:
+            return chunk_error(store, row // cr, row, min(row + cr, m), chunk_exc)
+    return chunk_error(store, first // cr, first, min(first + cr, m), exc)
+
+
+class ZarrChunks:
+    """An array-like over a zarr.Array in any store, read by Dask one row chunk at a
+    time; a chunk that cannot be decoded is a `chunk_error` (failures to reach the
+    store, OSError, are left as they are: the caller describes those)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = array.ndim
+        self.store = str(array.store_path)
+
+    def __dask_tokenize__(self):
+        return ("streamae-zarr-chunks", tokenize(self.array))
+
+    def __getitem__(self, selection):
+        try:
+            return self.array[selection]
+        except (DataError, MemoryError, OSError):
+            raise
+        except Exception as exc:
+            raise first_bad_chunk(self.array, selection, exc, self.store) from None
+
+
 def _direct_layout(array):
     """Whether ``array``'s chunk files are its values as they are (see module notes)."""
     from zarr.codecs import BytesCodec
@@ -158,12 +224,15 @@ def as_dask(array, rows):
 
     Local stores are read through `LocalChunks` (direct whole-chunk reads
     where possible, a check that the store is still there); other stores
-    through ``dask.array.from_zarr``.
+    through `ZarrChunks`.
     """
     n = array.shape[1]
     local = LocalChunks.for_array(array)
     if local is None:
-        return da.from_zarr(array, chunks=(rows, n))
+        remote = ZarrChunks(array)
+        return da.from_array(remote, chunks=(rows, n), name="read-zarr-" + tokenize(remote, rows),
+                             asarray=False, fancy=False, lock=False, inline_array=False,
+                             meta=np.empty((0, 0), remote.dtype))
     name = "read-zarr-" + tokenize(local, rows)
     return da.from_array(local, chunks=(rows, n), name=name, asarray=False, fancy=False,
                          lock=False, inline_array=False, meta=np.empty((0, 0), local.dtype))

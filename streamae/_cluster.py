@@ -510,7 +510,7 @@ class Runner:
         return ClusterError(
             f"lost the Dask scheduler{where} ({reason}); "
             "the run stopped: start a scheduler and run again, resuming from the last "
-            "checkpoint if one was written (--checkpoint-every; see 'When the scheduler "
+            "checkpoint if one was written (`checkpoint_every`; see 'When the scheduler "
             "dies' in docs/cluster.md)")
 
     def _translate(self, exc):
@@ -526,7 +526,7 @@ class Runner:
                 f"a task was running on {_killed_count()} workers that all died "
                 f"({_first_line(exc)}); a worker dying on every attempt usually means it "
                 "ran out of memory: give workers more memory or use smaller chunks "
-                "(chunk_rows / --chunk-rows), see docs/cluster.md")
+                "(`chunk_rows`), see docs/cluster.md")
         if _lost_input(exc):
             return LostInputError(
                 "every worker holding the scattered parameters was lost and the evaluation "

@@ -86,6 +86,8 @@ def open_zarr_array(path, storage_options=None):
             f"no data at '{path}': the path does not exist "
             "(check the path, or create a store with `streamae import`)"
         )
+    if not _is_url(path) and os.path.isfile(path):
+        raise DataError(not_a_store(path))
     kwargs = {"storage_options": storage_options} if _is_url(path) and storage_options else {}
     if _is_url(path):
         try:
@@ -105,6 +107,21 @@ def open_zarr_array(path, storage_options=None):
                         "itself, not a group") from None
 
 
+def not_a_store(path):
+    """The message for a file given where a Zarr array (a folder) is expected."""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    kind = {".npy": "a NumPy .npy file", ".csv": "a CSV file", ".txt": "a text file",
+            ".npz": "a NumPy .npz archive"}.get(ext.lower(), "a file")
+    fix = (f"convert it once with `streamae import {path} {stem}.zarr` (in Python "
+           f"streamae.import_array) and use {stem}.zarr")
+    if ext.lower() in (".csv", ".txt"):
+        fix = (f"load it with numpy.loadtxt('{path}', delimiter=','), numpy.save it as "
+               f"{stem}.npy, then {fix.replace(path, stem + '.npy')}")
+    elif ext.lower() == ".npz":
+        fix = f"save the array you want as a .npy file, then {fix.replace(path, stem + '.npy')}"
+    return f"'{path}' is {kind}, not a Zarr array (a folder of chunks): {fix}"
+
+
 _BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "r2")
 
 
@@ -120,7 +137,7 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
         what = "no credentials were found" if name == "NoCredentialsError" else reason
         return (f"access denied to '{url}' ({what}): check the credentials "
                 "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the "
-                f"environment; or --storage-option key=... secret=...) and that they may "
+                f"environment; or `storage_options` key=... secret=...) and that they may "
                 f"{action} this bucket")
     if isinstance(exc, ConnectionError) or "Connect" in name or "Timeout" in name:
         return (f"cannot reach the object store for '{url}' ({name}: {reason}); check the "
@@ -197,7 +214,31 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     else:
         rows = chunk_rows or max(1, _NUMPY_TASK_BYTES // max(1, n * data.dtype.itemsize))
         array = da.from_array(data, chunks=(min(rows, m), n))
+    readable = readable_dtype(array.dtype, source)
+    if readable != array.dtype:
+        array = array.astype(readable)  # per chunk, as each task reads it
     return Dataset(array, source, unit)
+
+
+def readable_dtype(dtype, source):
+    """The dtype the kernels read data of ``dtype`` as: native byte order, float16
+    widened to float32 (exactly); integers and float32/64 as they are.
+
+    Raises
+    ------
+    DataError
+        For floats wider than 64 bits, which would lose precision silently.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise DataError(f"{source} has dtype {dtype} ({dtype.itemsize * 8}-bit floats), wider "
+                        "than the kernels compute in; convert it to float64 first "
+                        "(`streamae import --dtype float64`)")
+    if dtype.kind == "f" and dtype.itemsize < 4:
+        return np.dtype(np.float32)
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    return dtype.newbyteorder("=") if not dtype.isnative else dtype
 
 
 def task_rows(unit_rows, row_bytes, m):
@@ -226,6 +267,10 @@ def _check_array_like(data, source):
             f"{source} is empty (shape {tuple(data.shape)}); it needs at least one row "
             "and one column"
         )
+    if dtype.kind == "c":
+        raise DataError(
+            f"{source} has complex dtype {dtype}; streamae trains on real values in [0, 1]: "
+            "keep the real part or the magnitude (numpy.abs) and save that")
     if dtype.kind not in "fiub":
         raise DataError(
             f"{source} has non-numeric dtype {dtype}; convert it to float32 or float64 "
@@ -255,8 +300,19 @@ def describe_bad_values(dataset, row):
                      f"in rows {_rows(rows)}")
     found = "; ".join(parts) or "values outside [0, 1]"
     return (f"{dataset.source}, chunk {i} (rows {start}-{stop - 1}): {found}; the sigmoid "
-            "decoder needs finite values in [0, 1]: clean the data, or rescale it with "
-            "`streamae import --scale minmax`")
+            f"decoder needs finite values in [0, 1]: {_rescale_hint(dataset.array.dtype)}")
+
+
+def _rescale_hint(dtype):
+    """How to bring data of ``dtype`` into [0, 1]."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        # Integers are usually pixels or counts on one scale: per-column min-max
+        # would stretch each column (pixel) differently.
+        over = f"divide them by {np.iinfo(dtype).max} or " if dtype.kind == "u" else ""
+        return (f"the data are integers ({dtype.name}): {over}rescale them all with one "
+                "scale, `streamae import --scale minmax-all`")
+    return "clean the data, or rescale it with `streamae import --scale minmax`"
 
 
 def _rows(rows):

@@ -235,6 +235,23 @@ class Evaluator:
         enabled = self.progress and getattr(self.runner, "kind", "") != "distributed"
         return chunk_progress(label, len(self.row_starts), enabled)
 
+    def compile_kernels(self, n_hidden):
+        """Compile this strategy's kernels in this process (or load them from Numba's
+        cache) on one row, so that the first pass over the data does not wait for them."""
+        n = self.dataset.shape[1]
+        X = np.full((1, n), 0.5, self.dtype)
+        p = {"W1": np.zeros((n_hidden, n), self.dtype), "b1": np.zeros(n_hidden, self.dtype),
+             "W2": np.zeros((n, n_hidden), self.dtype), "b2": np.zeros(n, self.dtype)}
+        c = np.zeros(n_hidden, self.dtype)
+        if self.strategy == "one-pass":
+            _task_one_pass(X, p, 0, self.block_rows)
+        elif self.strategy == "two-pass":
+            _task_hidden_sum(X, p, self.block_rows)
+            _task_backprop(X, p, c, 0, self.block_rows)
+        else:
+            kept = _task_hidden_keep(X, p, self.block_rows)
+            _task_backprop_cached(X, kept, p, c, 0, self.block_rows)
+
     def _check_data(self, bad):
         if bad[0] > 0:
             raise DataError(describe_bad_values(self.dataset, int(bad[1])))

@@ -6,11 +6,10 @@ import time
 
 import dask.array as da
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import _checkpoint as C
 from . import _kernels as K
-from . import _metrics, _optim
+from . import _metrics, _optim, _progress
 from ._cluster import make_runner
 from ._data import open_dataset
 from ._engine import STRATEGIES, Evaluator, make_hyper
@@ -302,10 +301,12 @@ class SparseAutoencoder:
             self.resumed_from_ = state.iteration
         elapsed0 = saved.elapsed if saved is not None else 0.0
         t0 = time.perf_counter() - elapsed0
-        bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter) if state else 0,
-                   disable=not progress, unit="it", dynamic_ncols=True, desc=f"fit {strategy}")
+        bar = _progress.bar(f"fit {strategy}", max_iter, "it", enabled=progress,
+                            initial=min(state.iteration, max_iter) if state else 0)
         with runner.session(), flag, bar:
             try:
+                with _progress.phase("compiling kernels", enabled=progress):
+                    evaluator.compile_kernels(self.n_hidden)
                 # Denominator of the explained variance: one streaming pass per
                 # fit, inside the session (same workers) and the signal handler.
                 with evaluator.pass_progress("data variance"):
@@ -519,7 +520,7 @@ def _with_checkpoint(exc, save_checkpoint, iteration):
     except StreamaeError:
         path = None
     error = type(exc)(f"{exc}; the checkpoint of iteration {iteration} was written to "
-                      f"'{path}': fix the cause, then resume (--resume, fit(resume=True))"
+                      f"'{path}': fix the cause, then resume with `resume=True`"
                       if path is not None else str(exc))
     error.checkpoint, error.iteration = path, iteration if path is not None else None
     return error

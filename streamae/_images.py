@@ -235,7 +235,7 @@ def iter_folder_images(folder, channels: str = "gray", max_side: int = 512, skip
     root = Path(os.fspath(folder))
     if not root.is_dir():
         raise DataError(f"image folder '{folder}' does not exist or is not a directory; "
-                        "give a folder of images (JPEG, PNG, TIFF, ...) or use --builtin")
+                        "give a folder of images (JPEG, PNG, TIFF, ...) or use `builtin=True`")
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and not any(part.startswith(".")
                                               for part in p.relative_to(root).parts))
@@ -254,4 +254,4 @@ def iter_folder_images(folder, channels: str = "gray", max_side: int = 512, skip
         what = f"{len(files)} file(s), none an image Pillow can read ({listed})" if files \
             else "it is empty"
         raise DataError(f"no readable images in '{folder}': {what}; put JPEG, PNG, TIFF, ... "
-                        "files there, or use --builtin for the built-in photographs")
+                        "files there, or use `builtin=True` for the built-in photographs")

@@ -185,7 +185,8 @@ def read_scale(store, storage_options=None):
     scale = dict(z.attrs).get("streamae", {}).get("scale")
     if not scale or scale.get("method", "none") == "none":
         raise DataError(f"'{store}' has no recorded scale (it was not written by "
-                        "`streamae import --scale ...`); give the store imported with --scale")
+                        "`streamae import --scale ...`); give a store imported with "
+                        "`scale='minmax'` or `scale='minmax-all'`")
     return scale
 
 
@@ -221,7 +222,7 @@ def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dt
     if scale not in SCALES:
         raise ParameterError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if scale_from is not None and scale != "none":
-        raise ParameterError("give either --scale or --scale-from, not both")
+        raise ParameterError("give either `scale` or `scale_from`, not both")
     if chunk_rows is not None and chunk_rows < 1:
         raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
     from ._store import check_writable

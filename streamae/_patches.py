@@ -209,9 +209,9 @@ def _require_patch_fits(im, name, size, max_side):
         shrunk = max_side and max(im.shape[:2]) == max_side
         raise DataError(
             f"image '{name}' is {im.shape[1]}x{im.shape[0]} pixels"
-            f"{' after downscaling to --max-side ' + str(max_side) if shrunk else ''}, "
-            f"smaller than the {size}x{size} patches; remove it or use --size "
-            f"{min(im.shape[:2])} or less" + (", or raise --max-side" if shrunk else ""))
+            f"{f' after downscaling to `max_side={max_side}`' if shrunk else ''}, "
+            f"smaller than the {size}x{size} patches; remove it or use `size="
+            f"{min(im.shape[:2])}` or less" + (", or raise `max_side`" if shrunk else ""))
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ class PatchSource:
                         f"cannot keep the images' scratch copy in {tempfile.gettempdir()} "
                         f"({exc.strerror or exc}; {offset * 4 / 2**20:.0f} MiB written before "
                         f"image '{name}'): set TMPDIR to a folder with more space, or lower "
-                        "--max-side") from None
+                        "`max_side`") from None
                 names.append(name)
                 starts.append(offset)
                 heights.append(im.shape[0])
@@ -561,10 +561,10 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     echo = echo or (lambda *a, **k: None)
     size, count, seed = int(size), int(count), int(seed)
     if size < 2:
-        raise ParameterError(f"patch size must be at least 2 (--size), got {size}; "
+        raise ParameterError(f"patch size must be at least 2 (`size`), got {size}; "
                              "the exercise uses 8")
     if count < 1:
-        raise ParameterError(f"the number of patches (--count) must be >= 1, got {count}")
+        raise ParameterError(f"the number of patches (`count`) must be >= 1, got {count}")
     if channels not in CHANNELS:
         raise ParameterError(f"channels must be 'gray' or 'rgb', got {channels!r}")
     if dtype not in ("float32", "float64"):
@@ -572,12 +572,12 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if seed < 0:
         raise ParameterError(f"seed must be >= 0, got {seed}")
     if max_side < 0 or 0 < max_side < size:
-        raise ParameterError(f"--max-side must be 0 (no downscaling) or >= the patch size "
+        raise ParameterError(f"`max_side` must be 0 (no downscaling) or >= the patch size "
                              f"{size}, got {max_side}")
     if chunk_rows is not None and chunk_rows < 1:
         raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if (images is None) == (not builtin):
-        raise ParameterError("give exactly one image source: --images DIR or --builtin")
+        raise ParameterError("give exactly one image source: `images=DIR` or `builtin=True`")
 
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")

@@ -62,10 +62,10 @@ def _tiles(A, channels, patch_shape):
     if channels == "rgb":
         p = math.isqrt(n // 3)
         if patch_shape is not None:
-            raise ParameterError("--patch-shape applies to grey tiles only")
+            raise ParameterError("`patch_shape` applies to grey tiles only")
         if 3 * p * p != n:
             raise ParameterError(f"colour tiles need 3 * p * p inputs, but the model has {n}; "
-                                 "use --channels gray")
+                                 "use `channels='gray'`")
         # (3, p*p) channel blocks -> (p, p, 3), each channel column-major.
         return A.reshape(k, 3, p, p).transpose(0, 3, 2, 1)
     h, w = tile_shape(n) if patch_shape is None else (int(s) for s in patch_shape)
@@ -284,6 +284,7 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
         Picture name -> path written. ``cost.png`` is left out when the model
         has no training history, ``rho_hat.png`` when it has no rho_hat.
     """
+    from ._atomic import missing_dirs, remove_empty
     from ._errors import OutputExistsError
     from ._estimator import SparseAutoencoder
 
@@ -293,20 +294,33 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     else:
         path = os.fspath(model)
         if out is None and "://" in path:
-            raise ParameterError(f"give --out (a local directory) for the pictures of '{path}'")
+            raise ParameterError(f"give `out` (a local directory) for the pictures of '{path}'")
         out = default_out(path) if out is None else out
         model = SparseAutoencoder.load(path, storage_options=storage_options)
     out = Path(os.fspath(out))
     if out.exists() and not out.is_dir():
-        raise DataError(f"'{out}' exists and is not a directory; give a directory with --out")
+        raise DataError(f"'{out}' exists and is not a directory; give a directory as `out`")
     targets = [out / name for name in PICTURES]
     taken = [t for t in targets if t.exists()]
     if taken and not overwrite:
-        raise OutputExistsError(f"'{taken[0]}' already exists; choose another --out directory "
-                                "or pass --overwrite to replace the pictures")
-    out.mkdir(parents=True, exist_ok=True)
+        raise OutputExistsError(f"'{taken[0]}' already exists; choose another `out` directory "
+                                "or pass `overwrite=True` to replace the pictures")
+    filters = filter_image(model.W1_, channels, patch_shape, scale)  # bad options fail here
+    created = missing_dirs(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_pictures(model, filters, targets)
+    except BaseException:
+        remove_empty(created)  # a failed command leaves no empty folder
+        raise
 
-    written = {"filters.png": save_filters(model.W1_, targets[0], channels, patch_shape, scale)}
+
+def _write_pictures(model, filters, targets):
+    """Write the filters image and the charts of ``model`` to ``targets``."""
+    from PIL import Image
+
+    Image.fromarray(filters).save(targets[0], format="PNG")
+    written = {"filters.png": targets[0]}
     if model.history_:
         written["cost.png"] = _save_figure(cost_figure(model.history_), targets[1])
     rho_hat = getattr(model, "rho_hat_", None)

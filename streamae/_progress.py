@@ -1,58 +1,197 @@
-"""Progress within one pass over the data: chunks done out of all.
+"""Progress of long phases, in one style for the library and every command.
 
-The fit's bar counts iterations; on a large dataset one iteration is one or
-more passes that can take minutes, so a second bar counts the kernel tasks
-(one per chunk) of the pass in progress. It appears only when a pass lasts
-longer than `DELAY` seconds and disappears when the pass ends. It works with
-Dask's local schedulers (threads, synchronous, processes), whose callbacks
-see every finished task; on a distributed cluster the dashboard shows the
-same (its address is printed when the fit starts).
+Each long phase has a label ("compiling kernels", "data variance",
+"fit one-pass", "one-pass", "import", ...). On a terminal (or in a notebook)
+it is a tqdm bar; when stderr is anything else (a log file, a pipe) it is
+plain lines, ``streamae: LABEL: 120/400 it (30%), 61.2 s``, at most one every
+`LOG_EVERY` seconds and one when the phase ends, with no carriage returns or
+cursor escapes.
+
+Three kinds of bars:
+
+- `bar`: counted by the caller (the fit's iterations).
+- `chunk_progress`: the kernel tasks (one per chunk) of one pass over the data
+  in a local Dask compute. On a large dataset one iteration is one or more
+  passes that can take minutes; the bar appears only when a pass lasts longer
+  than `DELAY` seconds and disappears when it ends. On a distributed cluster
+  the dashboard shows the same (its address is printed when the fit starts).
+- `task_progress`: every task of the local Dask computes inside a block (the
+  ``patches``, ``import`` and ``encode`` commands).
+
+`phase` labels a step that cannot be counted (compiling the kernels).
 """
 
 import contextlib
-
-from dask.callbacks import Callback
-from tqdm.auto import tqdm
+import sys
+import time
 
 DELAY = 2.0  # seconds before a pass's bar appears
+LOG_EVERY = 10.0  # seconds between two log lines of one phase
 # Names of the per-chunk tasks (streamae._engine, streamae._metrics).
 CHUNK_TASKS = ("_task_", "_moments")
 
 
-class ChunkBar(Callback):
-    """A tqdm bar advanced by every finished per-chunk task of a local Dask compute.
+def interactive():
+    """True if bars can be redrawn: stderr is a terminal, or this is a notebook."""
+    from tqdm.auto import tqdm
+
+    if "notebook" in tqdm.__module__:
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def bar(label, total=None, unit="it", *, enabled=True, initial=0, leave=True, delay=0.0):
+    """A progress bar for a phase of ``total`` steps: tqdm, or log lines (module notes).
 
     Parameters
     ----------
     label : str
-        What the pass is, e.g. "one-pass" or "two-pass 1/2".
-    total : int
-        Chunks in the pass.
+        What the phase is.
+    total : int, optional
+        Steps in the phase; None if unknown.
+    unit : str
+        What a step is ("it", "chunk", "task").
+    enabled : bool
+        False gives a bar that shows nothing.
+    initial : int
+        Steps already done (a resumed fit).
+    leave : bool
+        Keep the finished bar on a terminal.
+    delay : float
+        Show nothing for a phase that ends within this many seconds.
+
+    Returns
+    -------
+    tqdm.tqdm or LogBar
+        Both have ``update``, ``set_postfix``, ``close`` and are context managers.
+    """
+    if enabled and interactive():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=label, unit=unit, initial=initial, leave=leave,
+                    delay=delay, dynamic_ncols=True)
+    return LogBar(label, total, unit, initial=initial, delay=delay, enabled=enabled)
+
+
+class LogBar:
+    """Progress as plain lines on stderr, for logs (same calls as a tqdm bar).
+
+    Parameters
+    ----------
+    label, total, unit, initial, delay, enabled
+        As `bar`.
     """
 
-    def __init__(self, label, total):
-        super().__init__()
-        self.bar = tqdm(total=total, desc=label, unit="chunk", leave=False, delay=DELAY,
-                        dynamic_ncols=True)
+    def __init__(self, label, total=None, unit="it", *, initial=0, delay=0.0, enabled=True):
+        self.label, self.total, self.unit = label, total, unit
+        self.n = initial
+        self.delay = delay
+        self.disable = not enabled
+        self.postfix = ""
+        self.start = self.last = time.monotonic()
+        self.closed = False
+
+    def update(self, n=1):
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY and now - self.start >= self.delay:
+            self._line(now)
+
+    def set_postfix(self, refresh=True, **values):
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self, final=True):
+        """End the phase: one last line if it lasted at least ``delay`` seconds."""
+        if self.closed:
+            return
+        self.closed = True
+        now = time.monotonic()
+        if final and now - self.start >= self.delay:
+            self._line(now, done=True)
+
+    def _line(self, now, done=False):
+        self.last = now
+        if self.disable:
+            return
+        if self.total:
+            count = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+        elif self.n:
+            count = f"{self.n} {self.unit}"
+        else:
+            count = "done" if done else "running"
+        extra = f", {self.postfix}" if self.postfix else ""
+        print(f"streamae: {self.label}: {count}, {now - self.start:.1f} s{extra}",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(final=exc_type is None)  # an error says what happened instead
+
+
+@contextlib.contextmanager
+def phase(label, enabled=True, delay=0.0):
+    """Label a step that cannot be counted for as long as the block runs."""
+    with bar(label, None, enabled=enabled, leave=False, delay=delay):
+        yield
+
+
+def _dask_callback():
+    from dask.callbacks import Callback
+
+    return Callback
+
+
+class _TaskCounter:
+    """A Dask callback (local schedulers) that advances ``progress`` per finished task.
+
+    Parameters
+    ----------
+    progress : tqdm.tqdm or LogBar
+    prefixes : tuple of str, optional
+        Count only the tasks whose key name starts with one of these (then the
+        total is the caller's); else every task, the total growing with each
+        compute started inside the block.
+    """
+
+    def __init__(self, progress, prefixes=None):
+        self.progress = progress
+        self.prefixes = prefixes
+        self.callback = _dask_callback()(start_state=self._start_state, posttask=self._posttask)
+
+    def _start_state(self, dsk, state):
+        if self.prefixes is None:
+            todo = len(state["ready"]) + len(state["waiting"])
+            self.progress.total = (self.progress.total or 0) + todo
 
     def _posttask(self, key, result, dsk, state, worker_id):
         name = key[0] if isinstance(key, tuple) else key
-        if isinstance(name, str) and name.startswith(CHUNK_TASKS):
-            self.bar.update(1)
-
-    def close(self):
-        self.bar.close()
+        if self.prefixes is None or (isinstance(name, str) and name.startswith(self.prefixes)):
+            self.progress.update(1)
 
 
 @contextlib.contextmanager
 def chunk_progress(label, total, enabled=True):
-    """Show a `ChunkBar` for the local Dask computes inside the block (if ``enabled``)."""
+    """Show the chunks done by the local Dask computes inside the block (if ``enabled``).
+
+    The bar appears after `DELAY` seconds and disappears when the block ends.
+    """
     if not enabled:
         yield
         return
-    bar = ChunkBar(label, total)
-    try:
-        with bar:
+    with bar(label, total, "chunk", leave=False, delay=DELAY) as progress:
+        with _TaskCounter(progress, CHUNK_TASKS).callback:
             yield
-    finally:
-        bar.close()
+
+
+@contextlib.contextmanager
+def task_progress(label, enabled=True, delay=1.0):
+    """Show the tasks done by the local Dask computes inside the block (if ``enabled``)."""
+    if not enabled:
+        yield
+        return
+    with bar(label, None, "task", delay=delay) as progress:
+        with _TaskCounter(progress).callback:
+            yield

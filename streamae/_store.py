@@ -13,8 +13,8 @@ import os
 import numpy as np
 import zarr
 
-from ._data import describe_url_error, missing_bucket
 from ._atomic import staged
+from ._data import describe_url_error, missing_bucket
 from ._errors import DataError, OutputExistsError, OutputWriteError
 from ._objective import PARAM_NAMES
 
@@ -44,8 +44,8 @@ def check_writable(path, overwrite, storage_options=None, what="output"):
     directory cannot be created or written (checked before any work is done)."""
     if not overwrite and _exists(path, storage_options):
         raise OutputExistsError(
-            f"{what} '{path}' already exists; choose another path or pass --overwrite "
-            "(overwrite=True) to replace it")
+            f"{what} '{path}' already exists; choose another path or pass "
+            "`overwrite=True` to replace it")
     if _is_url(path):
         bucket = missing_bucket(path, storage_options)
         if bucket:

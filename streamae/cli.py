@@ -8,18 +8,38 @@ a checkpoint and print the command that resumes (docs/reliability.md).
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import sys
 import threading
 import time
 
-import numpy as np
-
+# Nothing heavy at import: `streamae --help` must not load NumPy, Numba, SciPy or
+# Dask. The commands import what they need.
 from . import __version__
-from ._engine import STRATEGIES
 from ._errors import StreamaeError, TrainingInterrupted
-from ._optim import OPTIMIZERS
+
+# The choices of --strategy and --optimizer, as streamae._engine.STRATEGIES and
+# streamae._optim.OPTIMIZERS (tests/test_cli_help.py checks they agree).
+STRATEGIES = ("two-pass", "one-pass", "cached")
+OPTIMIZERS = ("lbfgs", "gd")
+
+DOCS = ("docs: README.md and docs/ in the streamae source (docs/cli.md: every command; "
+        "docs/tutorial.md: a first run; docs/bad-inputs.md: every error message)")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help unless it already says its default
+    (or has none to say: flags, required options, defaults computed at run time)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.required
+                or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def _positive_int(text):
@@ -31,29 +51,29 @@ def _positive_int(text):
 
 def _add_model_options(p):
     g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=int, default=25, help="hidden units (default 25)")
-    g.add_argument("--rho", type=float, default=0.01, help="target activation (default 0.01)")
-    g.add_argument("--beta", type=float, default=3.0, help="sparsity weight (default 3)")
+    g.add_argument("--hidden", type=int, default=25, help="hidden units")
+    g.add_argument("--rho", type=float, default=0.01, help="target mean activation, in (0, 1)")
+    g.add_argument("--beta", type=float, default=3.0, help="weight of the sparsity penalty")
     g.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="lambda, L2 on W1 and W2 (default 1e-4)")
+                   help="lambda, L2 penalty on W1 and W2")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="kernel arithmetic (default float32; sums are float64)")
-    g.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+                   help="kernel arithmetic (sums are float64 either way)")
+    g.add_argument("--seed", type=int, default=0, help="initialisation seed, >= 0")
 
 
 def _add_run_options(p):
     g = p.add_argument_group("run")
     g.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
-                   help="passes over the data per evaluation (default one-pass)")
+                   help="passes over the data per evaluation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
-                   help="full-batch optimizer (default lbfgs)")
-    g.add_argument("--max-iter", type=int, default=400, help="iterations (default 400)")
+                   help="full-batch optimizer")
+    g.add_argument("--max-iter", type=int, default=400, help="iterations")
     g.add_argument("--history-size", type=_positive_int, default=100,
-                   help="L-BFGS corrections kept (default 100, as minFunc)")
+                   help="L-BFGS corrections kept (100 as minFunc)")
     g.add_argument("--chunk-rows", type=_positive_int, default=None,
                    help="rows per task (default: the store's chunks)")
     _add_cluster_options(p)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -61,19 +81,19 @@ def _add_cluster_options(p):
     """--scheduler, --workers and --storage-option (docs/cluster.md)."""
     g = p.add_argument_group("cluster and storage")
     g.add_argument("--scheduler", default=None, metavar="SCHEDULER",
-                   help="where tasks run: threads (default), synchronous, processes, or a "
+                   help="where tasks run: threads (the default), synchronous, processes, or a "
                         "Dask scheduler address such as tcp://10.0.0.5:8786; results are "
                         "bit-identical on all of them")
     g.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="start a local Dask cluster of N single-threaded worker processes for "
                         "this run (with --scheduler threads or processes: N threads or "
-                        "processes)")
+                        "processes; default: none, one thread per core)")
     g.add_argument("--storage-option", dest="storage_options", action="append", default=[],
                    type=_storage_option, metavar="KEY=VALUE",
                    help="fsspec option for s3:// and other URLs, repeatable, e.g. "
                         "endpoint_url=http://127.0.0.1:9000 or anon=true (VALUE is read as "
                         "JSON when it parses; a.b=VALUE nests); prefer credentials from the "
-                        "environment: they are never printed")
+                        "environment: they are never printed (default: none)")
 
 
 def _storage_option(text):
@@ -108,7 +128,7 @@ def storage_options(pairs):
 def _add_checkpoint_options(p):
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint", metavar="PATH", default=None,
-                   help="checkpoint file (default OUT.ckpt, beside the model)")
+                   help="checkpoint file (default: OUT.ckpt, beside the model)")
     g.add_argument("--checkpoint-every", metavar="K", type=_positive_int, default=None,
                    help="write the checkpoint every K iterations and at the end (default: "
                         "only on SIGINT/SIGTERM)")
@@ -117,34 +137,57 @@ def _add_checkpoint_options(p):
                         "starts afresh if there is none")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="streamae",
-        description="Exact full-batch sparse autoencoders on Zarr data larger than memory.")
-    parser.add_argument("--version", action="version", version=f"streamae {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _command(sub, name, summary, description):
+    """A subcommand parser: ``summary`` in the command list, ``description`` in its help."""
+    return sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. "
+                          f"{description}", epilog=DOCS, formatter_class=_HelpFormatter)
 
-    p = sub.add_parser("train", help="train on a Zarr array of shape (samples, features)")
+
+def build_parser():
+    """The ``streamae`` argument parser (imports nothing heavy)."""
+    parser = argparse.ArgumentParser(
+        prog="streamae", formatter_class=_HelpFormatter, epilog=DOCS,
+        description="Exact full-batch sparse autoencoders on Zarr data larger than memory. "
+                    "`streamae COMMAND --help` (or `streamae help COMMAND`) describes a "
+                    "command.")
+    parser.add_argument("-V", "--version", action="version", version=f"streamae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _command(sub, "train", "train on a Zarr array of shape (samples, features)",
+                 "Full-batch L-BFGS (or gradient descent) on every row at every iteration; "
+                 "writes the model, its metrics and, on an interrupt, a checkpoint.")
     p.add_argument("data", help="Zarr array path or URL, values in [0, 1]")
     p.add_argument("--out", required=True, help="model directory to write (a Zarr group)")
     _add_model_options(p)
     _add_run_options(p)
     _add_checkpoint_options(p)
 
-    p = sub.add_parser("demo", help="the UFLDL exercise on built-in natural images")
+    p = _command(sub, "demo", "the UFLDL exercise on built-in natural images",
+                 "Samples 10000 8x8 patches of the built-in photographs, trains 25 hidden "
+                 "units and draws their filters.")
     p.add_argument("--out", default="streamae-demo", help="output directory")
-    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass")
-    p.add_argument("--max-iter", type=int, default=400)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
+                   help="passes over the data per evaluation")
+    p.add_argument("--max-iter", type=int, default=400, help="iterations")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
-    p = sub.add_parser("gradcheck", help="finite-difference gradient check of every strategy")
-    p.add_argument("--rows", type=_positive_int, default=60)
-    p.add_argument("--visible", type=_positive_int, default=8)
-    p.add_argument("--hidden", type=_positive_int, default=5)
-    p.add_argument("--chunk-rows", type=_positive_int, default=17)
-    p.add_argument("--tol", type=float, default=1e-9)
+    p = _command(sub, "gradcheck", "finite-difference gradient check of every strategy",
+                 "Compares each strategy's gradient with central differences on a small "
+                 "random problem in float64; exit status 1 if one differs by --tol or more.")
+    p.add_argument("--rows", type=_positive_int, default=60, help="samples of the problem")
+    p.add_argument("--visible", type=_positive_int, default=8, help="features (input width)")
+    p.add_argument("--hidden", type=_positive_int, default=5, help="hidden units")
+    p.add_argument("--chunk-rows", type=_positive_int, default=17,
+                   help="rows per chunk (several chunks, the last one short)")
+    p.add_argument("--tol", type=float, default=1e-9,
+                   help="largest relative difference that passes")
     _add_data_parsers(sub)
+
+    p = sub.add_parser("help", help="help on streamae or on one command",
+                       description="Prints the help of streamae, or of COMMAND.",
+                       formatter_class=_HelpFormatter)
+    p.add_argument("topic", nargs="?", metavar="COMMAND", help="a command")
     return parser
 
 
@@ -181,14 +224,15 @@ def cmd_train(args):
     except TrainingInterrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is written: finish quietly
             signal.signal(sig, signal.SIG_IGN)
-        print(f"streamae: {exc}", file=sys.stderr)
+        print(f"streamae: {args.words(exc)}", file=sys.stderr)
         if exc.checkpoint is not None:
             print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return exc.exit_status
     except StreamaeError as exc:
         if getattr(exc, "checkpoint", None) is None:
             raise
-        print(f"streamae: error: {exc}", file=sys.stderr)  # the iterations done are kept
+        # The iterations done are kept.
+        print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return 2
     model.save(args.out, overwrite=args.overwrite, storage_options=options)
@@ -252,6 +296,8 @@ def cmd_demo(args):
 
 
 def cmd_gradcheck(args):
+    import numpy as np
+
     from ._estimator import SparseAutoencoder
     from ._gradcheck import check_gradient, random_problem
 
@@ -276,63 +322,70 @@ def cmd_gradcheck(args):
 # streamae patches / import / encode / show (docs/tutorial.md)
 
 def _add_data_parsers(sub):
-    p = sub.add_parser("patches", help="random image patches, normalised as the exercise, "
-                                       "into a Zarr store")
+    p = _command(sub, "patches", "random image patches, normalised as the exercise, into a "
+                 "Zarr store", "Each patch has its mean removed, is clipped at 3 standard "
+                 "deviations and mapped to [0.1, 0.9], ready for `streamae train`.")
     p.add_argument("out", help="Zarr array to write")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR",
                      help="folder of images (any format Pillow reads; searched recursively)")
     src.add_argument("--builtin", action="store_true",
                      help="the built-in natural photographs (scikit-image)")
-    p.add_argument("--size", type=int, default=8, help="patch side P (default 8)")
-    p.add_argument("--count", type=int, default=10000, help="patches N (default 10000)")
+    p.add_argument("--size", type=int, default=8, help="patch side P")
+    p.add_argument("--count", type=int, default=10000, help="patches N")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=True,
                    help="1/f-whiten each image first (default: yes)")
     p.add_argument("--channels", choices=("gray", "rgb"), default="gray",
-                   help="grey patches (P*P values) or colour (3*P*P) (default gray)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+                   help="grey patches (P*P values) or colour (3*P*P)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--chunk-rows", type=_positive_int, default=None,
                    help="rows per chunk (default: about 16 MiB)")
     p.add_argument("--max-side", type=int, default=512,
                    help="downscale images to at most this many pixels a side first "
-                        "(default 512; 0 keeps full size)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                        "(0 keeps full size)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the stored patches")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
-    p = sub.add_parser("import", help="a .npy file or Zarr array into a store ready to train on")
+    p = _command(sub, "import", "a .npy file or Zarr array into a store ready to train on",
+                 "Copies the rows chunk by chunk (never the whole array in memory), "
+                 "optionally min-max scaled into [0, 1]; the scale is recorded so that other "
+                 "data can be imported with the same one (--scale-from).")
     p.add_argument("src", help=".npy file (memory-mapped) or Zarr array (path or URL)")
     p.add_argument("out", help="Zarr array to write")
     p.add_argument("--scale", choices=("none", "minmax", "minmax-all"), default="none",
                    help="min-max scale into [0, 1]: per column (minmax), over all values "
-                        "(minmax-all), or not at all (default)")
+                        "(minmax-all), or not at all")
     p.add_argument("--scale-from", metavar="STORE", default=None,
-                   help="apply the scale recorded in STORE (an earlier import) instead")
+                   help="apply the scale recorded in STORE (an earlier import) instead "
+                        "(default: none)")
     p.add_argument("--chunk-rows", type=_positive_int, default=None,
                    help="rows per chunk (default: about 16 MiB)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="output dtype (default: float64 for float64 input, else float32)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
-    p = sub.add_parser("encode", help="hidden activations of every row into a Zarr store")
+    p = _command(sub, "encode", "hidden activations of every row into a Zarr store",
+                 "The features f(W1 x + b1) of a trained model, computed chunk by chunk.")
     p.add_argument("model", help="model directory (from `streamae train`)")
     p.add_argument("data", help="Zarr array (path or URL) as wide as the model's input")
     p.add_argument("out", help="Zarr array to write, chunked like DATA")
     p.add_argument("--chunk-rows", type=_positive_int, default=None,
                    help="rows per chunk (default: DATA's chunks)")
     p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler: threads (default), synchronous, processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="Dask scheduler: threads (the default), synchronous, processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
-    p = sub.add_parser("show", help="PNG pictures of a model: filters, cost curve, rho_hat")
+    p = _command(sub, "show", "PNG pictures of a model: filters, cost curve, rho_hat",
+                 "Writes filters.png (one tile per hidden unit), cost.png and rho_hat.png.")
     p.add_argument("model", help="model directory (from `streamae train`)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="directory for the pictures (default: MODEL-pictures beside the model)")
     p.add_argument("--channels", choices=("auto", "gray", "rgb"), default="auto",
-                   help="filter tiles in grey or colour (default auto: colour for 3*P*P "
-                        "inputs)")
+                   help="filter tiles in grey or colour (auto: colour for 3*P*P inputs)")
     p.add_argument("--patch-shape", default=None, metavar="HxW",
                    help="grey tile shape, e.g. 28x28 (default: most nearly square)")
     p.add_argument("--scale", type=_positive_int, default=None,
@@ -340,22 +393,19 @@ def _add_data_parsers(sub):
     p.add_argument("--overwrite", action="store_true", help="replace existing pictures")
 
 
-def _dask_progress(args):
-    """A Dask progress bar on stderr for runs longer than a second (none with --quiet)."""
-    import contextlib
+def _task_progress(args, label):
+    """A bar of the Dask tasks done, labelled, for runs longer than a second (none with
+    --quiet); log lines when stderr is not a terminal (streamae._progress)."""
+    from ._progress import task_progress
 
-    if getattr(args, "quiet", False):
-        return contextlib.nullcontext()
-    from dask.diagnostics import ProgressBar
-
-    return ProgressBar(minimum=1.0, out=sys.stderr)
+    return task_progress(label, enabled=not getattr(args, "quiet", False))
 
 
 def cmd_patches(args):
     from ._patches import write_patches
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "patches"):
         meta = write_patches(args.out, images=args.images, builtin=args.builtin,
                              size=args.size, count=args.count, whiten_images=args.whiten,
                              channels=args.channels, seed=args.seed, chunk_rows=args.chunk_rows,
@@ -374,7 +424,7 @@ def cmd_import(args):
     from ._import import import_array
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "import"):
         meta = import_array(args.src, args.out, scale=args.scale, scale_from=args.scale_from,
                             chunk_rows=args.chunk_rows, dtype=args.dtype,
                             overwrite=args.overwrite)
@@ -385,16 +435,30 @@ def cmd_import(args):
           f"({meta['dtype']}, chunks of {meta['chunk_rows']} rows, scale {method}) in "
           f"{time.perf_counter() - t0:.1f} s; values in [{lo:.6g}, {hi:.6g}]")
     if lo < 0 or hi > 1:
-        print("note: training needs values in [0, 1]; import again with --scale minmax "
-              "(per column) or --scale minmax-all", file=sys.stderr)
+        print(f"note: {_range_note(args, meta)}", file=sys.stderr)
     return 0
+
+
+def _range_note(args, meta):
+    """What to do about imported values outside [0, 1]."""
+    if args.scale_from:
+        return (f"with the scale recorded in {args.scale_from}, {args.src} reaches beyond "
+                "[0, 1]: its values range wider than the data that scale was taken from; "
+                "train and encode need values in [0, 1]: clip it to that data's range "
+                "before importing, or import all the data together with one scale")
+    if meta["source_dtype"].startswith(("int", "uint")):
+        return ("train needs values in [0, 1]; these are integers: import again with "
+                "--scale minmax-all (one scale for all values), or divide them by their "
+                "maximum first")
+    return ("train needs values in [0, 1]; import again with --scale minmax (per column) "
+            "or --scale minmax-all (one scale for all values)")
 
 
 def cmd_encode(args):
     from ._encode import encode
 
     t0 = time.perf_counter()
-    with _dask_progress(args):
+    with _task_progress(args, "encode"):
         z = encode(args.model, args.data, args.out, chunk_rows=args.chunk_rows,
                    overwrite=args.overwrite, scheduler=args.scheduler)
     print(f"encoded {z.shape[0]} rows into {z.shape[1]} hidden activations ({z.dtype}) in "
@@ -434,10 +498,62 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+# Python keywords whose flag is not the keyword with dashes ("--" + name.replace("_", "-")).
+_FLAG_OF = {"n_hidden": "--hidden", "storage_options": "--storage-option",
+            "whiten_images": "--whiten", "random_state": "--seed"}
+_QUOTED_KEYWORD = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def in_cli_words(message, parser):
+    """``message`` with the Python keywords it quotes as the flags of ``parser``.
+
+    Library messages quote keywords in backquotes: `overwrite=True` becomes
+    --overwrite, `resume=False` without --resume, `scale='minmax'` --scale minmax,
+    `chunk_rows` --chunk-rows. A keyword that is not an option of ``parser``
+    stays as it is.
+    """
+    flags = {f for a in parser._actions for f in a.option_strings}
+
+    def flag(match):
+        name, value = match.groups()
+        option = _FLAG_OF.get(name, "--" + name.replace("_", "-"))
+        if option not in flags:
+            return match.group(0)
+        if value in (None, "True"):
+            return option
+        if value == "False":
+            return f"without {option}"
+        return f"{option} {value.strip(chr(39) + chr(34))}"
+
+    return _QUOTED_KEYWORD.sub(flag, message)
+
+
+def _command_parser(parser, command):
+    """The parser of ``command`` (or ``parser`` itself)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices.get(command, parser)
+
+
+def _help(parser, topic=None):
+    """Print the help of ``parser`` or of its command ``topic``; exit status."""
+    if topic is None:
+        parser.print_help()
+        return 0
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if topic not in commands.choices:
+        parser.error(f"no command {topic!r}; choose from {', '.join(commands.choices)}")
+    commands.choices[topic].print_help()
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "help"):
+        return _help(parser, getattr(args, "topic", None))
     args.argv = argv
+    args.words = lambda message: in_cli_words(str(message), _command_parser(parser, args.command))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -445,7 +561,7 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except StreamaeError as exc:
-        print(f"streamae: error: {exc}", file=sys.stderr)
+        print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"streamae: error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''}); "

@@ -23,7 +23,13 @@ import pytest
 import zarr
 
 import streamae
-from streamae import CheckpointError, OutputWriteError, SparseAutoencoder, TrainingInterrupted, _store
+from streamae import (
+    CheckpointError,
+    OutputWriteError,
+    SparseAutoencoder,
+    TrainingInterrupted,
+    _store,
+)
 from streamae.cli import main
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "bad-inputs.md")
@@ -32,7 +38,11 @@ ERR = "streamae: error: "
 USAGE = "streamae train: error: "
 BAD_DATA = ("; the sigmoid decoder needs finite values in [0, 1]: clean the data, or rescale it "
             "with `streamae import --scale minmax`")
-START_OVER = "start over with --overwrite and without --resume (overwrite=True, resume=False)"
+DAMAGED = ("; the chunk's file is damaged (cut short, or bytes that do not decode): restore "
+           "the store from a good copy, or write it again (`streamae import`, "
+           "`streamae patches`)")
+START_OVER = "start over with --overwrite and without --resume"  # CLI words
+API_START_OVER = "start over with `overwrite=True` and `resume=False`"  # Python words
 
 # (id, input, interface, message, exit status or exception class)
 ROWS = [
@@ -65,6 +75,27 @@ ROWS = [
     ("data-plain-folder", "a folder that is not a Zarr store", "CLI",
      ERR + "no Zarr array at 'folder' (…); point to the array itself, not a group or a plain "
      "folder", "2"),
+    ("data-npy", "a .npy file instead of a Zarr array", "CLI",
+     ERR + "'x.npy' is a NumPy .npy file, not a Zarr array (a folder of chunks): convert it "
+     "once with `streamae import x.npy x.zarr` (in Python streamae.import_array) and use "
+     "x.zarr", "2"),
+    ("data-csv", "a CSV file instead of a Zarr array", "CLI",
+     ERR + "'x.csv' is a CSV file, not a Zarr array (a folder of chunks): load it with "
+     "numpy.loadtxt('x.csv', delimiter=','), numpy.save it as x.npy, then convert it once "
+     "with `streamae import x.npy x.zarr` (in Python streamae.import_array) and use x.zarr",
+     "2"),
+    ("data-uint8", "uint8 pixels from 2 to 255", "CLI",
+     ERR + "'pixels.zarr', chunk 0 (rows 0-9): 40 value(s) outside [0, 1] (from 2 to 84) in "
+     "rows 0, 1, 2, 3, 4, ... (10 rows); the sigmoid decoder needs finite values in [0, 1]: "
+     "the data are integers (uint8): divide them by 255 or rescale them all with one scale, "
+     "`streamae import --scale minmax-all`", "2"),
+    ("data-chunk-cut-short", "a chunk file cut short (chunk 2)", "CLI",
+     ERR + "cannot read 'cut.zarr', chunk 2 (rows 20-29): …" + DAMAGED, "2"),
+    ("data-chunk-corrupt", "compressed bytes that do not decompress (chunk 1)", "CLI",
+     ERR + "cannot read 'corrupt.zarr', chunk 1 (rows 10-19): …" + DAMAGED, "2"),
+    ("data-complex", "complex values", "CLI",
+     ERR + "'complex.zarr' has complex dtype complex128; streamae trains on real values in "
+     "[0, 1]: keep the real part or the magnitude (numpy.abs) and save that", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
      "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
@@ -144,18 +175,18 @@ ROWS = [
      ERR + "checkpoint 'model.zarr.ckpt' was written with other run settings: strategy "
      "one-pass now two-pass; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-exists", "a new run where a checkpoint exists (no --resume)", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' already exists; continue that run with --resume "
-     "(resume=True), or start over with --overwrite (overwrite=True)", "2"),
+     ERR + "checkpoint 'model.zarr.ckpt' already exists; continue that run with --resume, "
+     "or start over with --overwrite", "2"),
     ("api-ckpt-other-hidden", "fit(resume=True) with another n_hidden", "API",
      "checkpoint 'model.zarr.ckpt' was written with other hyperparameters: n_hidden 3 now 4; "
-     "resume with the same options, or " + START_OVER, "CheckpointError"),
+     "resume with the same options, or " + API_START_OVER, "CheckpointError"),
     ("ckpt-disk-full", "disk full while writing a checkpoint", "CLI",
      ERR + "cannot write checkpoint 'model.zarr.ckpt' (No space left on device); no "
      "checkpoint was written", "2"),
     # ---- outputs
     ("out-exists", "--out that exists, without --overwrite", "CLI",
      ERR + "model 'model.zarr' already exists; choose another path or pass --overwrite "
-     "(overwrite=True) to replace it", "2"),
+     "to replace it", "2"),
     ("out-permission", "--out in a directory without write permission", "CLI",
      ERR + "cannot write model 'locked/model.zarr' (Permission denied on 'locked'); nothing "
      "was written", "2"),
@@ -166,26 +197,37 @@ ROWS = [
      ERR + "cannot write model 'model.zarr' (No space left on device); the existing model is "
      "unchanged", "2"),
     ("api-save-exists", "save() to an existing path", "API",
-     "model 'model.zarr' already exists; choose another path or pass --overwrite "
-     "(overwrite=True) to replace it", "OutputExistsError"),
+     "model 'model.zarr' already exists; choose another path or pass `overwrite=True` "
+     "to replace it", "OutputExistsError"),
 ]
 
 
 # ------------------------------------------------------------------ helpers
 
-def _array(path, values, chunks=None):
+def _array(path, values, chunks=None, compressed=True):
     values = np.asarray(values)
     with warnings.catch_warnings():  # Zarr warns that strings have no v3 specification yet
         warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
         z = zarr.create_array(path, shape=values.shape, dtype=values.dtype,
-                              chunks=chunks or values.shape)
+                              chunks=chunks or values.shape,
+                              **({} if compressed else {"compressors": None}))
     z[...] = values
     return path
 
 
-def _good(path="good.zarr", rows=40, chunk=10):
+def _good(path="good.zarr", rows=40, chunk=10, compressed=True):
     X = np.random.default_rng(0).uniform(0.1, 0.9, size=(rows, 4))
-    return _array(path, X, (chunk, 4))
+    return _array(path, X, (chunk, 4), compressed)
+
+
+def _damage(path, chunk, cut):
+    """Cut the file of ``chunk`` to ``cut`` bytes, or (``cut=None``) spoil its first bytes."""
+    file = os.path.join(path, *chunk.split("/"))
+    with open(file, "rb") as f:
+        data = f.read()
+    with open(file, "wb") as f:
+        f.write(data[:cut] if cut is not None else b"\xff" * 8 + data[8:])
+    return path
 
 
 def _with(rows, value, name):
@@ -267,6 +309,20 @@ SETUP = {
                               main(["train", "group.zarr", "--out", "m.zarr", *BASE]))[1],
     "data-plain-folder": lambda mp: (os.mkdir("folder"),
                                      main(["train", "folder", "--out", "m.zarr", *BASE]))[1],
+    "data-npy": lambda mp: (np.save("x.npy", np.full((10, 4), 0.5)),
+                            main(["train", "x.npy", "--out", "m.zarr", *BASE]))[1],
+    "data-csv": lambda mp: (np.savetxt("x.csv", np.full((10, 4), 0.5), delimiter=","),
+                            main(["train", "x.csv", "--out", "m.zarr", *BASE]))[1],
+    "data-uint8": lambda mp: main([
+        "train", _array("pixels.zarr", np.linspace(2, 255, 120).astype(np.uint8).reshape(30, 4),
+                        (10, 4)), "--out", "m.zarr", *BASE]),
+    "data-chunk-cut-short": lambda mp: main([
+        "train", _damage(_good("cut.zarr", compressed=False), "c/2/0", cut=100), "--out",
+        "m.zarr", *BASE]),
+    "data-chunk-corrupt": lambda mp: main([
+        "train", _damage(_good("corrupt.zarr"), "c/1/0", cut=None), "--out", "m.zarr", *BASE]),
+    "data-complex": lambda mp: main(["train", _array("complex.zarr", np.full((10, 4), 0.5 + 0j)),
+                                     "--out", "m.zarr", *BASE]),
     "api-data-nan": lambda mp: SparseAutoencoder(n_hidden=3).fit(
         np.where(np.arange(120).reshape(30, 4) == 13, np.nan, 0.5), max_iter=2, progress=False),
     "api-width": lambda mp: SparseAutoencoder.from_weights(

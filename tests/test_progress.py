@@ -1,6 +1,14 @@
-"""Progress within a pass: a bar of chunks done, for passes that take long."""
+"""Progress: one labelled bar per long phase; a bar of chunks done within a pass;
+plain log lines (no carriage returns, no escapes) when stderr is not a terminal."""
 
+import os
+import subprocess
+import sys
+
+import dask
+import numpy as np
 import pytest
+from tqdm.std import tqdm
 
 from streamae import SparseAutoencoder, _progress
 from streamae._store import write_array
@@ -15,16 +23,29 @@ def store(tmp_path, rng):
 
 @pytest.fixture
 def finished_bars(monkeypatch):
-    """(label, chunks counted, total) of every pass bar, when it closes."""
+    """(label, steps counted, total, unit) of every bar, when it closes."""
     done = []
+    make = _progress.bar
 
-    class Recording(_progress.ChunkBar):
-        def close(self):
-            done.append((self.bar.desc, self.bar.n, self.bar.total))
-            super().close()
+    def recording(label, total=None, unit="it", **kw):
+        progress = make(label, total, unit, **kw)
+        close = progress.close
 
-    monkeypatch.setattr(_progress, "ChunkBar", Recording)
+        def closing(*args, **kwargs):
+            if not getattr(progress, "recorded", False):
+                progress.recorded = True
+                done.append((label, progress.n, progress.total, unit))
+            close(*args, **kwargs)
+
+        progress.close = closing
+        return progress
+
+    monkeypatch.setattr(_progress, "bar", recording)
     return done
+
+
+def chunk_bars(bars):
+    return [(label, n, total) for label, n, total, unit in bars if unit == "chunk"]
 
 
 @pytest.mark.parametrize("strategy, labels", [
@@ -39,25 +60,96 @@ def test_each_pass_counts_its_chunks(store, strategy, labels, scheduler, finishe
     model = SparseAutoencoder(n_hidden=3).fit(store, strategy=strategy, max_iter=2,
                                               scheduler=scheduler, progress=True)
     passes = ["data variance"] + labels * model.evaluations_
-    assert finished_bars == [(label, 7, 7) for label in passes]
+    assert chunk_bars(finished_bars) == [(label, 7, 7) for label in passes]
     assert "data variance:" in capsys.readouterr().err
+
+
+def test_start_up_and_iterations_are_labelled(store, finished_bars, capsys):
+    SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=True)
+    labels = [label for label, *_ in finished_bars]
+    assert labels[0] == "compiling kernels" and labels[-1] == "fit one-pass"
+    assert ("fit one-pass", 2, 2, "it") in finished_bars
+    err = capsys.readouterr().err
+    assert "streamae: compiling kernels: done" in err
+    assert "streamae: fit one-pass: 2/2 it (100%)" in err
 
 
 def test_no_bar_for_short_passes_or_without_progress(store, finished_bars, monkeypatch,
                                                      capsys):
     SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=True)
     assert "chunk" not in capsys.readouterr().err  # every pass shorter than DELAY
-    assert finished_bars  # counted all the same
+    assert chunk_bars(finished_bars)  # counted all the same
     finished_bars.clear()
     monkeypatch.setattr(_progress, "DELAY", 0.0)
     SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=False)
-    assert capsys.readouterr().err == "" and finished_bars == []
+    assert capsys.readouterr().err == "" and chunk_bars(finished_bars) == []
 
 
 def test_chunk_bar_counts_only_chunk_tasks():
-    bar = _progress.ChunkBar("pass", total=2)
+    progress = _progress.LogBar("pass", 2, "chunk", enabled=False)
+    counter = _progress._TaskCounter(progress, _progress.CHUNK_TASKS)
     for key in [("_task_one_pass-abc",), "_combine-1", "_task_one_pass-def", "_moments-x",
                 ("other", 0)]:
-        bar._posttask(key, None, {}, {}, 0)
-    assert bar.bar.n == 3
-    bar.close()
+        counter._posttask(key, None, {}, {}, 0)
+    assert progress.n == 3
+
+
+def test_task_progress_counts_every_task_of_every_compute(finished_bars, capsys):
+    with _progress.task_progress("import", delay=0.0):
+        dask.compute(*[dask.delayed(abs)(-i) for i in range(5)], scheduler="synchronous")
+        dask.compute(dask.delayed(abs)(-1), scheduler="threads")
+    assert finished_bars == [("import", 6, 6, "task")]
+    assert capsys.readouterr().err.startswith("streamae: import: 6/6 task (100%), ")
+
+
+def test_log_lines_are_periodic_and_plain(monkeypatch, capsys):
+    monkeypatch.setattr(_progress, "LOG_EVERY", 0.0)
+    with _progress.bar("fit one-pass", 3) as progress:
+        for _ in range(3):
+            progress.update(1)
+            progress.set_postfix(cost="0.5")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("streamae: fit one-pass: 1/3 it (33%), ")
+    assert lines[-1].startswith("streamae: fit one-pass: 3/3 it (100%), ")
+    assert lines[-1].endswith(", cost=0.5")
+    assert len(lines) == 4  # one per update and one at the end
+
+
+def test_a_failed_phase_prints_no_final_line(capsys):
+    with pytest.raises(RuntimeError), _progress.bar("import", 3):
+        raise RuntimeError("boom")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_gets_a_tqdm_bar(monkeypatch):
+    monkeypatch.setattr(_progress, "interactive", lambda: True)
+    progress = _progress.bar("fit one-pass", 3)
+    try:
+        assert isinstance(progress, tqdm) and progress.desc == "fit one-pass"
+    finally:
+        progress.close()
+    assert isinstance(_progress.bar("x", 3, enabled=False), _progress.LogBar)
+
+
+def _run_cli(args, cwd, log):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    with open(log, "w") as err:
+        subprocess.run([sys.executable, "-m", "streamae.cli", *args], cwd=cwd, stderr=err,
+                       stdout=subprocess.DEVNULL, env=env, check=True)
+    with open(log, newline="") as f:
+        return f.read()
+
+
+def test_a_redirected_log_has_no_carriage_returns_or_escapes(tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.uniform(0, 1, size=(300, 6)))
+    logs = [
+        _run_cli(["import", "x.npy", "x.zarr", "--chunk-rows", "50"], tmp_path,
+                 tmp_path / "import.log"),
+        _run_cli(["train", "x.zarr", "--out", "m.zarr", "--hidden", "3", "--max-iter", "3"],
+                 tmp_path, tmp_path / "train.log"),
+        _run_cli(["encode", "m.zarr", "x.zarr", "h.zarr"], tmp_path, tmp_path / "encode.log"),
+    ]
+    for log in logs:
+        assert "\r" not in log and "\x1b" not in log, log
+    assert "streamae: compiling kernels: done" in logs[1]
+    assert "streamae: fit one-pass: 3/3 it (100%)" in logs[1]
