@@ -8,7 +8,10 @@ Layout, from the maths outwards:
 - ``_chunkread`` local Zarr chunks read with one copy, and never a vanished store
 - ``_engine``    one evaluation as Dask graphs of kernel tasks + tree reductions
 - ``_optim``     full-batch L-BFGS and gradient descent
-- ``_estimator`` the `SparseAutoencoder` estimator
+- ``_options``   `RunOptions`: scheduler, workers and chunking, shared by every method
+- ``_validation`` checks of user options (integers, ranges, widths, fitted)
+- ``_fitloop``   one training run: optimizer loop, progress, checkpoints, signals
+- ``_estimator`` the `SparseAutoencoder` estimator (scikit-learn transformer)
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
 - ``_progress``  a bar of chunks done within a long pass
@@ -24,15 +27,17 @@ from ._engine import STRATEGIES
 from ._errors import (
     DataError,
     MemoryBudgetError,
+    NotFittedError,
     NumericalError,
     OutputExistsError,
     ParameterError,
     StreamaeError,
 )
-from ._estimator import NotFittedError, SparseAutoencoder
+from ._estimator import SparseAutoencoder
 from ._import import import_array
 from ._metrics import MetricsLog
 from ._objective import reference_cost_and_grad
+from ._options import RunOptions
 from ._patches import write_patches
 from ._plots import show
 from ._store import OutputWriteError
@@ -51,6 +56,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "ParameterError",
+    "RunOptions",
     "SparseAutoencoder",
     "StreamaeError",
     "TrainingInterrupted",

@@ -1,6 +1,8 @@
 """Exceptions: each carries a one-line message naming the problem, where it
 is, and the fix. The CLI prints the message and exits with status 2."""
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class StreamaeError(ValueError):
     """Base class of streamae's user-facing errors."""
@@ -24,3 +26,11 @@ class OutputExistsError(StreamaeError, FileExistsError):
 
 class MemoryBudgetError(StreamaeError, MemoryError):
     """A strategy would hold more in memory than it is allowed to."""
+
+
+class NotFittedError(StreamaeError, _SklearnNotFittedError):
+    """The model has no weights yet.
+
+    Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+    which is what scikit-learn's tools expect from an unfitted estimator.
+    """

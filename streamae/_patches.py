@@ -43,6 +43,7 @@ from numba import njit
 
 from ._errors import DataError, ParameterError
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._validation import check_int
 
 SAMPLING_BLOCK = 4096
 CHANNELS = ("gray", "rgb")
@@ -512,8 +513,7 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if max_side < 0 or 0 < max_side < size:
         raise ParameterError(f"--max-side must be 0 (no downscaling) or >= the patch size "
                              f"{size}, got {max_side}")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     if (images is None) == (not builtin):
         raise ParameterError("give exactly one image source: --images DIR or --builtin")
 

@@ -63,11 +63,11 @@ def test_train_writes_a_loadable_model(store, tmp_path, capsys):
     assert "model written to" in captured.out and str(out) in captured.out
     model = SparseAutoencoder.load(out)
     assert model.n_hidden == 4 and model.n_visible_ == 16
-    assert model.dtype == "float64" and model.seed == 5 and model.n_iter_ == 3
+    assert model.dtype == "float64" and model.random_state == 5 and model.n_iter_ == 3
     assert model.history_[-1]["cost"] < model.history_[0]["cost"]
     # The CLI trains exactly what the library trains.
-    lib = SparseAutoencoder(n_hidden=4, dtype="float64", seed=5).fit(
-        store, strategy="two-pass", max_iter=3, progress=False)
+    lib = SparseAutoencoder(n_hidden=4, dtype="float64", random_state=5, strategy="two-pass",
+                            max_iter=3).fit(store)
     assert_array_equal(model.W1_, lib.W1_, strict=True)
 
 
@@ -113,7 +113,7 @@ def test_train_refuses_existing_output_and_overwrite_replaces(store, tmp_path, c
 
     assert main(train_args(store, out, "--seed", "2", "--overwrite")) == 0
     second = SparseAutoencoder.load(out)
-    assert second.seed == 2
+    assert second.random_state == 2
     assert not np.array_equal(second.W1_, first.W1_)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.zarr")] == []
 
