@@ -329,3 +329,38 @@ def test_cli_prints_how_to_resume_after_losing_the_data(tmp_path, X, monkeypatch
     assert err[1] == (f"resume with: streamae train {store} --out {out} --hidden 4 "
                       "--max-iter 5 --quiet --resume")
     assert os.path.exists(out + ".ckpt") and not os.path.exists(out)
+
+
+# ------------------------------------------------------------------ a finished run's checkpoint
+
+def test_a_finished_fit_writes_its_final_state(tmp_path, X):
+    ckpt = tmp_path / "run.ckpt"
+    finished = model(5).fit(X, checkpoint=ckpt)  # no checkpoint_every
+    saved = C.read(ckpt)
+    assert saved.state.iteration == 5 and saved.state.theta.tobytes() == \
+        np.concatenate([getattr(finished, k).ravel() for k in PARAMS]).tobytes()
+
+
+def test_resume_after_finish_returns_the_final_weights(tmp_path, X, monkeypatch):
+    ckpt = tmp_path / "run.ckpt"
+    first = model(5).fit(X, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    from streamae import _engine
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a finished run was evaluated again")
+
+    monkeypatch.setattr(_engine.Evaluator, "__call__", no_evaluation)
+    again = model(5).fit(X, checkpoint=ckpt, resume=True)
+    assert same_bits(first, again) and again.n_iter_ == 5 and again.resumed_from_ == 5
+    assert again.history_ == first.history_ and ckpt.read_bytes() == before
+
+
+def test_resume_with_a_larger_max_iter_extends_a_finished_fit(tmp_path, X):
+    full = model(9).fit(X)
+    ckpt = tmp_path / "run.ckpt"
+    model(4).fit(X, checkpoint=ckpt)
+    extended = model(9).fit(X, checkpoint=ckpt, resume=True)
+    assert extended.resumed_from_ == 4 and same_bits(full, extended)
+    assert extended.evaluations_ == full.evaluations_
+    assert [r["cost"] for r in extended.history_] == [r["cost"] for r in full.history_]
