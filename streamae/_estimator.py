@@ -576,8 +576,10 @@ def _model_attrs(model):
             attrs[name.rstrip("_")] = getattr(model, name)
     if hasattr(model, "feature_names_in_"):
         attrs["feature_names_in"] = [str(v) for v in model.feature_names_in_]
+    # The hyperparameters; not how this process ran the fit (run options,
+    # progress bars, warm start).
     attrs["params"] = {k: v for k, v in model.get_params().items()
-                       if k not in ("run_options", "seed")
+                       if k not in ("run_options", "seed", "verbose", "warm_start")
                        and isinstance(v, (bool, int, float, str))}
     return attrs
 

@@ -252,3 +252,37 @@ def test_a_model_saved_by_version_0_1_loads(tmp_path, X):
     assert model.strategy == "one-pass" and model.n_features_in_ == 12
     assert_array_equal(model.W1_, params["W1"])
     assert model.transform(X).shape == (300, 4)
+
+
+# ----------------------------------------------------------------- inputs
+
+def test_clip_clips_finite_values_and_still_refuses_nan(X):
+    from streamae import DataError
+
+    wide = X * 3 - 1  # values in [-0.7, 1.7]
+    with pytest.raises(DataError, match="outside \\[0, 1\\]"):
+        small().fit(wide)
+    clipped = small(clip=True).fit(wide)
+    assert_array_equal(clipped.W1_, small().fit(np.clip(wide, 0, 1)).W1_)
+    assert_array_equal(clipped.transform(wide), clipped.transform(np.clip(wide, 0, 1)))
+    wide[7, 2] = np.nan
+    with pytest.raises(DataError, match="1 NaN value"):
+        small(clip=True).fit(wide)
+
+
+def test_lists_and_object_arrays_are_numbers(X):
+    model = small().fit(X)
+    assert_array_equal(model.transform(X[:5].tolist()), model.transform(X[:5]))
+    assert_array_equal(model.transform(X[:5].astype(object)), model.transform(X[:5]))
+
+
+def test_the_writer_does_not_import_the_estimator():
+    """streamae._encode is below the estimator: no import cycle."""
+    import ast
+    import inspect
+
+    from streamae import _encode
+
+    tree = ast.parse(inspect.getsource(_encode))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "_estimator" not in imported and "streamae._estimator" not in imported
