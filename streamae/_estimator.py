@@ -100,7 +100,9 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         Where and how the work runs (scheduler, workers, chunk_rows,
         block_rows, split_every, cache_limit, storage_options), for every
         method; see `streamae.RunOptions`. Results never depend on the
-        scheduler or the workers.
+        scheduler or the workers. Give a live ``distributed.Client`` inside
+        a `RunOptions` (which ``clone`` keeps as is), not in a dict (which
+        ``clone`` deep-copies).
     seed : int, optional
         Deprecated alias of ``random_state`` (FutureWarning); will be removed.
 
