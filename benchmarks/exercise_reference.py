@@ -39,10 +39,10 @@ def scipy_reference(X, max_iter=400):
 
 
 def streamae_run(X, strategy, dtype, max_iter=400):
-    model = SparseAutoencoder(**EXERCISE, dtype=dtype, seed=0)
+    model = SparseAutoencoder(**EXERCISE, dtype=dtype, random_state=0, strategy=strategy,
+                              max_iter=max_iter, run_options={"chunk_rows": X.shape[0] // 2})
     t0 = time.perf_counter()
-    model.fit(X, strategy=strategy, max_iter=max_iter, chunk_rows=X.shape[0] // 2,
-              progress=False)
+    model.fit(X)
     seconds = time.perf_counter() - t0
     # Final cost re-evaluated in float64 by the independent NumPy reference.
     exact, _ = reference_cost_and_grad(X, model.params_, model.hyper)

@@ -84,7 +84,8 @@ def _measure(args, work, m, n, s, chunk_rows):
         for where, data in (("local", local), ("s3", url)):  # warm-up: compile, connect
             read_only(data)
             for strategy in STRATEGIES:
-                costs[where, strategy] = model.cost_and_grad(data, strategy=strategy)[0]
+                model.set_params(strategy=strategy, run_options=None)
+                costs[where, strategy] = model.cost_and_grad(data)[0]
         for rnd in range(args.rounds):
             for where, data in (("local", local), ("s3", url)):
                 for subject in SUBJECTS:
@@ -94,10 +95,11 @@ def _measure(args, work, m, n, s, chunk_rows):
                         else:
                             t0 = time.perf_counter()
                             if subject == OVERLAP:
-                                model.cost_and_grad(data, strategy="one-pass", scheduler="threads",
-                                                    workers=2 * os.cpu_count())
+                                model.set_params(strategy="one-pass", run_options={
+                                    "scheduler": "threads", "workers": 2 * os.cpu_count()})
                             else:
-                                model.cost_and_grad(data, strategy=subject)
+                                model.set_params(strategy=subject, run_options=None)
+                            model.cost_and_grad(data)
                             seconds = time.perf_counter() - t0
                         times.setdefault((where, subject), []).append(seconds)
                 print(f"round {rnd + 1}/{args.rounds} done", flush=True)

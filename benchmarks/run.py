@@ -371,8 +371,8 @@ def run_probe(store, t_launch):
         marks.setdefault("first", time.time())
         return True
 
-    SparseAutoencoder(n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, seed=0).fit(
-        store, max_iter=400, progress=False, callback=callback)
+    SparseAutoencoder(n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, random_state=0,
+                      max_iter=400).fit(store, callback=callback)
     print("PROBE " + json.dumps({
         "first_iteration_seconds": marks["first"] - t_launch,
         "probe_interpreter_start_seconds": t_start - t_launch,

@@ -9,8 +9,8 @@ the cost it computed and what it read.
 Subjects
 --------
 streamae-one-pass, streamae-two-pass, streamae-cached
-    ``SparseAutoencoder.cost_and_grad(store, strategy=...)`` with default
-    settings, reading the Zarr store on local disk on every evaluation.
+    ``SparseAutoencoder(strategy=...).cost_and_grad(store)`` with default
+    run options, reading the Zarr store on local disk on every evaluation.
 streamae-one-pass-zstd
     The same as one-pass, reading a copy of the store written with Zarr's
     default codec (zstd) instead of no compression.
@@ -122,11 +122,12 @@ def run_streamae(case, subject, repeats, warmup):
     store = case["store_zstd"] if subject.endswith("-zstd") else case["store"]
     rho, beta, lam = case["hyper"]
     model = SparseAutoencoder.from_weights(**init_params(case["n"], case["s"]), rho=rho,
-                                           beta=beta, weight_decay=lam, dtype="float32")
+                                           beta=beta, weight_decay=lam, dtype="float32",
+                                           strategy=strategy)
     rss_before = peak_rss_bytes()
 
     def evaluate():
-        cost, grad = model.cost_and_grad(store, strategy=strategy)
+        cost, grad = model.cost_and_grad(store)
         return cost, float(np.sqrt(sum(np.sum(g * g) for g in grad.values())))
 
     seconds, (cost, gnorm) = _timed(evaluate, repeats, warmup)

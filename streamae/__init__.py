@@ -8,7 +8,10 @@ Layout, from the maths outwards:
 - ``_chunkread`` local Zarr chunks read with one copy, and never a vanished store
 - ``_engine``    one evaluation as Dask graphs of kernel tasks + tree reductions
 - ``_optim``     full-batch L-BFGS and gradient descent
-- ``_estimator`` the `SparseAutoencoder` estimator
+- ``_options``   `RunOptions`: scheduler, workers and chunking, shared by every method
+- ``_validation`` checks of user options (integers, ranges, widths, fitted)
+- ``_fitloop``   one training run: optimizer loop, progress, checkpoints, signals
+- ``_estimator`` the `SparseAutoencoder` estimator (scikit-learn transformer)
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_cluster``   schedulers: threads, processes, distributed clusters
 - ``_progress``  labelled progress of long phases: tqdm bars, or log lines
@@ -45,7 +48,8 @@ _EXPORTS = {
     "OutputExistsError": "_errors",
     "ParameterError": "_errors",
     "StreamaeError": "_errors",
-    "NotFittedError": "_estimator",
+    "NotFittedError": "_errors",
+    "RunOptions": "_options",
     "SparseAutoencoder": "_estimator",
     "import_array": "_import",
     "MetricsLog": "_metrics",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         ClusterError,
         DataError,
         MemoryBudgetError,
+        NotFittedError,
         NumericalError,
         OutputExistsError,
         OutputWriteError,
@@ -86,10 +91,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         StreamaeError,
         TrainingInterrupted,
     )
-    from ._estimator import NotFittedError, SparseAutoencoder
+    from ._estimator import SparseAutoencoder
     from ._import import import_array
     from ._metrics import MetricsLog
     from ._objective import reference_cost_and_grad
+    from ._options import RunOptions
     from ._patches import write_patches
     from ._plots import show
 
@@ -106,6 +112,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "ParameterError",
+    "RunOptions",
     "SparseAutoencoder",
     "StreamaeError",
     "TrainingInterrupted",

@@ -45,6 +45,7 @@ import zarr
 from ._atomic import remove_stale, write_bytes
 from ._errors import CheckpointError, CheckpointExistsError, ParameterError
 from ._optim import OptimState
+from ._validation import check_int
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
@@ -425,9 +426,7 @@ class InterruptFlag:
 
 def require_path(checkpoint, checkpoint_every, resume):
     """Validate the checkpoint options of ``fit``."""
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
-            or checkpoint_every < 0:
-        raise ParameterError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
+    check_int("checkpoint_every", checkpoint_every, 0)
     if checkpoint is None and (checkpoint_every or resume):
         raise ParameterError(
             "checkpoint_every and resume need a checkpoint path: pass checkpoint='run.ckpt'")

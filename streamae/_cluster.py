@@ -60,6 +60,7 @@ from dask.delayed import Delayed
 from dask.utils import ensure_dict
 
 from ._errors import ClusterError, DataError, LostInputError, ParameterError, StreamaeError
+from ._validation import check_int
 
 __all__ = ["Runner", "SCATTER_THRESHOLD", "make_runner"]
 
@@ -237,11 +238,7 @@ class Runner:
                  scatter_threshold=SCATTER_THRESHOLD):
         if isinstance(scheduler, Runner):
             raise ParameterError("pass the scheduler itself, not a Runner")
-        if workers is not None:
-            if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) \
-                    or workers < 1:
-                raise ParameterError(f"workers must be an integer >= 1, got {workers!r}")
-            workers = int(workers)
+        workers = check_int("workers", workers, 1, allow_none=True)
         self.workers = workers
         self.announce = announce
         self.scatter_threshold = int(scatter_threshold)

@@ -15,6 +15,7 @@ import zarr
 
 from ._chunkread import as_dask
 from ._errors import DataError
+from ._validation import check_int
 
 # A NumPy array given directly is cut into tasks of about this many bytes.
 _NUMPY_TASK_BYTES = 32 * 2**20
@@ -188,9 +189,7 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     -------
     Dataset
     """
-    if chunk_rows is not None and (isinstance(chunk_rows, bool) or int(chunk_rows) != chunk_rows
-                                   or chunk_rows < 1):
-        raise DataError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    chunk_rows = check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     if isinstance(data, (str, os.PathLike)):
         source = f"'{os.fspath(data)}'"
         data = open_zarr_array(data, storage_options)
@@ -289,7 +288,7 @@ def describe_bad_values(dataset, row):
     inf = np.isinf(block)
     out = ~nan & ~inf & ((block < 0) | (block > 1))
     parts = []
-    for mask, what in ((nan, "NaN"), (inf, "Inf")):
+    for mask, what in ((nan, "NaN"), (inf, "inf")):
         if mask.any():
             rows = np.flatnonzero(mask.any(axis=1)) + start
             parts.append(f"{int(mask.sum())} {what} value(s) in rows {_rows(rows)}")

@@ -8,6 +8,9 @@ trained with 400 L-BFGS iterations. The result is a model and ``filters.png``.
 
 import os
 import time
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
 
 from ._engine import STRATEGIES
 from ._errors import OutputExistsError, ParameterError
@@ -46,10 +49,12 @@ def run_demo(out="streamae-demo", overwrite=False, strategy="one-pass", max_iter
                         overwrite=overwrite)
     echo(f"wrote {count} 8x8 patches to {outputs[0]} ({time.perf_counter() - t0:.1f} s)")
 
-    model = SparseAutoencoder(**EXERCISE, dtype=dtype, seed=0)
+    model = SparseAutoencoder(**EXERCISE, strategy=strategy, optimizer="lbfgs",
+                              max_iter=max_iter, dtype=dtype, random_state=0, verbose=progress)
     t1 = time.perf_counter()
-    model.fit(outputs[0], strategy=strategy, optimizer="lbfgs", max_iter=max_iter,
-              progress=progress)
+    with warnings.catch_warnings():  # the summary below gives the stop reason
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(outputs[0])
     seconds = time.perf_counter() - t1
     model.save(outputs[1], overwrite=overwrite)
     save_filters(model.W1_, outputs[2], channels="gray", scale=8)

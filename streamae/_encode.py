@@ -1,8 +1,8 @@
-"""``streamae encode``: hidden activations of every row, written to Zarr.
+"""Hidden activations of every row: the lazy graph, and ``streamae encode``
+writing it to Zarr.
 
-The activations are `SparseAutoencoder.transform_dask` (the graph that
-`SparseAutoencoder.transform` computes in memory): one Numba kernel task per
-row chunk. Here each task's result is written straight into its own chunk
+`hidden_graph` is the graph behind `SparseAutoencoder.transform`: one Numba
+kernel task per row chunk. Here each task's result is written straight into its own chunk
 (or shard) of the output, so memory holds a few chunks, never the whole
 output. The output is chunked like the input: same rows per chunk (and per
 shard, if the input is sharded), all hidden units in one chunk.
@@ -16,10 +16,62 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from . import _kernels as K
 from ._cluster import make_runner
-from ._data import open_zarr_array
-from ._errors import ParameterError
+from ._data import open_dataset, open_zarr_array
+from ._errors import DataError
+from ._options import as_run_options
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._store import check_writable, read_model
+from ._validation import check_width, require_fitted
+
+
+def hidden_graph(dataset, W1, b1, dtype, block_rows):
+    """Lazy hidden activations a2 = sigmoid(X W1^T + b1), chunked like the data.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The data, shape (m, n).
+    W1 : ndarray of shape (n_hidden, n)
+    b1 : ndarray of shape (n_hidden,)
+    dtype : {"float32", "float64"}
+        Arithmetic and output dtype.
+    block_rows : int
+        Rows per kernel block.
+
+    Returns
+    -------
+    dask.array.Array of shape (m, n_hidden)
+        One task per row chunk of ``dataset``; a task refuses rows with values
+        outside [0, 1] or not finite (`DataError`).
+    """
+    dtype = np.dtype(dtype)
+    W1 = np.ascontiguousarray(W1, dtype)
+    b1 = np.ascontiguousarray(b1, dtype)
+    return da.map_blocks(_encode_block, dataset.array, W1, b1, int(block_rows),
+                         chunks=(dataset.array.chunks[0], (W1.shape[0],)), dtype=dtype)
+
+
+def _encode_block(block, W1, b1, block_rows, block_info=None):
+    X = np.ascontiguousarray(block, dtype=W1.dtype)
+    # NaN fails both comparisons, so this also refuses NaN and Inf.
+    if X.size and not (X.min() >= 0 and X.max() <= 1):
+        row0 = block_info[0]["array-location"][0][0] if block_info else 0
+        bad = np.flatnonzero(~((X >= 0) & (X <= 1)).all(axis=1)) + row0
+        raise DataError(f"cannot encode: {bad.size} row(s) with values outside [0, 1], NaN or "
+                        f"inf, first row {bad[0]}; clean or rescale the data as it was for "
+                        "training")
+    return K.hidden_activations(X, W1, b1, block_rows)[0]
+
+
+def _weights(model, storage_options):
+    """(W1, b1, dtype, model path or None) of a fitted model or a saved one's path."""
+    if isinstance(model, (str, os.PathLike)):
+        params, attrs = read_model(model, storage_options=storage_options)
+        return params["W1"], params["b1"], attrs["dtype"], os.fspath(model)
+    require_fitted(model)
+    return model.W1_, model.b1_, model.dtype, None
 
 
 def _input_layout(data, storage_options=None):
@@ -38,8 +90,7 @@ def _input_layout(data, storage_options=None):
     return arr, rows, None, "a NumPy array"
 
 
-def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None,
-           workers=None, block_rows=2048, storage_options=None):
+def encode(model, data, out, *, overwrite=False, run_options=None):
     """Write the hidden activations of every row of ``data`` to a Zarr array.
 
     Parameters
@@ -50,38 +101,32 @@ def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None
         ``n`` must equal the model's input width.
     out : str or os.PathLike
         Zarr array to create, shape (m, n_hidden), dtype of the model.
-    chunk_rows : int, optional
-        Rows per output chunk (and per task); default the input's chunk rows
-        (a sharded input keeps its shards: one task writes one shard).
     overwrite : bool
         Replace an existing ``out``.
-    scheduler, workers
-        Where the tasks run, as for `SparseAutoencoder.transform`; default
-        the local threaded scheduler.
+    run_options : RunOptions or dict, optional
+        Where the tasks run (``scheduler``, ``workers``), ``storage_options``,
+        ``block_rows``, and ``chunk_rows``: rows per output chunk (and per
+        task); default the input's chunk rows (a sharded input keeps its
+        shards: one task writes one shard).
 
     Returns
     -------
     zarr.Array
         The written array, open for reading.
     """
-    from ._estimator import SparseAutoencoder
-
-    model_path = None
-    if not isinstance(model, SparseAutoencoder):
-        model_path = os.fspath(model)
-        model = SparseAutoencoder.load(model_path, storage_options=storage_options)
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    from ._store import check_writable
+    options = as_run_options(run_options)
+    storage_options, chunk_rows = options.storage_options, options.chunk_rows
+    W1, b1, dtype, model_path = _weights(model, storage_options)
     check_writable(out, overwrite, storage_options, what="output store")
 
     data, rows, shard, described = _input_layout(data, storage_options)
     if chunk_rows:
         rows, shard = int(chunk_rows), None
     task_rows = shard or rows
-    # Raises DataError (one line) if the widths differ, before anything is written.
-    H = model.transform_dask(data, chunk_rows=task_rows, block_rows=block_rows,
-                             storage_options=storage_options)
+    dataset = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options)
+    # One line (DataError) if the widths differ, before anything is written.
+    check_width(dataset, W1.shape[1])
+    H = hidden_graph(dataset, W1, b1, dtype, options.block_rows)
     m, s = H.shape
     rows, task_rows = min(rows, m), min(task_rows, m)
     shards = (task_rows, s) if shard else None
@@ -91,12 +136,12 @@ def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None
         z = open_for_writing(target, storage_options)
         # One task per output chunk (or shard): it computes and writes its rows.
         stored = da.store(H.rechunk({0: task_rows}), z, lock=False, compute=False)
-        runner = make_runner(scheduler, workers)
+        runner = make_runner(options.scheduler, options.workers)
         with runner.session():
             runner.compute(stored)
         set_attrs(target, {"streamae": {
             "kind": "encoding", "model": model_path, "data": described,
-            "n_hidden": s, "n_visible": model.n_visible_, "dtype": np.dtype(H.dtype).name,
+            "n_hidden": s, "n_visible": W1.shape[1], "dtype": np.dtype(H.dtype).name,
             "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
         }}, storage_options)
     kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \

@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._objective import Hyper, assemble, sparsity_terms
 from ._progress import chunk_progress
+from ._validation import check_int
 
 STRATEGIES = ("two-pass", "one-pass", "cached")
 PASSES = {"two-pass": 2, "one-pass": 1, "cached": 2}
@@ -172,12 +173,8 @@ class Evaluator:
         self.runner = make_runner(scheduler)
         self._array = None  # the data as the runner reads it, prepared on first use
         self._block_list = None
-        if int(block_rows) < 1:
-            raise ParameterError(f"block_rows must be an integer >= 1, got {block_rows}")
-        if int(split_every) < 2:
-            raise ParameterError(f"split_every must be an integer >= 2, got {split_every}")
-        self.block_rows = int(block_rows)
-        self.split_every = int(split_every)
+        self.block_rows = check_int("block_rows", block_rows, 1)
+        self.split_every = check_int("split_every", split_every, 2)
         self.m = dataset.shape[0]
         self.row_starts = dataset.row_starts[:-1].tolist()
         self.evaluations = 0

@@ -3,7 +3,8 @@
 Each `StreamaeError` carries a one-line message naming the problem, where it
 is, and the fix; the CLI prints the message and exits with status 2.
 `TrainingInterrupted` is a `KeyboardInterrupt`, not a `StreamaeError`.
-(`NotFittedError` is defined with the estimator.)
+(`NotFittedError` is created on first use: it is also scikit-learn's, whose
+import would slow down ``streamae --help``.)
 """
 
 import signal
@@ -86,3 +87,24 @@ class TrainingInterrupted(KeyboardInterrupt):
             text = (f"interrupted by {name}: checkpoint of iteration {iteration} "
                     f"written to '{checkpoint}'")
         super().__init__(text)
+
+
+def _not_fitted_error():
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(StreamaeError, SklearnNotFittedError):
+        """The model has no weights yet.
+
+        Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+        which is what scikit-learn's tools expect from an unfitted estimator.
+        """
+
+    NotFittedError.__module__ = __name__
+    return NotFittedError
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        globals()[name] = value = _not_fitted_error()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,53 +1,57 @@
-"""The `SparseAutoencoder` estimator: fit, evaluate, transform, save, load."""
+"""The `SparseAutoencoder` estimator: a scikit-learn transformer trained full-batch.
 
-import signal
-import sys
-import time
+``fit`` reads as its phases: validate the hyperparameters -> open the data ->
+start the run (`streamae._fitloop.TrainingRun`, which owns the scheduler
+session, the checkpoint and the signals) -> optimizer loop -> set the fitted
+attributes. Save and load are `streamae._store`'s model format.
+"""
+
+import numbers
+import os
+import warnings
 
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
+import zarr
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import _check_feature_names, check_array
 
 from . import _checkpoint as C
-from . import _kernels as K
-from . import _metrics, _optim, _progress
+from . import _metrics, _optim
 from ._cluster import make_runner
-from ._data import open_dataset
+from ._data import Dataset, open_dataset
+from ._encode import encode, hidden_graph
 from ._engine import STRATEGIES, Evaluator, make_hyper
-from ._errors import (
-    ClusterError,
-    DataError,
-    ParameterError,
-    StreamaeError,
-    TrainingInterrupted,
-)
+from ._errors import DataError, ParameterError
+from ._fitloop import Settings, TrainingRun
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
+from ._options import as_run_options
 from ._store import read_model, write_model
+from ._validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_width,
+    require_fitted,
+)
 
 DTYPES = ("float32", "float64")
-DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
+_SEED_ALIAS = "deprecated"
+#: max |gradient| at which the optimizer's own gradient rule stops a fit.
+GRAD_TOL = 1e-5
 
 
-class NotFittedError(StreamaeError, AttributeError):
-    """The model has no weights yet."""
-
-
-def _announcer(progress):
-    """Where a run says which cluster it uses (and its dashboard): stderr, if ``progress``."""
-    if not progress:
-        return None
-
-    def announce(line):
-        print(f"streamae: {line}", file=sys.stderr, flush=True)
-
-    return announce
-
-
-class SparseAutoencoder:
+class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Sparse autoencoder with a sigmoid hidden layer, trained full-batch.
 
     The cost is the UFLDL objective: mean squared reconstruction error (halved),
-    weight decay on W1 and W2, and beta times the KL divergence between rho and
-    each hidden unit's mean activation rho_hat over the *whole* dataset.
+    weight decay on W1 and W2, and ``beta`` times the KL divergence between
+    ``rho`` and each hidden unit's mean activation rho_hat over the *whole*
+    dataset. The data (values in [0, 1], one sample per row) may be larger
+    than memory: a Zarr array path or URL, a ``zarr.Array``, a Dask array, a
+    NumPy array or a pandas DataFrame.
 
     Parameters
     ----------
@@ -59,26 +63,72 @@ class SparseAutoencoder:
         Weight of the sparsity penalty, >= 0.
     weight_decay : float, default 1e-4
         lambda, L2 penalty on W1 and W2, >= 0.
+    strategy : {"one-pass", "two-pass", "cached"}, default "one-pass"
+        How each evaluation passes over the data (docs/algorithm.md); all give
+        the same objective.
+    optimizer : {"lbfgs", "gd"}, default "lbfgs"
+        Full-batch L-BFGS (as minFunc) or gradient descent.
+    max_iter : int, default 400
+        Iterations of one ``fit`` (each a line search of one or more
+        evaluations). Reaching it with the gradient still above the tolerance
+        warns with ``sklearn.exceptions.ConvergenceWarning``.
+    history_size : int, default 100
+        L-BFGS corrections kept.
+    learning_rate : float, default 1.0
+        First step of gradient descent (later steps adapt).
     dtype : {"float32", "float64"}, default "float32"
         Arithmetic of the per-chunk kernels; sums always accumulate in float64
         and the optimizer works in float64.
-    seed : int, default 0
-        Seed of the weight initialisation.
+    random_state : int, default 0
+        Seed of the weight initialisation (an integer >= 0, so that a
+        checkpoint can record it and a resumed run can check it).
+    warm_start : bool, default False
+        A new ``fit`` starts from the current weights (fresh L-BFGS memory)
+        instead of a new initialisation; ``max_iter`` counts that fit's
+        iterations.
+    verbose : bool, default False
+        Progress bars on stderr (and the cluster's dashboard link). Off by
+        default because an estimator inside a Pipeline or a GridSearchCV fits
+        many times and should stay quiet, as scikit-learn's do; the
+        ``streamae train`` command turns it on unless ``--quiet``.
+    clip : bool, default False
+        Clip input values into [0, 1] as they are read, in every method (NaN
+        and Inf are still refused). Off by default: values outside [0, 1]
+        usually mean unscaled data, and are refused with the rows named
+        (rescale with ``streamae import --scale minmax``).
+    run_options : RunOptions or dict, optional
+        Where and how the work runs (scheduler, workers, chunk_rows,
+        block_rows, split_every, cache_limit, storage_options), for every
+        method; see `streamae.RunOptions`. Results never depend on the
+        scheduler or the workers. Give a live ``distributed.Client`` inside
+        a `RunOptions` (which ``clone`` keeps as is), not in a dict (which
+        ``clone`` deep-copies).
+    seed : int, optional
+        Deprecated alias of ``random_state`` (FutureWarning); will be removed.
 
     Attributes
     ----------
-    W1_ : ndarray of shape (n_hidden, n_visible)
+    W1_ : ndarray of shape (n_hidden, n_features_in_)
     b1_ : ndarray of shape (n_hidden,)
-    W2_ : ndarray of shape (n_visible, n_hidden)
-    b2_ : ndarray of shape (n_visible,)
+    W2_ : ndarray of shape (n_features_in_, n_hidden)
+    b2_ : ndarray of shape (n_features_in_,)
+    n_features_in_ : int
+        Columns of the training data (n_visible).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when fitted on a DataFrame with string column names.
     rho_hat_ : ndarray of shape (n_hidden,)
         Mean hidden activation over the training data at the final weights.
     history_ : list of dict
         One record per iteration (0 is the starting point): iteration, cost,
-        its terms, grad_norm, step, rho_hat_min/mean/max, evaluations,
-        seconds, samples_per_s.
+        its terms, grad_norm, step, rho_hat_min/mean/max, dead and saturated
+        units, explained_variance, evaluations, seconds, samples_per_s
+        (`streamae._metrics`).
     n_iter_ : int
+        Iterations done (counted from the checkpoint's start when resumed).
     stop_reason_ : str
+    converged_ : bool
+        True if an optimizer tolerance stopped the fit (not ``max_iter``, a
+        callback, an interrupt or a failed line search).
     evaluations_ : int
         Evaluations of the objective (passes over the data) in the whole fit.
     guard_events_ : list of dict
@@ -86,372 +136,377 @@ class SparseAutoencoder:
         units, message); see docs/reliability.md.
     resumed_from_ : int or None
         The checkpoint's iteration when the fit was resumed, else None.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> pipe = make_pipeline(SparseAutoencoder(n_hidden=50, max_iter=100),
+    ...                      LogisticRegression())  # doctest: +SKIP
+    >>> pipe.fit(X, y).score(X_test, y_test)  # doctest: +SKIP
     """
 
-    def __init__(self, n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, dtype="float32",
-                 seed=0):
-        if isinstance(n_hidden, bool) or not isinstance(n_hidden, (int, np.integer)) \
-                or n_hidden < 1:
-            raise ParameterError(f"n_hidden must be an integer >= 1, got {n_hidden!r}")
-        if str(dtype) not in DTYPES:
-            raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.hyper = make_hyper(rho, beta, weight_decay)
-        self.n_hidden = int(n_hidden)
-        self.dtype = str(dtype)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ParameterError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = int(seed)
-        self.history_ = []
+    def __init__(self, n_hidden=25, *, rho=0.01, beta=3.0, weight_decay=1e-4,
+                 strategy="one-pass", optimizer="lbfgs", max_iter=400, history_size=100,
+                 learning_rate=1.0, dtype="float32", random_state=0, warm_start=False,
+                 verbose=False, clip=False, run_options=None, seed=_SEED_ALIAS):
+        self.n_hidden = n_hidden
+        self.rho = rho
+        self.beta = beta
+        self.weight_decay = weight_decay
+        self.strategy = strategy
+        self.optimizer = optimizer
+        self.max_iter = max_iter
+        self.history_size = history_size
+        self.learning_rate = learning_rate
+        self.dtype = dtype
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.clip = clip
+        self.run_options = run_options
+        self.seed = seed
 
-    # ------------------------------------------------------------ properties
-    rho = property(lambda self: self.hyper.rho)
-    beta = property(lambda self: self.hyper.beta)
-    weight_decay = property(lambda self: self.hyper.weight_decay)
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Values must be in [0, 1] (the decoder is a sigmoid) unless clipped into it.
+        tags.input_tags.positive_only = not self.clip
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = []  # output dtype is the model's ``dtype``
+        tags.non_deterministic = False
+        return tags
 
+    # ------------------------------------------------------------ validation
+    @property
+    def hyper(self):
+        """The validated objective hyperparameters (rho, beta, weight_decay)."""
+        return make_hyper(self.rho, self.beta, self.weight_decay)
+
+    def _settings(self):
+        """All hyperparameters, validated; one-line `ParameterError` naming a bad one."""
+        n_hidden = check_int("n_hidden", self.n_hidden, 1)
+        if str(self.dtype) not in DTYPES:
+            raise ParameterError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        hyper = self.hyper
+        seed = self.random_state
+        if not (isinstance(self.seed, str) and self.seed == _SEED_ALIAS):
+            warnings.warn("SparseAutoencoder(seed=...) is deprecated and will be removed; use "
+                          "random_state=...", FutureWarning, stacklevel=3)
+            seed = self.seed
+        name = "random_state" if seed is self.random_state else "seed"
+        check_choice("optimizer", self.optimizer, _optim.OPTIMIZERS)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        return Settings(
+            n_hidden=n_hidden, hyper=hyper, dtype=str(self.dtype), seed=check_int(name, seed, 0),
+            strategy=self.strategy, optimizer=self.optimizer,
+            max_iter=check_int("max_iter", self.max_iter, 0),
+            history_size=check_int("history_size", self.history_size, 1),
+            learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True))
+
+    # ------------------------------------------------------------ fitted state
     @property
     def params_(self):
-        """Weights as a dict W1, b1, W2, b2."""
-        self._require_fitted()
+        """Weights as a dict W1, b1, W2, b2 (float64 ndarrays)."""
+        require_fitted(self)
         return {k: getattr(self, k + "_") for k in PARAM_NAMES}
 
     @property
     def n_visible_(self):
-        self._require_fitted()
+        """Input width n (same as ``n_features_in_``)."""
+        require_fitted(self)
         return self.W1_.shape[1]
 
-    def _require_fitted(self):
-        if getattr(self, "W1_", None) is None:
-            raise NotFittedError(
-                "this SparseAutoencoder has no weights yet; call fit() first, or build one "
-                "with SparseAutoencoder.from_weights() or load()")
+    @property
+    def _n_features_out(self):
+        """Output width for ``get_feature_names_out`` (names sparseautoencoder0, ...)."""
+        return self.W1_.shape[0]
 
-    def _set_params(self, params):
+    def _set_weights(self, params):
         for k in PARAM_NAMES:
             setattr(self, k + "_", np.asarray(params[k], np.float64))
+        self.n_features_in_ = self.W1_.shape[1]
 
-    def __repr__(self):
-        return (f"SparseAutoencoder(n_hidden={self.n_hidden}, rho={self.rho}, beta={self.beta}, "
-                f"weight_decay={self.weight_decay}, dtype={self.dtype!r}, seed={self.seed})")
+    def _dataset(self, X, options, *, reset):
+        """``X`` opened as a row-chunked `Dataset`; checks or sets the input width.
 
-    # ------------------------------------------------------------ data
-    def _dataset(self, data, chunk_rows=None, storage_options=None, check_width=True):
-        dataset = open_dataset(data, chunk_rows=chunk_rows, storage_options=storage_options)
-        if check_width and getattr(self, "W1_", None) is not None:
-            n = dataset.shape[1]
-            if n != self.n_visible_:
-                raise DataError(
-                    f"{dataset.source} has {n} features (columns), but this model expects "
-                    f"{self.n_visible_}; use data of the width the model was trained on")
-        return dataset
+        Returns
+        -------
+        data : the input as given (a DataFrame as an ndarray)
+        dataset : Dataset
+        """
+        if not reset:
+            require_fitted(self)
+        data = _as_data(self, X, reset=reset)
+        dataset = open_dataset(data, chunk_rows=options.chunk_rows,
+                               storage_options=options.storage_options)
+        if self.clip:
+            array = dataset.array.map_blocks(_clip_unit, dtype=dataset.array.dtype)
+            dataset = Dataset(array, dataset.source, dataset.unit_rows)
+        if not reset:
+            check_width(dataset, self.W1_.shape[1])
+        return data, dataset
 
-    def _evaluator(self, dataset, strategy, scheduler, block_rows, split_every, cache_limit):
-        return Evaluator(dataset, self.hyper, dtype=self.dtype, strategy=strategy,
-                         scheduler=scheduler, block_rows=block_rows, split_every=split_every,
-                         cache_limit=cache_limit)
-
-    # ------------------------------------------------------------ public API
-    def cost_and_grad(self, data, strategy="one-pass", *, scheduler=None, workers=None,
-                      chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS, split_every=8,
-                      cache_limit=None, storage_options=None):
-        """Cost and gradient over the whole dataset at the current weights.
+    # ------------------------------------------------------------ fit
+    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=0, resume=False,
+            overwrite=False, callback=None):
+        """Train on the whole dataset with full-batch updates.
 
         Parameters
         ----------
-        data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
-        strategy : {"two-pass", "one-pass", "cached"}
+        X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
+            Values in [0, 1], one sample per row; never loaded whole.
+        y : None
+            Ignored (for Pipeline compatibility).
+        checkpoint : str or os.PathLike, optional
+            File holding everything needed to continue this fit exactly (see
+            docs/reliability.md). It is written when the fit ends (whatever
+            the reason), every ``checkpoint_every`` iterations, and when the
+            fit is interrupted: SIGINT and SIGTERM (when fit runs in the main
+            thread) stop the fit after the evaluation in progress, write the
+            checkpoint of the last finished iteration and raise
+            `TrainingInterrupted`; the model then holds those weights.
+        checkpoint_every : int, default 0
+            Also write the checkpoint every this many iterations.
+        resume : bool, default False
+            Continue from ``checkpoint`` if it exists (else start afresh). The
+            result is bit-identical to an uninterrupted fit. The data,
+            hyperparameters and run settings must match the checkpoint's
+            (`CheckpointError` says what differs); ``max_iter`` may change: a
+            finished run resumed with a larger ``max_iter`` goes on from its
+            last iteration, one resumed with the same ``max_iter`` returns at
+            once with its final weights.
+        overwrite : bool, default False
+            Start afresh even though ``checkpoint`` exists (it is replaced at
+            the first write). Without it, an existing checkpoint is refused
+            unless ``resume``.
+        callback : callable, optional
+            ``callback(model, record)`` after each iteration (``record`` as in
+            ``history_``); return True to stop.
+
+        Returns
+        -------
+        self : SparseAutoencoder
+
+        Raises
+        ------
+        TrainingInterrupted
+            On SIGINT or SIGTERM with a checkpoint (a KeyboardInterrupt;
+            ``exit_status`` is 130 or 143).
+        NumericalError
+            If the objective is not finite at the initial weights. Later, trial
+            points where it is not finite are rejected (see ``guard_events_``).
+
+        Warns
+        -----
+        ConvergenceWarning
+            When ``max_iter`` stops the fit with max |gradient| above 1e-5.
+        """
+        settings = self._settings()
+        C.require_path(checkpoint, checkpoint_every, resume)
+        options = as_run_options(self.run_options)
+        data, dataset = self._dataset(X, options, reset=True)
+        theta0, rng = self._initial_theta(settings, dataset)
+        run = TrainingRun(self, settings, dataset, options, self.verbose, callback)
+        if checkpoint is not None:
+            identity = C.identity(
+                settings.model_identity(dataset.shape[1]),
+                C.data_fingerprint(data, dataset, options.storage_options),
+                settings.run_identity(dataset, options))
+            extra = {"random_state": {"seed": settings.seed,
+                                      "after_init": rng.bit_generator.state}}
+            run.use_checkpoint(checkpoint, checkpoint_every, identity, extra, resume, overwrite)
+        outcome = run.execute(theta0)
+        self._set_fitted(outcome, settings, dataset.shape[1])
+        if outcome.interrupt is not None:
+            raise outcome.interrupt
+        if outcome.reached_max_iter:
+            self._warn_not_converged(outcome, settings)
+        return self
+
+    def _initial_theta(self, settings, dataset):
+        """Starting weights (flat) and the generator after initialisation.
+
+        The random initialisation is always drawn (so the generator's state is
+        the same either way); with ``warm_start`` and weights of the right
+        width, those weights are the start instead.
+        """
+        n = dataset.shape[1]
+        rng = np.random.default_rng(settings.seed)
+        params = init_params(n, settings.n_hidden, rng)
+        if self.warm_start and getattr(self, "W1_", None) is not None:
+            check_width(dataset, self.W1_.shape[1])
+            if self.W1_.shape[0] != settings.n_hidden:
+                raise ParameterError(
+                    f"warm_start: the current weights have {self.W1_.shape[0]} hidden units, "
+                    f"but n_hidden is {settings.n_hidden}; set n_hidden back, or "
+                    "warm_start=False to start afresh")
+            params = self.params_
+        return flatten(params), rng
+
+    def _set_fitted(self, outcome, settings, n):
+        """The fitted attributes from a run's `Outcome`."""
+        state = outcome.state
+        self._set_weights(unflatten(state.theta, n, settings.n_hidden, np.float64))
+        self.history_ = outcome.history
+        self.rho_hat_ = outcome.rho_hat
+        self.resumed_from_ = outcome.resumed_from
+        self.n_iter_ = state.iteration
+        self.stop_reason_ = outcome.stop
+        self.converged_ = outcome.converged
+        self.evaluations_ = state.evaluations
+        self.strategy_ = settings.strategy
+        self.guard_events_ = list(state.rejections)
+
+    def _warn_not_converged(self, outcome, settings):
+        worst = float(np.abs(outcome.state.grad).max())
+        if worst > GRAD_TOL:
+            warnings.warn(ConvergenceWarning(
+                f"SparseAutoencoder reached max_iter={settings.max_iter} with max |gradient| "
+                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter (or resume the "
+                "checkpoint with a larger max_iter) for a converged fit"), stacklevel=3)
+
+    # ------------------------------------------------------------ evaluation
+    def cost_and_grad(self, X):
+        """Cost and gradient over the whole dataset at the current weights.
+
+        Uses ``strategy`` and ``run_options``.
+
+        Parameters
+        ----------
+        X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
 
         Returns
         -------
         cost : float
         grad : dict of float64 ndarrays W1 (s, n), b1 (s,), W2 (n, s), b2 (n,)
         """
-        self._require_fitted()
-        dataset = self._dataset(data, chunk_rows, storage_options)
-        runner = make_runner(scheduler, workers)
-        evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
-                                    cache_limit)
+        return self._evaluate(X)[:2]
+
+    def _evaluate(self, X):
+        """(cost, grad, Evaluation) at the current weights, one evaluation."""
+        require_fitted(self)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        if str(self.dtype) not in DTYPES:
+            raise ParameterError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        options = as_run_options(self.run_options)
+        _, dataset = self._dataset(X, options, reset=False)
+        runner = make_runner(options.scheduler, options.workers)
+        evaluator = Evaluator(dataset, self.hyper, dtype=str(self.dtype), strategy=self.strategy,
+                              scheduler=runner, block_rows=options.block_rows,
+                              split_every=options.split_every, cache_limit=options.cache_limit)
         with runner.session():
             result = evaluator(self.params_)
-        return result.cost, result.grad
+        return result.cost, result.grad, result
 
-    def fit(self, data, strategy="one-pass", optimizer="lbfgs", max_iter=400, *,
-            history_size=100, learning_rate=1.0, scheduler=None, workers=None, chunk_rows=None,
-            block_rows=DEFAULT_BLOCK_ROWS, split_every=8, cache_limit=None,
-            storage_options=None, progress=True, callback=None, checkpoint=None,
-            checkpoint_every=0, resume=False, overwrite=False):
-        """Train on the whole dataset with full-batch updates.
+    def score(self, X, y=None):
+        """Minus the mean reconstruction error per sample (higher is better).
+
+        score = -(1/m) sum_i 1/2 ||a3_i - x_i||^2, the reconstruction term of
+        the cost with its sign flipped (no weight decay or sparsity term), so
+        that ``GridSearchCV`` prefers models that reconstruct better. One
+        streaming pass over ``X``.
 
         Parameters
         ----------
-        data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
-            Values in [0, 1], one sample per row.
-        strategy : {"two-pass", "one-pass", "cached"}
-            How each evaluation passes over the data (see docs/algorithm.md).
-        optimizer : {"lbfgs", "gd"}
-        max_iter : int
-            Iterations (each one line search of one or more evaluations).
-        history_size : int
-            L-BFGS corrections kept.
-        learning_rate : float
-            First step of gradient descent (later steps adapt).
-        scheduler : str, distributed.Client or cluster, optional
-            Where the tasks run: "threads" (default), "synchronous", "processes",
-            "distributed" (the current client), a scheduler address such as
-            "tcp://10.0.0.5:8786", a ``distributed.Client`` or a cluster object.
-            Results are bit-identical on all of them (docs/cluster.md).
-        workers : int, optional
-            Threads ("threads"), processes ("processes"), or, with no scheduler
-            or "distributed", the single-threaded worker processes of a
-            ``LocalCluster`` started (on 127.0.0.1) for this fit and stopped
-            after it. When a cluster is used and ``progress`` is on, its
-            dashboard link is printed on stderr.
-        chunk_rows : int, optional
-            Rows per task; default the store's chunks.
-        block_rows : int
-            Rows per kernel block inside a task.
-        progress : bool
-            Show a progress bar.
-        callback : callable, optional
-            ``callback(model, record)`` after each iteration; return True to stop.
-        checkpoint : str or os.PathLike, optional
-            File holding everything needed to continue this fit exactly (see
-            docs/reliability.md). With a checkpoint path, SIGINT and SIGTERM
-            (when fit runs in the main thread) stop the fit after the
-            evaluation in progress, write the checkpoint of the last finished
-            iteration and raise `TrainingInterrupted`; the model then holds
-            those weights.
-        checkpoint_every : int
-            Also write the checkpoint every this many iterations (0: only on an
-            interrupt), and when the fit ends.
-        resume : bool
-            Continue from ``checkpoint`` if it exists (else start afresh). The
-            result is bit-identical to an uninterrupted fit. The data,
-            hyperparameters and run settings must match the checkpoint's
-            (`CheckpointError` says what differs); ``max_iter`` may change.
-        overwrite : bool
-            Start afresh even though ``checkpoint`` exists (it is replaced at
-            the first write). Without it, an existing checkpoint is refused
-            unless ``resume``.
+        X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
+        y : None
+            Ignored.
 
         Returns
         -------
-        self
-
-        Raises
-        ------
-        TrainingInterrupted
-            On SIGINT or SIGTERM (a KeyboardInterrupt; ``exit_status`` is 130 or 143).
-        NumericalError
-            If the objective is not finite at the initial weights. Later, trial
-            points where it is not finite are rejected (see ``guard_events_``).
+        float
         """
-        if optimizer not in _optim.OPTIMIZERS:
-            raise ParameterError(
-                f"unknown optimizer {optimizer!r}; choose one of {', '.join(_optim.OPTIMIZERS)}")
-        if strategy not in STRATEGIES:
-            raise ParameterError(
-                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        for name, value, low in (("max_iter", max_iter, 0), ("history_size", history_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < low:
-                raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not 0 < learning_rate < np.inf:
-            raise ParameterError(
-                f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-        C.require_path(checkpoint, checkpoint_every, resume)
-        dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
-        m, n = dataset.shape
-        runner = make_runner(scheduler, workers, _announcer(progress))
-        evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
-                                    cache_limit)
-        evaluator.progress = bool(progress)
-        rng = np.random.default_rng(self.seed)
-        params = init_params(n, self.n_hidden, rng)
+        return -float(self._evaluate(X)[2].terms["reconstruction"])
 
-        store, saved = None, None
-        if checkpoint is not None:
-            # Everything that changes the floating-point result must match on resume.
-            run = {"optimizer": optimizer, "strategy": strategy,
-                   "chunk_rows": int(dataset.array.chunks[0][0]),
-                   "block_rows": int(block_rows), "split_every": int(split_every)}
-            if optimizer == "lbfgs":
-                run["history_size"] = int(history_size)
-            else:
-                run["learning_rate"] = float(learning_rate)
-            store = self._checkpointer(checkpoint, checkpoint_every, data, dataset, run, rng,
-                                       storage_options)
-            saved = store.open(resume=resume, overwrite=overwrite)
-        flag = C.InterruptFlag(active=store is not None)
-
-        def fun(theta):
-            flag.check()
-            result = evaluator(unflatten(theta, n, self.n_hidden))
-            return result.cost, flatten(result.grad), result
-
-        def save_checkpoint():
-            return store.save(state, self.rho_hat_, self.history_, time.perf_counter() - t0)
-
-        self.history_ = []
-        self.resumed_from_ = None
-        state = None
-        if saved is not None:
-            state = saved.state
-            self.history_ = saved.history
-            self.rho_hat_ = saved.rho_hat
-            self.resumed_from_ = state.iteration
-        elapsed0 = saved.elapsed if saved is not None else 0.0
-        t0 = time.perf_counter() - elapsed0
-        bar = _progress.bar(f"fit {strategy}", max_iter, "it", enabled=progress,
-                            initial=min(state.iteration, max_iter) if state else 0)
-        with runner.session(), flag, bar:
-            try:
-                with _progress.phase("compiling kernels", enabled=progress):
-                    evaluator.compile_kernels(self.n_hidden)
-                # Denominator of the explained variance: one streaming pass per
-                # fit, inside the session (same workers) and the signal handler.
-                with evaluator.pass_progress("data variance"):
-                    self._data_variance = _metrics.total_variance(evaluator)
-                t0 = time.perf_counter() - elapsed0  # training time starts here
-                if state is None:
-                    state, info = _optim.start(fun, flatten(params))
-                    self._record(state, info, m, t0)
-                    if store is not None and store.due(state):
-                        save_checkpoint()
-                stop = _stop_reason(state, max_iter)
-                while not stop:
-                    flag.check()
-                    info, done = _optim.step(fun, state, optimizer, history=history_size,
-                                             learning_rate=learning_rate)
-                    asked = False
-                    if info is not None:
-                        record = self._record(state, info, m, t0)
-                        bar.update(1)
-                        bar.set_postfix(cost=f"{record['cost']:.5g}",
-                                        rho_hat=f"{record['rho_hat_mean']:.4f}",
-                                        samples_s=f"{record['samples_per_s']:.3g}",
-                                        refresh=False)
-                        if store is not None and store.due(state):
-                            save_checkpoint()
-                        asked = callback is not None and callback(self, record)
-                    if done:
-                        stop = state.message
-                    elif asked:
-                        stop = "stopped by callback"
-                    else:
-                        stop = _stop_reason(state, max_iter)
-                if store is not None and store.every:
-                    save_checkpoint()
-            except (C.Stop, KeyboardInterrupt):
-                flag.stopping = True
-                signum = flag.signum or signal.SIGINT
-                if store is None:
-                    raise
-                if state is None:
-                    raise TrainingInterrupted(signum) from None
-                path = save_checkpoint()
-                self._finish_fit(state, n, strategy,
-                                 f"interrupted by {signal.Signals(signum).name} at iteration "
-                                 f"{state.iteration}")
-                raise TrainingInterrupted(signum, path, state.iteration) from None
-            except (ClusterError, DataError) as exc:
-                # The cluster or the data failed mid-run: keep the iterations done.
-                if store is None or state is None:
-                    raise
-                raise _with_checkpoint(exc, save_checkpoint, state.iteration) from None
-        self._finish_fit(state, n, strategy, stop)
-        return self
-
-    def _checkpointer(self, path, every, data, dataset, run, rng, storage_options):
-        """A `Checkpointer` whose identity covers the data, the model and ``run``."""
-        hyper = {"n_visible": dataset.shape[1], "n_hidden": self.n_hidden, "rho": self.rho,
-                 "beta": self.beta, "weight_decay": self.weight_decay,
-                 "dtype": self.dtype, "seed": self.seed}
-        expected = C.identity(hyper, C.data_fingerprint(data, dataset, storage_options), run)
-        random_state = {"seed": self.seed, "after_init": rng.bit_generator.state}
-        return C.Checkpointer(path, every, expected, {"random_state": random_state})
-
-    def _finish_fit(self, state, n, strategy, stop):
-        """Set the fitted attributes from the optimizer's ``state``."""
-        self._set_params(unflatten(state.theta, n, self.n_hidden, np.float64))
-        self.n_iter_ = state.iteration
-        self.stop_reason_ = stop
-        self.evaluations_ = state.evaluations
-        self.strategy_ = strategy
-        self.guard_events_ = list(state.rejections)
-
-    def _record(self, state, info, m, t0):
-        """Append the iteration's record to history_ and update rho_hat_.
-
-        The fields are described in `streamae._metrics`.
-        """
-        elapsed = time.perf_counter() - t0
-        self.rho_hat_ = info.rho_hat
-        dead, saturated = _metrics.unit_counts(info.rho_hat, self.rho)
-        record = {
-            "iteration": state.iteration,
-            "cost": state.cost,
-            **info.terms,
-            "grad_norm": float(np.linalg.norm(state.grad)),
-            "step": state.step,
-            "rho_hat_min": float(info.rho_hat.min()),
-            "rho_hat_mean": float(info.rho_hat.mean()),
-            "rho_hat_max": float(info.rho_hat.max()),
-            "dead_units": dead,
-            "saturated_units": saturated,
-            "explained_variance": _metrics.explained_variance(
-                info.terms["reconstruction"], m, getattr(self, "_data_variance", None)),
-            "evaluations": state.evaluations,
-            "seconds": elapsed,
-            "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
-        }
-        self.history_.append(record)
-        return record
-
-    def transform(self, data, *, out=None, overwrite=False, scheduler=None, workers=None,
-                  chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS, storage_options=None):
-        """Hidden activations a2 = f(X W1^T + b1) for every row.
+    # ------------------------------------------------------------ transform
+    def transform(self, X, *, out=None, overwrite=False):
+        """Hidden activations a2 = sigmoid(X W1^T + b1) for every row.
 
         Parameters
         ----------
+        X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
         out : str or os.PathLike, optional
             Write the activations to a new Zarr array there instead of
-            returning them in memory: chunked like the data, a few chunks in
-            memory at a time (as ``streamae encode``, `streamae._encode.encode`).
-        overwrite : bool
+            returning them: chunked like the data, a few chunks in memory at
+            a time (as `streamae.encode`).
+        overwrite : bool, default False
             With ``out``: replace an existing array.
 
         Returns
         -------
-        ndarray of shape (m, n_hidden), dtype of the model
-            Or, with ``out``, the written ``zarr.Array`` open for reading.
+        ndarray of shape (m, n_hidden), dtype ``dtype``
+            For a Dask array ``X``, a lazy Dask array chunked like ``X`` (or
+            by ``run_options.chunk_rows``), nothing computed; with ``out``,
+            the written ``zarr.Array`` open for reading.
         """
+        options = as_run_options(self.run_options)
         if out is not None:
-            from ._encode import encode
-
-            return encode(self, data, out, chunk_rows=chunk_rows, overwrite=overwrite,
-                          scheduler=scheduler, workers=workers, block_rows=block_rows,
-                          storage_options=storage_options)
-        H = self.transform_dask(data, chunk_rows=chunk_rows, block_rows=block_rows,
-                                storage_options=storage_options)
-        runner = make_runner(scheduler, workers)
+            return encode(self, X, out, overwrite=overwrite, run_options=options)
+        H = self.transform_dask(X)
+        if isinstance(X, da.Array):
+            return H
+        runner = make_runner(options.scheduler, options.workers)
         with runner.session():
             return runner.compute(H)[0]
 
-    def transform_dask(self, data, *, chunk_rows=None, block_rows=DEFAULT_BLOCK_ROWS,
-                       storage_options=None):
-        """Lazy hidden activations: a Dask array of shape (m, n_hidden), chunked like the data."""
-        self._require_fitted()
-        dataset = self._dataset(data, chunk_rows, storage_options)
-        dtype = np.dtype(self.dtype)
-        W1 = np.ascontiguousarray(self.W1_, dtype)
-        b1 = np.ascontiguousarray(self.b1_, dtype)
-        return da.map_blocks(_encode_block, dataset.array, W1, b1, int(block_rows),
-                             chunks=(dataset.array.chunks[0], (self.n_hidden,)), dtype=dtype)
+    def transform_dask(self, X):
+        """Lazy hidden activations: a Dask array of shape (m, n_hidden), chunked like ``X``.
 
+        Parameters
+        ----------
+        X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
+
+        Returns
+        -------
+        dask.array.Array of shape (m, n_hidden)
+        """
+        options = as_run_options(self.run_options)
+        _, dataset = self._dataset(X, options, reset=False)
+        return hidden_graph(dataset, self.W1_, self.b1_, self.dtype, options.block_rows)
+
+    def inverse_transform(self, X):
+        """Reconstruction a3 = sigmoid(H W2^T + b2) from hidden activations H.
+
+        Parameters
+        ----------
+        X : ndarray or dask.array.Array of shape (m, n_hidden)
+            Hidden activations, as `transform` returns them.
+
+        Returns
+        -------
+        ndarray of shape (m, n_features_in_), float64
+            A lazy Dask array for Dask input.
+        """
+        require_fitted(self)
+        H = X if isinstance(X, da.Array) else np.asarray(X, np.float64)
+        if H.ndim != 2 or H.shape[1] != self.W1_.shape[0]:
+            raise ParameterError(
+                f"inverse_transform needs hidden activations of shape (m, {self.W1_.shape[0]}), "
+                f"got shape {tuple(H.shape)}; pass what transform() returned")
+        if isinstance(H, da.Array):
+            return H.map_blocks(_reconstruct, self.W2_, self.b2_, dtype=np.float64,
+                                chunks=(H.chunks[0], (self.W2_.shape[0],)))
+        return _reconstruct(H, self.W2_, self.b2_)
+
+    # ------------------------------------------------------------ weights in and out
     @classmethod
-    def from_weights(cls, W1, b1, W2, b2, rho=0.01, beta=3.0, weight_decay=1e-4,
-                     dtype="float32"):
-        """A model with given weights (shapes (s, n), (s,), (n, s), (n,))."""
+    def from_weights(cls, W1, b1, W2, b2, **params):
+        """A fitted model with given weights.
+
+        Parameters
+        ----------
+        W1 : array-like of shape (n_hidden, n_visible)
+        b1 : array-like of shape (n_hidden,)
+        W2 : array-like of shape (n_visible, n_hidden)
+        b2 : array-like of shape (n_visible,)
+        **params
+            Constructor parameters (``rho``, ``beta``, ``dtype``, ...);
+            ``n_hidden`` is W1's first dimension.
+
+        Returns
+        -------
+        SparseAutoencoder
+        """
         W1, b1, W2, b2 = (np.asarray(a, np.float64) for a in (W1, b1, W2, b2))
         if W1.ndim != 2:
             raise ParameterError(f"W1 must be 2-D (n_hidden, n_visible), got shape {W1.shape}")
@@ -462,8 +517,10 @@ class SparseAutoencoder:
                 raise ParameterError(
                     f"{name} has shape {arr.shape}, but W1 of shape {W1.shape} needs "
                     f"{expected[name]}")
-        model = cls(n_hidden=s, rho=rho, beta=beta, weight_decay=weight_decay, dtype=dtype)
-        model._set_params({"W1": W1, "b1": b1, "W2": W2, "b2": b2})
+        model = cls(n_hidden=s, **params)
+        model._settings()  # the same checks as fit
+        model._set_weights({"W1": W1, "b1": b1, "W2": W2, "b2": b2})
+        model.history_ = []  # no training history
         return model
 
     def save(self, path, overwrite=False, storage_options=None):
@@ -472,76 +529,97 @@ class SparseAutoencoder:
         ``history_`` is also written as JSON lines beside the model, one record
         per line: ``model.zarr`` -> ``model.metrics.jsonl`` (see `streamae._metrics`).
         """
-        self._require_fitted()
-        attrs = {
-            "n_hidden": self.n_hidden, "n_visible": self.n_visible_,
-            "rho": self.rho, "beta": self.beta, "weight_decay": self.weight_decay,
-            "dtype": self.dtype, "seed": self.seed,
-            "rho_hat": np.asarray(getattr(self, "rho_hat_", []), float).tolist(),
-            "n_iter": getattr(self, "n_iter_", 0),
-            "stop_reason": getattr(self, "stop_reason_", ""),
-            "history": self.history_,
-        }
-        for name in ("evaluations_", "strategy_", "guard_events_"):  # set by fit
-            if hasattr(self, name):
-                attrs[name.rstrip("_")] = getattr(self, name)
+        require_fitted(self)
+        attrs = _model_attrs(self)
         write_model(path, self.params_, attrs, overwrite=overwrite,
                     storage_options=storage_options)
-        _metrics.write_metrics(_metrics.metrics_path(path), self.history_, storage_options)
+        _metrics.write_metrics(_metrics.metrics_path(path), getattr(self, "history_", []),
+                               storage_options)
         return path
 
     @classmethod
     def load(cls, path, storage_options=None):
-        """Read a model written by `save`."""
+        """Read a model written by `save` (by this version or streamae 0.1)."""
         params, attrs = read_model(path, storage_options=storage_options)
-        model = cls.from_weights(**params, rho=attrs["rho"], beta=attrs["beta"],
-                                 weight_decay=attrs["weight_decay"], dtype=attrs["dtype"])
-        model.seed = attrs.get("seed", 0)
+        saved = attrs.get("params", {})
+        known = set(cls().get_params()) - {"seed", "run_options", "n_hidden"}
+        hyper = {k: v for k, v in saved.items() if k in known}
+        hyper.update(rho=attrs["rho"], beta=attrs["beta"], weight_decay=attrs["weight_decay"],
+                     dtype=attrs["dtype"], random_state=attrs.get("seed", 0))
+        model = cls.from_weights(**params, **hyper)
         model.history_ = list(attrs.get("history", []))
         if attrs.get("rho_hat"):
             model.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64)
         model.n_iter_ = attrs.get("n_iter", 0)
         model.stop_reason_ = attrs.get("stop_reason", "")
-        for name in ("evaluations", "strategy", "guard_events"):  # models of a fit
+        for name in ("evaluations", "strategy", "guard_events", "converged"):  # from a fit
             if name in attrs:
                 setattr(model, name + "_", attrs[name])
+        if attrs.get("feature_names_in") is not None:
+            model.feature_names_in_ = np.asarray(attrs["feature_names_in"], dtype=object)
         return model
 
 
-def _with_checkpoint(exc, save_checkpoint, iteration):
-    """``exc`` (a fit's ClusterError or DataError), after writing the checkpoint
-    of the last finished iteration; its message then says where and how to resume.
+def _model_attrs(model):
+    """The attributes `save` writes: those of streamae 0.1, then ``params``."""
+    seed = model.random_state if isinstance(model.random_state, numbers.Integral) else 0
+    attrs = {
+        "n_hidden": int(model.W1_.shape[0]), "n_visible": model.n_visible_,
+        "rho": float(model.rho), "beta": float(model.beta),
+        "weight_decay": float(model.weight_decay), "dtype": str(model.dtype),
+        "seed": int(seed),
+        "rho_hat": np.asarray(getattr(model, "rho_hat_", []), float).tolist(),
+        "n_iter": getattr(model, "n_iter_", 0),
+        "stop_reason": getattr(model, "stop_reason_", ""),
+        "history": getattr(model, "history_", []),
+    }
+    for name in ("evaluations_", "strategy_", "guard_events_", "converged_"):  # set by fit
+        if hasattr(model, name):
+            attrs[name.rstrip("_")] = getattr(model, name)
+    if hasattr(model, "feature_names_in_"):
+        attrs["feature_names_in"] = [str(v) for v in model.feature_names_in_]
+    # The hyperparameters; not how this process ran the fit (run options,
+    # progress bars, warm start).
+    attrs["params"] = {k: v for k, v in model.get_params().items()
+                       if k not in ("run_options", "seed", "verbose", "warm_start")
+                       and isinstance(v, (bool, int, float, str))}
+    return attrs
 
-    Sets ``checkpoint`` and ``iteration`` on the error (None if the checkpoint
-    could not be written: the original error is what matters).
+
+def _as_data(model, X, *, reset):
+    """``X`` as `open_dataset` takes it; records or checks DataFrame column names.
+
+    Paths, Zarr and Dask arrays pass through untouched (they are never
+    loaded); a DataFrame becomes an ndarray after scikit-learn's feature-name
+    check (fit records ``feature_names_in_``, other methods compare with it).
     """
+    if isinstance(X, (str, os.PathLike, zarr.Array, da.Array)):
+        if reset and hasattr(model, "feature_names_in_"):
+            del model.feature_names_in_
+        return X
+    _check_feature_names(model, X, reset=reset)
+    if sp.issparse(X):
+        raise DataError("sparse input is not supported: the kernels read dense rows; pass "
+                        "X.toarray() if it fits in memory, or write it to a Zarr array")
+    if isinstance(X, np.ndarray) and X.dtype.kind not in "cO":
+        return X  # shape, dtype and values: open_dataset and the passes name what is wrong
+    # Lists and object arrays become numbers; complex input is refused.
     try:
-        path = save_checkpoint()
-    except StreamaeError:
-        path = None
-    error = type(exc)(f"{exc}; the checkpoint of iteration {iteration} was written to "
-                      f"'{path}': fix the cause, then resume with `resume=True`"
-                      if path is not None else str(exc))
-    error.checkpoint, error.iteration = path, iteration if path is not None else None
-    return error
+        return check_array(X, dtype="numeric", ensure_all_finite=False, ensure_2d=False,
+                           allow_nd=True, ensure_min_samples=0, ensure_min_features=0)
+    except ValueError as exc:
+        reason = str(exc).strip().splitlines()[0].rstrip(".")
+        raise DataError(f"X cannot be used as an array of numbers ({reason}); give a 2-D array "
+                        "of floats in [0, 1], one sample per row") from None
 
 
-def _stop_reason(state, max_iter):
-    """Why a fit in ``state`` should stop now, or "" to continue."""
-    if state.message:
-        return state.message
-    if state.iteration >= max_iter:
-        return f"reached max_iter={max_iter}"
-    return ""
+def _clip_unit(block):
+    """``block`` with its finite values clipped into [0, 1]; NaN and Inf stay (and are
+    refused by the passes over the data)."""
+    return np.where(np.isfinite(block), np.clip(block, 0, 1), block)
 
 
-def _encode_block(block, W1, b1, block_rows, block_info=None):
-    X = np.ascontiguousarray(block, dtype=W1.dtype)
-    # NaN fails both comparisons, so this also refuses NaN and Inf.
-    if X.size and not (X.min() >= 0 and X.max() <= 1):
-        row0 = block_info[0]["array-location"][0][0] if block_info else 0
-        bad = np.flatnonzero(~((X >= 0) & (X <= 1)).all(axis=1)) + row0
-        raise DataError(f"cannot encode: {bad.size} row(s) with values outside [0, 1] or not "
-                        f"finite, first row {bad[0]}; clean or rescale the data as it was for "
-                        "training")
-    return K.hidden_activations(X, W1, b1, block_rows)[0]
+def _reconstruct(H, W2, b2):
+    """sigmoid(H W2^T + b2) in float64."""
+    z = np.asarray(H, np.float64) @ W2.T + b2
+    return 1.0 / (1.0 + np.exp(-z))

@@ -24,6 +24,7 @@ import numpy as np
 from ._data import open_zarr_array
 from ._errors import DataError, ParameterError
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._validation import check_int
 
 SCALES = ("none", "minmax", "minmax-all")
 
@@ -223,8 +224,7 @@ def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dt
         raise ParameterError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if scale_from is not None and scale != "none":
         raise ParameterError("give either `scale` or `scale_from`, not both")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")
     source = _Source(src, storage_options)

@@ -55,6 +55,7 @@ from ._images import (
     whitened_builtin_images,
 )
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._validation import check_int
 
 SAMPLING_BLOCK = 4096
 _CLIP_STDS = 3.0
@@ -574,8 +575,7 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if max_side < 0 or 0 < max_side < size:
         raise ParameterError(f"`max_side` must be 0 (no downscaling) or >= the patch size "
                              f"{size}, got {max_side}")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     if (images is None) == (not builtin):
         raise ParameterError("give exactly one image source: `images=DIR` or `builtin=True`")
 

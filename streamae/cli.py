@@ -159,6 +159,9 @@ def build_parser():
     p.add_argument("data", help="Zarr array path or URL, values in [0, 1]")
     p.add_argument("--out", required=True, help="model directory to write (a Zarr group)")
     _add_model_options(p)
+    p.add_argument("--init", metavar="MODEL", default=None,
+                   help="start from the weights of a saved model (its hidden units) instead of "
+                        "a random initialisation")
     _add_run_options(p)
     _add_checkpoint_options(p)
 
@@ -192,35 +195,36 @@ def build_parser():
 
 
 def cmd_train(args):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     from . import _checkpoint
-    from ._estimator import SparseAutoencoder
     from ._store import check_writable
 
     checkpoint = args.checkpoint or _checkpoint.default_path(args.out)
     options = storage_options(args.storage_options)
-    model = SparseAutoencoder(n_hidden=args.hidden, rho=args.rho, beta=args.beta,
-                              weight_decay=args.weight_decay, dtype=args.dtype, seed=args.seed)
-
-    def fit(progress):
-        model.fit(args.data, strategy=args.strategy, optimizer=args.optimizer,
-                  max_iter=args.max_iter, history_size=args.history_size,
-                  chunk_rows=args.chunk_rows, scheduler=args.scheduler, workers=args.workers,
-                  storage_options=options, progress=progress, checkpoint=checkpoint,
-                  checkpoint_every=args.checkpoint_every or 0, resume=args.resume,
-                  overwrite=args.overwrite)
-
-    if args.resume and not args.overwrite and _finished_and_saved(checkpoint, args):
-        fit(progress=False)  # checks the checkpoint against the data and options; no evaluation
+    model = _train_model(args, options)
+    fit_kw = dict(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every or 0,
+                  resume=args.resume, overwrite=args.overwrite)
+    saved = _run_saved_at_out(checkpoint, args) if args.resume and not args.overwrite else None
+    if saved is not None and _checkpoint.finished(saved, args.max_iter):
+        # Checks the checkpoint against the data and options; no evaluation, --out untouched.
+        model.set_params(verbose=False).fit(args.data, **fit_kw)
         print(f"the run in '{checkpoint}' had already finished ({model.n_iter_} iterations) "
               f"and its model is at {args.out}; nothing to do")
         return 0
-    check_writable(args.out, args.overwrite, storage_options=options, what="model")
+    # --resume may replace --out when it holds this run's own (earlier) result.
+    replace = args.overwrite or saved is not None
+    check_writable(args.out, replace, storage_options=options, what="model")
     if args.resume and not os.path.lexists(checkpoint):
         print(f"streamae: no checkpoint at '{checkpoint}'; starting from the beginning",
               file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        fit(progress=not args.quiet)
+        with warnings.catch_warnings():  # the summary says whether the fit converged
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(args.data, **fit_kw)
     except TrainingInterrupted as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # the checkpoint is written: finish quietly
             signal.signal(sig, signal.SIG_IGN)
@@ -235,35 +239,66 @@ def cmd_train(args):
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return 2
-    model.save(args.out, overwrite=args.overwrite, storage_options=options)
-    last = model.history_[-1]
-    resumed = ("" if model.resumed_from_ is None
-               else f", resumed from iteration {model.resumed_from_}")
-    print(f"trained in {time.perf_counter() - t0:.1f} s{resumed}: {model.n_iter_} iterations, "
-          f"cost {last['cost']:.6g}, mean rho_hat {last['rho_hat_mean']:.4g} "
-          f"({model.stop_reason_}); model written to {args.out}")
-    if model.guard_events_:
-        print(f"streamae: {_guard_summary(model.guard_events_)}", file=sys.stderr)
+    model.save(args.out, overwrite=replace, storage_options=options)
+    _print_summary(model, args, time.perf_counter() - t0)
     return 0
 
 
-def _finished_and_saved(checkpoint, args):
-    """True if the checkpoint's run is complete and ``--out`` holds exactly its weights
-    (a run killed after writing its model); --resume then has nothing to do."""
+def _train_model(args, options):
+    """The estimator ``train`` fits: new, or from the weights of ``--init``."""
+    from ._errors import ParameterError
+    from ._estimator import SparseAutoencoder
+    from ._options import RunOptions
+
+    params = dict(
+        rho=args.rho, beta=args.beta, weight_decay=args.weight_decay, dtype=args.dtype,
+        random_state=args.seed, strategy=args.strategy, optimizer=args.optimizer,
+        max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
+        run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
+                               chunk_rows=args.chunk_rows, storage_options=options))
+    if args.init is None:
+        return SparseAutoencoder(n_hidden=args.hidden, **params)
+    model = SparseAutoencoder.load(args.init, storage_options=options)
+    hidden = model.W1_.shape[0]
+    given = any(a == "--hidden" or a.startswith("--hidden=") for a in getattr(args, "argv", []))
+    if given and args.hidden != hidden:
+        raise ParameterError(f"--hidden {args.hidden} differs from the {hidden} hidden units of "
+                             f"--init {args.init}; drop --hidden, or start without --init")
+    return model.set_params(n_hidden=hidden, warm_start=True, **params)
+
+
+def _print_summary(model, args, seconds):
+    last = model.history_[-1]
+    resumed = ("" if model.resumed_from_ is None
+               else f", resumed from iteration {model.resumed_from_}")
+    init = f", started from {args.init}" if args.init else ""
+    converged = ("converged" if model.converged_ else
+                 "not converged: raise --max-iter, or resume with a larger --max-iter"
+                 if model.stop_reason_.startswith("reached max_iter") else "not converged")
+    print(f"trained in {seconds:.1f} s{resumed}{init}: {model.n_iter_} iterations, "
+          f"cost {last['cost']:.6g}, mean rho_hat {last['rho_hat_mean']:.4g} "
+          f"({model.stop_reason_}; {converged}); model written to {args.out}")
+    if model.guard_events_:
+        print(f"streamae: {_guard_summary(model.guard_events_)}", file=sys.stderr)
+
+
+def _run_saved_at_out(checkpoint, args):
+    """The checkpoint's optimizer state if ``--out`` holds exactly its weights (the
+    model of a run that finished, or was killed after writing it), else None."""
     from . import _checkpoint
     from ._estimator import SparseAutoencoder
     from ._objective import flatten
 
     if not (os.path.exists(args.out) and os.path.exists(checkpoint)):
-        return False
+        return None
     try:
         saved = _checkpoint.read(checkpoint)
         theta = flatten(SparseAutoencoder.load(args.out).params_)
     except (StreamaeError, OSError):
-        return False
-    return (_checkpoint.finished(saved.state, args.max_iter)
-            and theta.shape == saved.state.theta.shape
+        return None
+    same = (theta.shape == saved.state.theta.shape
             and theta.tobytes() == saved.state.theta.tobytes())
+    return saved.state if same else None
 
 
 def _resume_command(args):
@@ -300,6 +335,7 @@ def cmd_gradcheck(args):
 
     from ._estimator import SparseAutoencoder
     from ._gradcheck import check_gradient, random_problem
+    from ._options import RunOptions
 
     X, params = random_problem(args.rows, args.visible, args.hidden)
     print(f"central differences (eps 1e-4), float64, {args.rows} x {args.visible} -> "
@@ -307,11 +343,13 @@ def cmd_gradcheck(args):
           "relative difference norm(num - ana) / norm(num + ana):")
     worst = 0.0
     for strategy in STRATEGIES:
-        def evaluate(p, strategy=strategy):
+        options = RunOptions(chunk_rows=args.chunk_rows, scheduler="synchronous")
+
+        def evaluate(p, strategy=strategy, options=options):
             model = SparseAutoencoder.from_weights(**p, rho=0.1, beta=3.0, weight_decay=1e-3,
-                                                   dtype="float64")
-            return model.cost_and_grad(X, strategy=strategy, chunk_rows=args.chunk_rows,
-                                       scheduler="synchronous")
+                                                   dtype="float64", strategy=strategy,
+                                                   run_options=options)
+            return model.cost_and_grad(X)
         diff = check_gradient(evaluate, params)
         worst = max(worst, diff)
         print(f"  {strategy:9s} {diff:.3e}  {'ok' if diff < args.tol else 'FAIL'}")
@@ -459,8 +497,8 @@ def cmd_encode(args):
 
     t0 = time.perf_counter()
     with _task_progress(args, "encode"):
-        z = encode(args.model, args.data, args.out, chunk_rows=args.chunk_rows,
-                   overwrite=args.overwrite, scheduler=args.scheduler)
+        z = encode(args.model, args.data, args.out, overwrite=args.overwrite,
+                   run_options={"chunk_rows": args.chunk_rows, "scheduler": args.scheduler})
     print(f"encoded {z.shape[0]} rows into {z.shape[1]} hidden activations ({z.dtype}) in "
           f"{args.out}, chunks of {z.chunks[0]} rows, in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -53,7 +53,7 @@ ROWS = [
     ("data-nan", "NaN in the data (row 5)", "CLI",
      ERR + "'nan.zarr', chunk 0 (rows 0-9): 1 NaN value(s) in rows 5" + BAD_DATA, "2"),
     ("data-inf", "+Inf in the data (row 12)", "CLI",
-     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 Inf value(s) in rows 12" + BAD_DATA, "2"),
+     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 inf value(s) in rows 12" + BAD_DATA, "2"),
     ("data-out-of-range", "values outside [0, 1] (rows 21, 22)", "CLI",
      ERR + "'range.zarr', chunk 2 (rows 20-29): 2 value(s) outside [0, 1] (from -0.5 to 1.5) "
      "in rows 21, 22" + BAD_DATA, "2"),
@@ -99,8 +99,8 @@ ROWS = [
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
      "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
-     "the NumPy array has 5 features (columns), but this model expects 4; use data of the "
-     "width the model was trained on", "DataError"),
+     "X has 5 features, but SparseAutoencoder is expecting 4 features as input (X is the "
+     "NumPy array); use data of the width the model was trained on", "DataError"),
     ("api-not-fitted", "transform before fit", "API",
      "this SparseAutoencoder has no weights yet; call fit() first, or build one with "
      "SparseAutoencoder.from_weights() or load()", "NotFittedError"),
@@ -130,9 +130,9 @@ ROWS = [
      USAGE + "argument --chunk-rows: must be an integer >= 1, got 0", "2"),
     ("flag-no-out", "no --out", "CLI", USAGE + "the following arguments are required: --out",
      "2"),
-    ("api-dtype", "dtype='float16'", "API",
+    ("api-dtype", "dtype='float16', then fit", "API",
      "dtype must be 'float32' or 'float64', got 'float16'", "ParameterError"),
-    ("api-optimizer", "fit(optimizer='adam')", "API",
+    ("api-optimizer", "optimizer='adam', then fit", "API",
      "unknown optimizer 'adam'; choose one of lbfgs, gd", "ParameterError"),
     ("api-checkpoint-every", "fit(checkpoint_every=5) without checkpoint", "API",
      "checkpoint_every and resume need a checkpoint path: pass checkpoint='run.ckpt'",
@@ -323,8 +323,8 @@ SETUP = {
         "train", _damage(_good("corrupt.zarr"), "c/1/0", cut=None), "--out", "m.zarr", *BASE]),
     "data-complex": lambda mp: main(["train", _array("complex.zarr", np.full((10, 4), 0.5 + 0j)),
                                      "--out", "m.zarr", *BASE]),
-    "api-data-nan": lambda mp: SparseAutoencoder(n_hidden=3).fit(
-        np.where(np.arange(120).reshape(30, 4) == 13, np.nan, 0.5), max_iter=2, progress=False),
+    "api-data-nan": lambda mp: SparseAutoencoder(n_hidden=3, max_iter=2).fit(
+        np.where(np.arange(120).reshape(30, 4) == 13, np.nan, 0.5)),
     "api-width": lambda mp: SparseAutoencoder.from_weights(
         np.zeros((3, 4)), np.zeros(3), np.zeros((4, 3)), np.zeros(4)).transform(
         np.full((10, 5), 0.5)),
@@ -345,9 +345,8 @@ SETUP = {
                                      "--checkpoint-every", "0"]),
     "flag-chunk-rows-0": _cli(["train", "good.zarr", "--out", "m.zarr", "--chunk-rows", "0"]),
     "flag-no-out": _cli(["train", "good.zarr"]),
-    "api-dtype": lambda mp: SparseAutoencoder(dtype="float16"),
-    "api-optimizer": lambda mp: SparseAutoencoder().fit(np.full((10, 4), 0.5),
-                                                        optimizer="adam"),
+    "api-dtype": lambda mp: SparseAutoencoder(dtype="float16").fit(np.full((10, 4), 0.5)),
+    "api-optimizer": lambda mp: SparseAutoencoder(optimizer="adam").fit(np.full((10, 4), 0.5)),
     "api-checkpoint-every": lambda mp: SparseAutoencoder().fit(np.full((10, 4), 0.5),
                                                                checkpoint_every=5),
     "model-missing": lambda mp: SparseAutoencoder.load("nope.zarr"),
@@ -380,7 +379,7 @@ SETUP = {
     "ckpt-exists": lambda mp: (_checkpoint(),
                                main(["train", "good.zarr", "--out", "model.zarr", *BASE]))[1],
     "api-ckpt-other-hidden": lambda mp: (_checkpoint(), SparseAutoencoder(n_hidden=4).fit(
-        "good.zarr", checkpoint="model.zarr.ckpt", resume=True, progress=False))[1],
+        "good.zarr", checkpoint="model.zarr.ckpt", resume=True))[1],
     "ckpt-disk-full": lambda mp: (_good(), mp.setattr(os, "fsync",
                                                       _fsync_full_for(".model.zarr.ckpt.tmp-")),
                                   main(["train", "good.zarr", "--out", "model.zarr", *BASE,

@@ -1,6 +1,7 @@
 """Local chunk reads: the same bytes as Zarr's own reads, and never a vanished
 store read as fill values."""
 
+import copy
 import os
 import pickle
 
@@ -100,7 +101,8 @@ def test_evaluation_is_bit_identical_to_zarr_reads(tmp_path, rng):
     model = SparseAutoencoder.from_weights(**init_params(12, 5, np.random.default_rng(1)),
                                            rho=0.1, beta=3.0, weight_decay=1e-3,
                                            dtype="float32")
-    direct = model.cost_and_grad(str(tmp_path / "x.zarr"), chunk_rows=64)
+    direct = copy.copy(model).set_params(run_options={"chunk_rows": 64}).cost_and_grad(
+        str(tmp_path / "x.zarr"))
     through_zarr = model.cost_and_grad(da.from_zarr(z, chunks=(64, 12)))
     assert direct[0] == through_zarr[0]
     for key in direct[1]:
@@ -143,7 +145,7 @@ def test_a_store_workers_do_not_see_is_an_error_on_a_cluster(tmp_path, model_and
     os.rename(tmp_path / "x.zarr", tmp_path / "elsewhere.zarr")
     with local_cluster(2) as client:
         with pytest.raises(DataError, match="is gone on .*every worker must see the store"):
-            model.cost_and_grad(dataset.array, scheduler=client)
+            model.set_params(run_options={"scheduler": client}).cost_and_grad(dataset.array)
 
 
 def test_tasks_of_several_whole_chunks_are_read_directly(tmp_path, X):

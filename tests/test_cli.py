@@ -2,6 +2,7 @@
 real subprocess (``python -m streamae.cli`` and the installed entry point)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 
 import streamae
 from streamae import STRATEGIES, SparseAutoencoder
+from streamae import _checkpoint as C
 from streamae.cli import main
 
 
@@ -63,11 +65,11 @@ def test_train_writes_a_loadable_model(store, tmp_path, capsys):
     assert "model written to" in captured.out and str(out) in captured.out
     model = SparseAutoencoder.load(out)
     assert model.n_hidden == 4 and model.n_visible_ == 16
-    assert model.dtype == "float64" and model.seed == 5 and model.n_iter_ == 3
+    assert model.dtype == "float64" and model.random_state == 5 and model.n_iter_ == 3
     assert model.history_[-1]["cost"] < model.history_[0]["cost"]
     # The CLI trains exactly what the library trains.
-    lib = SparseAutoencoder(n_hidden=4, dtype="float64", seed=5).fit(
-        store, strategy="two-pass", max_iter=3, progress=False)
+    lib = SparseAutoencoder(n_hidden=4, dtype="float64", random_state=5, strategy="two-pass",
+                            max_iter=3).fit(store)
     assert_array_equal(model.W1_, lib.W1_, strict=True)
 
 
@@ -113,7 +115,7 @@ def test_train_refuses_existing_output_and_overwrite_replaces(store, tmp_path, c
 
     assert main(train_args(store, out, "--seed", "2", "--overwrite")) == 0
     second = SparseAutoencoder.load(out)
-    assert second.seed == 2
+    assert second.random_state == 2
     assert not np.array_equal(second.W1_, first.W1_)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model.zarr")] == []
 
@@ -205,3 +207,84 @@ def test_entry_point_trains(store, tmp_path):
     assert ok.stderr == ""  # --quiet: nothing on stderr, no warnings either
     assert "model written to" in ok.stdout
     assert SparseAutoencoder.load(out).n_iter_ == 3
+
+
+# ----------------------------------------------------------------- checkpoint life cycle
+
+def _train(data, out, max_iter, *extra):
+    return ["train", str(data), "--out", str(out), "--hidden", "4", "--max-iter",
+            str(max_iter), "--dtype", "float64", "--quiet", *extra]
+
+
+def test_resume_after_a_finished_run_has_nothing_to_do(store, tmp_path, capsys):
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 3)) == 0  # no --checkpoint-every: written at the end
+    assert C.read(str(out) + ".ckpt").state.iteration == 3
+    before = tree(out)
+    capsys.readouterr()
+    assert main(_train(store, out, 3, "--resume")) == 0
+    assert capsys.readouterr().out == (
+        f"the run in '{out}.ckpt' had already finished (3 iterations) and its model is at "
+        f"{out}; nothing to do\n")
+    assert tree(out) == before  # untouched, byte for byte
+
+
+def test_resume_with_a_larger_max_iter_extends_a_finished_run(store, tmp_path, capsys):
+    reference = tmp_path / "six.zarr"
+    assert main(_train(store, reference, 6)) == 0
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 3)) == 0
+    capsys.readouterr()
+    assert main(_train(store, out, 6, "--resume")) == 0
+    assert "resumed from iteration 3" in capsys.readouterr().out
+    extended, full = SparseAutoencoder.load(out), SparseAutoencoder.load(reference)
+    for k in ("W1_", "b1_", "W2_", "b2_"):
+        assert_array_equal(getattr(extended, k), getattr(full, k), strict=True)
+    assert [r["cost"] for r in extended.history_] == [r["cost"] for r in full.history_]
+    assert C.read(str(out) + ".ckpt").state.iteration == 6
+
+
+def test_resume_refuses_an_output_holding_other_weights(store, tmp_path, capsys):
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 3)) == 0
+    other = tmp_path / "other.zarr"
+    assert main(_train(store, other, 3, "--seed", "9")) == 0
+    shutil.rmtree(out)
+    shutil.copytree(other, out)
+    before = tree(out)
+    capsys.readouterr()
+    assert main(_train(store, out, 6, "--resume")) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert tree(out) == before
+
+
+def test_summary_says_whether_the_fit_converged(store, tmp_path, capsys):
+    assert main(_train(store, tmp_path / "m.zarr", 2)) == 0
+    out = capsys.readouterr()
+    assert "(reached max_iter=2; not converged: raise --max-iter" in out.out
+    assert "ConvergenceWarning" not in out.err
+
+
+# ----------------------------------------------------------------- --init
+
+def test_init_starts_from_a_saved_model(store, tmp_path, capsys):
+    first = tmp_path / "m1.zarr"
+    assert main(_train(store, first, 3, "--hidden", "5")) == 0
+    m1 = SparseAutoencoder.load(first)
+    second = tmp_path / "m2.zarr"
+    assert main(["train", str(store), "--out", str(second), "--init", str(first),
+                 "--max-iter", "2", "--dtype", "float64", "--quiet"]) == 0
+    assert f"started from {first}" in capsys.readouterr().out
+    m2 = SparseAutoencoder.load(second)
+    assert m2.W1_.shape == (5, 16) and m2.n_iter_ == 2
+    assert m2.history_[0]["cost"] == m1.history_[-1]["cost"]  # m1's final weights, re-evaluated
+    assert_array_equal(SparseAutoencoder.load(first).W1_, m1.W1_)  # --init is only read
+
+
+def test_init_refuses_another_hidden_size(store, tmp_path, capsys):
+    first = tmp_path / "m1.zarr"
+    assert main(_train(store, first, 1, "--hidden", "5")) == 0
+    capsys.readouterr()
+    assert main(_train(store, tmp_path / "m2.zarr", 1, "--init", str(first))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hidden 4 differs from the 5 hidden units" in err

@@ -14,6 +14,7 @@
 Every cluster is closed and every process started here is stopped.
 """
 
+import copy
 import os
 import signal
 import threading
@@ -40,8 +41,10 @@ pytest.importorskip("distributed")
 
 M, N, CHUNK = 3000, 16, 250          # 12 chunks
 SPLIT = 3                            # 12 -> 4 -> 2 -> 1: a three-level tree
-MODEL = dict(n_hidden=6, rho=0.1, beta=3.0, weight_decay=1e-3, dtype="float32", seed=0)
-FIT = dict(strategy="one-pass", max_iter=8, split_every=SPLIT, progress=False)
+MODEL = dict(n_hidden=6, rho=0.1, beta=3.0, weight_decay=1e-3, dtype="float32",
+             random_state=0, strategy="one-pass", max_iter=8)
+RUN = dict(split_every=SPLIT)
+FIT_ARGS = ("callback", "checkpoint", "checkpoint_every", "resume", "overwrite")
 
 
 # ----------------------------------------------------------------- helpers
@@ -59,12 +62,23 @@ def eval_bits(cost, grad):
 
 
 def fitted(path, scheduler, **kw):
-    return SparseAutoencoder(**MODEL).fit(path, scheduler=scheduler, **{**FIT, **kw})
+    """A fit on ``scheduler``; ``kw``: fit arguments, run options or hyperparameters."""
+    fit_kw = {k: kw.pop(k) for k in list(kw) if k in FIT_ARGS}
+    run = {k: kw.pop(k) for k in list(kw) if k in ("workers", "chunk_rows")}
+    model = SparseAutoencoder(**{**MODEL, **kw},
+                              run_options={**RUN, "scheduler": scheduler, **run})
+    return model.fit(path, **fit_kw)
+
+
+def on(model, scheduler, **params):
+    """A copy of the fitted ``model`` that runs on ``scheduler``."""
+    run = {k: params.pop(k) for k in list(params) if k in ("workers", "chunk_rows")}
+    return copy.copy(model).set_params(run_options={**RUN, "scheduler": scheduler, **run},
+                                       **params)
 
 
 def evaluate_all(model, data, scheduler, **kw):
-    return {s: eval_bits(*model.cost_and_grad(data, strategy=s, scheduler=scheduler,
-                                              split_every=SPLIT, **kw))
+    return {s: eval_bits(*on(model, scheduler, strategy=s, **kw).cost_and_grad(data))
             for s in STRATEGIES}
 
 
@@ -191,7 +205,7 @@ def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
     from distributed import get_task_stream
 
     with get_task_stream(cluster) as stream:
-        point.cost_and_grad(store, strategy="one-pass", scheduler=cluster, split_every=SPLIT)
+        on(point, cluster, strategy="one-pass").cost_and_grad(store)
     prefixes = sorted(t["key"].rsplit("-", 1)[0] for t in stream.data
                       if isinstance(t["key"], str))
     kernels = [p for p in prefixes if p == "_task_one_pass"]
@@ -209,7 +223,7 @@ def _blas_threads():
 def test_workers_are_set_up(cluster, store, point):
     """Every worker runs BLAS on one thread (and has streamae's malloc settings),
     through a plugin that also covers workers started later."""
-    point.cost_and_grad(store, scheduler=cluster)
+    on(point, cluster).cost_and_grad(store)
     plugins = cluster.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
     assert "streamae-worker-setup" in plugins
     assert all(threads == {1} for threads in cluster.run(_blas_threads).values())

@@ -58,19 +58,19 @@ def test_saved_model_float32_and_in_memory_inputs(tmp_path, model, X):
 def test_errors(tmp_path, model, rng, write_zarr, capsys):
     model.save(tmp_path / "m.zarr")
     wide = write_zarr(rng.uniform(size=(20, 13)), 10, name="wide.zarr")
-    with pytest.raises(DataError, match="has 13 features .* expects 12"):
+    with pytest.raises(DataError, match="has 13 features, but SparseAutoencoder is expecting 12"):
         encode(model, wide, tmp_path / "h.zarr")
     assert not (tmp_path / "h.zarr").exists()
     assert main(["encode", str(tmp_path / "m.zarr"), wide, str(tmp_path / "h.zarr")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "expects 12" in err
+    assert err.count("\n") == 1 and "expecting 12 features" in err
     ok = write_zarr(rng.uniform(size=(20, 12)), 10, name="ok.zarr")
     assert main(["encode", str(tmp_path / "m.zarr"), ok, str(tmp_path / "h.zarr"),
                  "--quiet"]) == 0
     assert "encoded 20 rows into 5 hidden activations" in capsys.readouterr().out
     with pytest.raises(OutputExistsError):
         encode(model, ok, tmp_path / "h.zarr")
-    encode(model, ok, tmp_path / "h.zarr", overwrite=True, chunk_rows=7)
+    encode(model, ok, tmp_path / "h.zarr", overwrite=True, run_options={"chunk_rows": 7})
     assert zarr.open_array(str(tmp_path / "h.zarr")).chunks == (7, 5)
     with pytest.raises(DataError, match="no model at"):
         encode(str(tmp_path / "nothing.zarr"), ok, tmp_path / "h2.zarr")

@@ -28,13 +28,14 @@ def data(rng):
 
 
 def new_model(hyper_kw, dtype="float64", seed=1, n_hidden=6):
-    return SparseAutoencoder(n_hidden=n_hidden, **hyper_kw, dtype=dtype, seed=seed)
+    return SparseAutoencoder(n_hidden=n_hidden, **hyper_kw, dtype=dtype, random_state=seed)
 
 
-def fit(model, X, strategy="one-pass", optimizer="lbfgs", max_iter=8, **kw):
-    kw.setdefault("chunk_rows", 64)  # 64, 64, 64, 8: several chunks, uneven last
-    return model.fit(X, strategy=strategy, optimizer=optimizer, max_iter=max_iter,
-                     progress=False, **kw)
+def fit(model, X, strategy="one-pass", optimizer="lbfgs", max_iter=8, callback=None, **run):
+    run.setdefault("chunk_rows", 64)  # 64, 64, 64, 8: several chunks, uneven last
+    model.set_params(strategy=strategy, optimizer=optimizer, max_iter=max_iter,
+                     run_options=run)
+    return model.fit(X, callback=callback)
 
 
 def weights(model):
@@ -81,7 +82,7 @@ def test_history_matches_the_returned_weights(data, hyper_kw):
     """The last record is the cost at W1_..b2_, and rho_hat_ their mean activation."""
     for strategy in STRATEGIES:
         model = fit(new_model(hyper_kw), data, strategy, max_iter=5)
-        cost, grad = model.cost_and_grad(data, strategy=strategy, chunk_rows=64)
+        cost, grad = model.cost_and_grad(data)  # the fit's strategy and chunks
         assert cost == model.history_[-1]["cost"]  # same arithmetic: bit-identical
         assert np.linalg.norm(np.concatenate([g.ravel() for g in grad.values()])) == \
             pytest.approx(model.history_[-1]["grad_norm"], rel=1e-12)
@@ -142,8 +143,8 @@ def test_transform_is_the_sigmoid_hidden_layer(dtype, atol, data, make_problem, 
     _, params = make_problem(10, 16, 6)
     model = SparseAutoencoder.from_weights(**params, **hyper_kw, dtype=dtype)
     expected = 1.0 / (1.0 + np.exp(-(data @ params["W1"].T + params["b1"])))
-    for source, kw in ((data, {"chunk_rows": 64}), (write_zarr(data, 48), {})):
-        H = model.transform(source, **kw)
+    for source, run in ((data, {"chunk_rows": 64}), (write_zarr(data, 48), {})):
+        H = model.set_params(run_options=run).transform(source)
         assert H.shape == (200, 6) and H.dtype == np.dtype(dtype)
         assert_allclose(H, expected, rtol=0, atol=atol)
 
@@ -156,13 +157,14 @@ def test_save_load_round_trip(tmp_path, data, hyper_kw):
     model.save(path)
     loaded = SparseAutoencoder.load(path)
     assert_bit_identical(weights(loaded), weights(model))
-    for attr in ("n_hidden", "rho", "beta", "weight_decay", "dtype", "seed", "n_iter_",
+    for attr in ("n_hidden", "rho", "beta", "weight_decay", "dtype", "random_state", "n_iter_",
                  "stop_reason_", "history_", "evaluations_", "strategy_", "guard_events_"):
         assert getattr(loaded, attr) == getattr(model, attr), attr
     assert_array_equal(loaded.rho_hat_, model.rho_hat_, strict=True)
     # The loaded model computes exactly what the trained one does.
-    cost, grad = loaded.cost_and_grad(data, chunk_rows=64)
-    cost0, grad0 = model.cost_and_grad(data, chunk_rows=64)
+    cost, grad = loaded.set_params(strategy="two-pass", run_options={"chunk_rows": 64}) \
+        .cost_and_grad(data)
+    cost0, grad0 = model.cost_and_grad(data)
     assert cost == cost0
     assert_bit_identical(grad, grad0)
 
@@ -199,7 +201,7 @@ def test_loaded_model_refuses_data_of_another_width(tmp_path, make_problem, hype
             call(X[:, :7])
         msg = str(info.value)
         assert "\n" not in msg
-        assert "7 features" in msg and "expects 8" in msg and "width" in msg
+        assert "7 features" in msg and "expecting 8" in msg and "width" in msg
 
 
 # ----------------------------------------------------------------- from_weights
@@ -243,10 +245,16 @@ def test_not_fitted(call, data, tmp_path):
 
 # ----------------------------------------------------------------- errors
 
-def _fitted(hyper_kw):
+def _fitted(hyper_kw, **params):
     rng = np.random.default_rng(0)
-    return SparseAutoencoder.from_weights(**init_params(8, 5, rng), **hyper_kw,
-                                          dtype="float64")
+    model = SparseAutoencoder.from_weights(**init_params(8, 5, rng), **hyper_kw,
+                                           dtype="float64")
+    return model.set_params(**params)
+
+
+def _fit_with(**params):
+    """fit() on good data: where the hyperparameters are checked."""
+    return SparseAutoencoder(**params).fit(GOOD)
 
 
 def _size_in_bytes(msg):
@@ -267,56 +275,56 @@ ERROR_CASES = [
      DataError, ["(50, 2, 4)", "3-D", "2-D", "reshape"]),
     ("empty", lambda t, h: _fitted(h).cost_and_grad(np.empty((0, 8))),
      DataError, ["empty", "(0, 8)", "at least one row"]),
-    ("empty fit", lambda t, h: SparseAutoencoder(**h).fit(np.empty((0, 8)), progress=False),
+    ("empty fit", lambda t, h: SparseAutoencoder(**h).fit(np.empty((0, 8))),
      DataError, ["empty", "(0, 8)", "at least one row"]),
     ("missing path", lambda t, h: _fitted(h).cost_and_grad(str(t / "missing.zarr")),
      DataError, ["missing.zarr", "does not exist", "check the path"]),
     ("missing path fit",
-     lambda t, h: SparseAutoencoder(**h).fit(str(t / "missing.zarr"), progress=False),
+     lambda t, h: SparseAutoencoder(**h).fit(str(t / "missing.zarr")),
      DataError, ["missing.zarr", "does not exist", "check the path"]),
     ("strings", lambda t, h: _fitted(h).cost_and_grad(np.full((4, 8), "0.5")),
      DataError, ["non-numeric", "<U3", "convert it to float32 or float64"]),
     ("width", lambda t, h: _fitted(h).cost_and_grad(GOOD[:, :7]),
-     DataError, ["7 features", "expects 8"]),
-    ("rho 0", lambda t, h: SparseAutoencoder(rho=0.0), ParameterError, ["rho", "(0, 1)", "0.0"]),
-    ("rho 1", lambda t, h: SparseAutoencoder(rho=1.0), ParameterError, ["rho", "(0, 1)", "1.0"]),
-    ("rho > 1", lambda t, h: SparseAutoencoder(rho=1.5), ParameterError, ["rho", "1.5"]),
-    ("rho < 0", lambda t, h: SparseAutoencoder(rho=-0.1), ParameterError, ["rho", "-0.1"]),
-    ("rho nan", lambda t, h: SparseAutoencoder(rho=float("nan")), ParameterError, ["rho", "nan"]),
-    ("beta < 0", lambda t, h: SparseAutoencoder(beta=-1.0), ParameterError,
+     DataError, ["7 features", "expecting 8"]),
+    ("rho 0", lambda t, h: _fit_with(rho=0.0), ParameterError, ["rho", "(0, 1)", "0.0"]),
+    ("rho 1", lambda t, h: _fit_with(rho=1.0), ParameterError, ["rho", "(0, 1)", "1.0"]),
+    ("rho > 1", lambda t, h: _fit_with(rho=1.5), ParameterError, ["rho", "1.5"]),
+    ("rho < 0", lambda t, h: _fit_with(rho=-0.1), ParameterError, ["rho", "-0.1"]),
+    ("rho nan", lambda t, h: _fit_with(rho=float("nan")), ParameterError, ["rho", "nan"]),
+    ("beta < 0", lambda t, h: _fit_with(beta=-1.0), ParameterError,
      ["beta", ">= 0", "-1.0", "use 0 to turn sparsity off"]),
-    ("beta nan", lambda t, h: SparseAutoencoder(beta=float("nan")), ParameterError,
+    ("beta nan", lambda t, h: _fit_with(beta=float("nan")), ParameterError,
      ["beta", "nan"]),
-    ("weight_decay < 0", lambda t, h: SparseAutoencoder(weight_decay=-1e-4), ParameterError,
+    ("weight_decay < 0", lambda t, h: _fit_with(weight_decay=-1e-4), ParameterError,
      ["weight_decay", ">= 0", "-0.0001"]),
-    ("weight_decay nan", lambda t, h: SparseAutoencoder(weight_decay=float("nan")),
+    ("weight_decay nan", lambda t, h: _fit_with(weight_decay=float("nan")),
      ParameterError, ["weight_decay", "nan"]),
     ("from_weights rho", lambda t, h: SparseAutoencoder.from_weights(
         **init_params(8, 5, np.random.default_rng(0)), rho=2.0), ParameterError, ["rho", "2.0"]),
-    ("n_hidden 0", lambda t, h: SparseAutoencoder(n_hidden=0), ParameterError,
+    ("n_hidden 0", lambda t, h: _fit_with(n_hidden=0), ParameterError,
      ["n_hidden", ">= 1", "0"]),
-    ("n_hidden -3", lambda t, h: SparseAutoencoder(n_hidden=-3), ParameterError,
+    ("n_hidden -3", lambda t, h: _fit_with(n_hidden=-3), ParameterError,
      ["n_hidden", "-3"]),
-    ("n_hidden float", lambda t, h: SparseAutoencoder(n_hidden=2.5), ParameterError,
+    ("n_hidden float", lambda t, h: _fit_with(n_hidden=2.5), ParameterError,
      ["n_hidden", "integer", "2.5"]),
-    ("dtype", lambda t, h: SparseAutoencoder(dtype="float16"), ParameterError,
+    ("dtype", lambda t, h: _fit_with(dtype="float16"), ParameterError,
      ["dtype", "float16", "'float32' or 'float64'"]),
     ("strategy cost_and_grad",
-     lambda t, h: _fitted(h).cost_and_grad(GOOD, strategy="three-pass"), ParameterError,
+     lambda t, h: _fitted(h, strategy="three-pass").cost_and_grad(GOOD), ParameterError,
      ["unknown strategy 'three-pass'", "two-pass", "one-pass", "cached"]),
-    ("strategy fit", lambda t, h: SparseAutoencoder(**h).fit(GOOD, strategy="three-pass"),
+    ("strategy fit", lambda t, h: _fit_with(**h, strategy="three-pass"),
      ParameterError, ["unknown strategy 'three-pass'", "two-pass", "one-pass", "cached"]),
-    ("optimizer", lambda t, h: SparseAutoencoder(**h).fit(GOOD, optimizer="adam"),
+    ("optimizer", lambda t, h: _fit_with(**h, optimizer="adam"),
      ParameterError, ["unknown optimizer 'adam'", "lbfgs", "gd"]),
-    ("max_iter", lambda t, h: SparseAutoencoder(**h).fit(GOOD, max_iter=-1),
+    ("max_iter", lambda t, h: _fit_with(**h, max_iter=-1),
      ParameterError, ["max_iter", "-1"]),
     # 50 rows x 5 units x 8 bytes = 2000 bytes of activations; 1000 allowed.
-    ("cached budget", lambda t, h: _fitted(h).cost_and_grad(GOOD, strategy="cached",
-                                                            cache_limit=1000),
+    ("cached budget", lambda t, h: _fitted(h, strategy="cached",
+                                           run_options={"cache_limit": 1000}).cost_and_grad(GOOD),
      MemoryBudgetError, ["'cached'", "50 rows x 5 units x float64", "1000 B allowed",
                          "cache_limit", "'one-pass'"]),
-    ("cached budget fit", lambda t, h: SparseAutoencoder(n_hidden=5, **h, dtype="float64").fit(
-        GOOD, strategy="cached", cache_limit=1000, progress=False),
+    ("cached budget fit", lambda t, h: _fit_with(
+        n_hidden=5, **h, dtype="float64", strategy="cached", run_options={"cache_limit": 1000}),
      MemoryBudgetError, ["'cached'", "50 rows x 5 units", "1000 B allowed", "'one-pass'"]),
 ]
 
@@ -336,11 +344,12 @@ def test_errors_are_one_line_and_say_what_where_and_how(action, error, words, tm
 
 def test_cached_budget_error_states_the_estimate(hyper_kw):
     with pytest.raises(MemoryBudgetError) as info:
-        _fitted(hyper_kw).cost_and_grad(GOOD, strategy="cached", cache_limit=1999)
+        _fitted(hyper_kw, strategy="cached", run_options={"cache_limit": 1999}).cost_and_grad(GOOD)
     # "would keep 1.95 KiB": 50 x 5 x 8 = 2000 bytes, to the 3 digits shown.
     assert _size_in_bytes(str(info.value)) == pytest.approx(2000, rel=5e-3)
     # Exactly at the limit it is allowed.
-    cost, _ = _fitted(hyper_kw).cost_and_grad(GOOD, strategy="cached", cache_limit=2000)
+    cost, _ = _fitted(hyper_kw, strategy="cached",
+                      run_options={"cache_limit": 2000}).cost_and_grad(GOOD)
     assert np.isfinite(cost)
 
 
@@ -353,14 +362,14 @@ def test_path_to_a_group_is_not_an_array(tmp_path, hyper_kw):
 
 
 @pytest.mark.parametrize("make, words", [
-    (lambda X: SparseAutoencoder(seed=-1), ["seed", "-1"]),
-    (lambda X: SparseAutoencoder(seed=1.5), ["seed", "1.5"]),
-    (lambda X: new_model({}).fit(X, max_iter=2.5, progress=False), ["max_iter", "2.5"]),
-    (lambda X: new_model({}).fit(X, max_iter=2, block_rows=0, progress=False),
+    (lambda X: SparseAutoencoder(random_state=-1).fit(X), ["random_state", "-1"]),
+    (lambda X: SparseAutoencoder(random_state=1.5).fit(X), ["random_state", "1.5"]),
+    (lambda X: new_model({}).set_params(max_iter=2.5).fit(X), ["max_iter", "2.5"]),
+    (lambda X: new_model({}).set_params(max_iter=2, run_options={"block_rows": 0}).fit(X),
      ["block_rows", "0"]),
-    (lambda X: new_model({}).fit(X, max_iter=2, chunk_rows=0, progress=False),
+    (lambda X: new_model({}).set_params(max_iter=2, run_options={"chunk_rows": 0}).fit(X),
      ["chunk_rows", "0"]),
-    (lambda X: new_model({}).fit(X, max_iter=2, split_every=1, progress=False),
+    (lambda X: new_model({}).set_params(max_iter=2, run_options={"split_every": 1}).fit(X),
      ["split_every", "1"]),
 ], ids=["seed-negative", "seed-float", "max-iter-float", "block-rows", "chunk-rows",
         "split-every"])
@@ -378,4 +387,4 @@ def test_transform_refuses_values_outside_the_unit_interval(data, hyper_kw):
     bad = data.copy()
     bad[130, 3] = np.nan
     with pytest.raises(DataError, match="first row 130"):
-        model.transform(bad, chunk_rows=64)
+        model.transform(bad)

@@ -145,8 +145,7 @@ def test_step_leaves_state_untouched_when_interrupted():
 # ------------------------------------------------------------------ whole fits
 
 def test_data_saturating_every_unit_trains_to_finite_weights(ones):
-    model = SparseAutoencoder(dtype="float64", **SATURATING).fit(ones, max_iter=200,
-                                                                 progress=False)
+    model = SparseAutoencoder(dtype="float64", max_iter=200, **SATURATING).fit(ones)
     assert all(np.isfinite(getattr(model, k)).all() for k in ("W1_", "b1_", "W2_", "b2_"))
     assert model.guard_events_, "the data should have driven trial steps into saturation"
     event = model.guard_events_[0]
@@ -158,8 +157,8 @@ def test_data_saturating_every_unit_trains_to_finite_weights(ones):
 
 def test_float32_sigmoid_overflow_trains_or_stops_with_the_last_good_checkpoint(tmp_path, ones):
     ckpt = tmp_path / "run.ckpt"
-    model = SparseAutoencoder(dtype="float32", **SATURATING).fit(
-        ones, max_iter=200, progress=False, checkpoint=ckpt, checkpoint_every=5)
+    model = SparseAutoencoder(dtype="float32", max_iter=200, **SATURATING).fit(
+        ones, checkpoint=ckpt, checkpoint_every=5)
     # exp overflows in float32 on long trial steps: those were rejected, named by unit
     assert model.guard_events_ and all(e["units"] for e in model.guard_events_)
     assert all(np.isfinite(getattr(model, k)).all() for k in ("W1_", "b1_", "W2_", "b2_"))
@@ -170,8 +169,8 @@ def test_float32_sigmoid_overflow_trains_or_stops_with_the_last_good_checkpoint(
         assert saved.state.message == model.stop_reason_
     assert saved.state.theta.tobytes() == np.concatenate(
         [getattr(model, k).ravel() for k in ("W1_", "b1_", "W2_", "b2_")]).tobytes()
-    again = SparseAutoencoder(dtype="float32", **SATURATING).fit(
-        ones, max_iter=200, progress=False, checkpoint=ckpt, resume=True)
+    again = SparseAutoencoder(dtype="float32", max_iter=200, **SATURATING).fit(
+        ones, checkpoint=ckpt, resume=True)
     assert again.n_iter_ == model.n_iter_ and again.W1_.tobytes() == model.W1_.tobytes()
 
 

@@ -72,14 +72,15 @@ def model():
 def peak_bytes(model, path, strategy, repeats=2):
     """tracemalloc peak of one evaluation (the smallest of ``repeats``; a
     retained dataset would show in every one of them)."""
-    kw = dict(strategy=strategy, scheduler="synchronous", block_rows=BLOCK_ROWS)
-    model.cost_and_grad(path, **kw)  # warm-up: Numba cache, zarr metadata, imports
+    model.set_params(strategy=strategy,
+                     run_options={"scheduler": "synchronous", "block_rows": BLOCK_ROWS})
+    model.cost_and_grad(path)  # warm-up: Numba cache, zarr metadata, imports
     peaks = []
     for _ in range(repeats):
         gc.collect()
         tracemalloc.start()
         try:
-            cost, _ = model.cost_and_grad(path, **kw)
+            cost, _ = model.cost_and_grad(path)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()

@@ -56,19 +56,18 @@ def _check(record, expected):
 @pytest.mark.parametrize("strategy, chunk_rows", [("one-pass", 97), ("two-pass", 500)])
 def test_history_matches_numpy_at_recorded_weights(rng, strategy, chunk_rows):
     X = rng.uniform(0, 1, size=(500, 16))
-    kw = dict(n_hidden=6, rho=0.05, beta=3.0, weight_decay=1e-3, dtype="float64", seed=3)
-    start = SparseAutoencoder(**kw).fit(X, strategy=strategy, max_iter=0, progress=False,
-                                        chunk_rows=chunk_rows)
+    kw = dict(n_hidden=6, rho=0.05, beta=3.0, weight_decay=1e-3, dtype="float64",
+              random_state=3, strategy=strategy, run_options={"chunk_rows": chunk_rows})
+    start = SparseAutoencoder(**kw, max_iter=0).fit(X)
     assert len(start.history_) == 1
     _check(start.history_[0], _expected(start, X))
 
-    model = SparseAutoencoder(**kw).fit(X, strategy=strategy, max_iter=8, progress=False,
-                                        chunk_rows=chunk_rows)
+    model = SparseAutoencoder(**kw, max_iter=8).fit(X)
     last = model.history_[-1]
     assert last["iteration"] == model.n_iter_
     _check(last, _expected(model, X))
     # The same numbers as the estimator's own evaluation at those weights.
-    cost, grad = model.cost_and_grad(X, strategy="two-pass")
+    cost, grad = model.set_params(strategy="two-pass", run_options=None).cost_and_grad(X)
     assert last["cost"] == pytest.approx(cost, rel=1e-12)
     assert last["grad_norm"] == pytest.approx(
         np.sqrt(sum(np.sum(g ** 2) for g in grad.values())), rel=1e-9)
@@ -93,8 +92,8 @@ def test_dead_and_saturated_thresholds():
 def test_jsonl_written_on_save_and_streamed(rng, tmp_path):
     X = rng.uniform(0, 1, size=(200, 9))
     log = MetricsLog(tmp_path / "live.jsonl")
-    model = SparseAutoencoder(n_hidden=4, rho=0.1, dtype="float64").fit(
-        X, max_iter=4, progress=False, callback=log)
+    model = SparseAutoencoder(n_hidden=4, rho=0.1, dtype="float64", max_iter=4).fit(
+        X, callback=log)
     model.save(tmp_path / "model.zarr")
     path = tmp_path / "model.metrics.jsonl"
     assert metrics_path(tmp_path / "model.zarr") == str(path)

@@ -32,10 +32,11 @@ def test_gradient_check_every_strategy(strategy, hyper_kw):
     X, params = random_problem(m=60, n_visible=8, n_hidden=5, seed=0)
 
     def evaluate(p):
-        model = SparseAutoencoder.from_weights(**p, **hyper_kw, dtype="float64")
         # 17-row chunks: 4 chunks, the last one shorter.
-        return model.cost_and_grad(X, strategy=strategy, chunk_rows=17,
-                                   scheduler="synchronous")
+        model = SparseAutoencoder.from_weights(
+            **p, **hyper_kw, dtype="float64", strategy=strategy,
+            run_options={"chunk_rows": 17, "scheduler": "synchronous"})
+        return model.cost_and_grad(X)
 
     diff = check_gradient(evaluate, params)
     assert diff < GRADCHECK_TOL

@@ -57,8 +57,8 @@ def chunk_bars(bars):
 def test_each_pass_counts_its_chunks(store, strategy, labels, scheduler, finished_bars,
                                      monkeypatch, capsys):
     monkeypatch.setattr(_progress, "DELAY", 0.0)  # show every pass, however short
-    model = SparseAutoencoder(n_hidden=3).fit(store, strategy=strategy, max_iter=2,
-                                              scheduler=scheduler, progress=True)
+    model = SparseAutoencoder(n_hidden=3, strategy=strategy, max_iter=2, verbose=True,
+                              run_options={"scheduler": scheduler}).fit(store)
     passes = ["data variance"] + labels * model.evaluations_
     assert chunk_bars(finished_bars) == [(label, 7, 7) for label in passes]
     assert "data variance:" in capsys.readouterr().err
@@ -76,12 +76,12 @@ def test_start_up_and_iterations_are_labelled(store, finished_bars, capsys):
 
 def test_no_bar_for_short_passes_or_without_progress(store, finished_bars, monkeypatch,
                                                      capsys):
-    SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=True)
+    SparseAutoencoder(n_hidden=3, max_iter=2, verbose=True).fit(store)
     assert "chunk" not in capsys.readouterr().err  # every pass shorter than DELAY
     assert chunk_bars(finished_bars)  # counted all the same
     finished_bars.clear()
     monkeypatch.setattr(_progress, "DELAY", 0.0)
-    SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=False)
+    SparseAutoencoder(n_hidden=3, max_iter=2).fit(store)
     assert capsys.readouterr().err == "" and chunk_bars(finished_bars) == []
 
 

@@ -24,6 +24,12 @@ def same_bits(a, b):
     return all(getattr(a, k).tobytes() == getattr(b, k).tobytes() for k in PARAMS)
 
 
+def model(max_iter, n_hidden=4, chunk_rows=300, **params):
+    """A SparseAutoencoder for these tests: chunks of 300 rows (4 tasks)."""
+    return SparseAutoencoder(n_hidden=n_hidden, max_iter=max_iter,
+                             run_options={"chunk_rows": chunk_rows}, **params)
+
+
 @pytest.fixture(scope="module")
 def X():
     return np.random.default_rng(7).uniform(0.05, 0.95, size=(1200, 12))
@@ -38,16 +44,11 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c.values()))
 def test_resume_is_bit_identical(tmp_path, X, case):
-    dtype = case["dtype"]
-    kw = dict(strategy=case["strategy"], optimizer=case["optimizer"], chunk_rows=300,
-              progress=False)
-    full = SparseAutoencoder(n_hidden=4, dtype=dtype).fit(X, max_iter=25, **kw)
+    full = model(25, **case).fit(X)
     ckpt = tmp_path / "run.ckpt"
-    part = SparseAutoencoder(n_hidden=4, dtype=dtype).fit(
-        X, max_iter=11, checkpoint=ckpt, checkpoint_every=4, **kw)
+    part = model(11, **case).fit(X, checkpoint=ckpt, checkpoint_every=4)
     assert part.n_iter_ == 11 and C.read(ckpt).state.iteration == 11  # the final write
-    resumed = SparseAutoencoder(n_hidden=4, dtype=dtype).fit(
-        X, max_iter=25, checkpoint=ckpt, checkpoint_every=4, resume=True, **kw)
+    resumed = model(25, **case).fit(X, checkpoint=ckpt, checkpoint_every=4, resume=True)
     assert resumed.resumed_from_ == 11
     assert same_bits(full, resumed)
     assert resumed.n_iter_ == full.n_iter_ and resumed.evaluations_ == full.evaluations_
@@ -57,8 +58,7 @@ def test_resume_is_bit_identical(tmp_path, X, case):
 
 def test_checkpoint_holds_the_whole_state(tmp_path, X):
     ckpt = tmp_path / "run.ckpt"
-    model = SparseAutoencoder(n_hidden=4, seed=3).fit(
-        X, max_iter=6, checkpoint=ckpt, checkpoint_every=3, chunk_rows=300, progress=False)
+    fitted = model(6, random_state=3).fit(X, checkpoint=ckpt, checkpoint_every=3)
     saved = C.read(ckpt)
     state, meta = saved.state, saved.meta
     assert state.iteration == 6 and len(state.s_hist) == len(state.y_hist) > 0
@@ -70,15 +70,15 @@ def test_checkpoint_holds_the_whole_state(tmp_path, X):
     assert meta["data"]["shape"] == [1200, 12] and "content_sha256" in meta["data"]
     assert meta["random_state"]["seed"] == 3
     assert meta["random_state"]["after_init"]["bit_generator"] == "PCG64"
-    assert len(meta["history"]) == 7 and meta["evaluations"] == model.evaluations_
-    assert saved.rho_hat.tobytes() == model.rho_hat_.tobytes()
+    assert len(meta["history"]) == 7 and meta["evaluations"] == fitted.evaluations_
+    assert saved.rho_hat.tobytes() == fitted.rho_hat_.tobytes()
 
 
 def test_zarr_fingerprint_names_path_chunks_and_metadata(tmp_path, X):
     store = write_array(tmp_path / "x.zarr", X, chunk_rows=300)
     ckpt = tmp_path / "run.ckpt"
-    SparseAutoencoder(n_hidden=3).fit(str(tmp_path / "x.zarr"), max_iter=2, checkpoint=ckpt,
-                                      checkpoint_every=1, progress=False)
+    SparseAutoencoder(n_hidden=3, max_iter=2).fit(str(tmp_path / "x.zarr"), checkpoint=ckpt,
+                                                  checkpoint_every=1)
     data = C.read(ckpt).meta["data"]
     assert data["path"] == str(tmp_path / "x.zarr") and data["chunks"] == [300, 12]
     assert data["dtype"] == "float64" and len(data["metadata_sha256"]) == 64
@@ -86,52 +86,48 @@ def test_zarr_fingerprint_names_path_chunks_and_metadata(tmp_path, X):
 
 
 def test_resume_can_extend_max_iter_and_missing_checkpoint_starts_afresh(tmp_path, X):
-    kw = dict(chunk_rows=300, progress=False)
-    full = SparseAutoencoder(n_hidden=4).fit(X, max_iter=12, **kw)
+    full = model(12).fit(X)
     ckpt = tmp_path / "run.ckpt"
-    fresh = SparseAutoencoder(n_hidden=4).fit(X, max_iter=5, checkpoint=ckpt, resume=True,
-                                              checkpoint_every=5, **kw)
+    fresh = model(5).fit(X, checkpoint=ckpt, resume=True, checkpoint_every=5)
     assert fresh.resumed_from_ is None
-    more = SparseAutoencoder(n_hidden=4).fit(X, max_iter=12, checkpoint=ckpt, resume=True, **kw)
+    more = model(12).fit(X, checkpoint=ckpt, resume=True)
     assert more.resumed_from_ == 5 and same_bits(full, more)
 
 
 def test_resume_of_a_converged_run_does_nothing(tmp_path, X):
     ckpt = tmp_path / "run.ckpt"
-    kw = dict(chunk_rows=300, progress=False, checkpoint=ckpt, checkpoint_every=50)
-    first = SparseAutoencoder(n_hidden=2).fit(X, max_iter=1000, **kw)
+    kw = dict(checkpoint=ckpt, checkpoint_every=50)
+    first = model(1000, n_hidden=2).fit(X, **kw)
     assert "tolerance" in first.stop_reason_ or "line search" in first.stop_reason_
-    again = SparseAutoencoder(n_hidden=2).fit(X, max_iter=5000, resume=True, **kw)
+    again = model(5000, n_hidden=2).fit(X, resume=True, **kw)
     assert again.n_iter_ == first.n_iter_ and same_bits(first, again)
     assert again.stop_reason_ == first.stop_reason_
 
 
 def test_interrupt_in_fit_writes_checkpoint_and_resumes(tmp_path, X):
-    kw = dict(chunk_rows=300, progress=False)
-    full = SparseAutoencoder(n_hidden=4).fit(X, max_iter=15, **kw)
+    full = model(15).fit(X)
     ckpt = tmp_path / "run.ckpt"
 
     def ctrl_c_at_3(model, record):
         if record["iteration"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    model = SparseAutoencoder(n_hidden=4)
+    stopped = model(15)
     handler = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
     with pytest.raises(TrainingInterrupted) as info:
-        model.fit(X, max_iter=15, checkpoint=ckpt, callback=ctrl_c_at_3, **kw)
+        stopped.fit(X, checkpoint=ckpt, callback=ctrl_c_at_3)
     assert info.value.exit_status == 130 and info.value.iteration == 3
     assert info.value.checkpoint == os.fspath(ckpt)
-    assert model.n_iter_ == 3 and model.stop_reason_ == "interrupted by SIGINT at iteration 3"
+    assert stopped.n_iter_ == 3 and stopped.stop_reason_ == "interrupted by SIGINT at iteration 3"
     assert signal.getsignal(signal.SIGINT) == handler  # restored
-    resumed = SparseAutoencoder(n_hidden=4).fit(X, max_iter=15, checkpoint=ckpt, resume=True,
-                                                **kw)
+    resumed = model(15).fit(X, checkpoint=ckpt, resume=True)
     assert resumed.resumed_from_ == 3 and same_bits(full, resumed)
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, X, monkeypatch):
     ckpt = tmp_path / "run.ckpt"
-    kw = dict(chunk_rows=300, progress=False, checkpoint=ckpt, checkpoint_every=2)
-    SparseAutoencoder(n_hidden=4).fit(X, max_iter=4, **kw)
+    kw = dict(checkpoint=ckpt, checkpoint_every=2)
+    model(4).fit(X, **kw)
     before = ckpt.read_bytes()
     real_fsync = os.fsync
 
@@ -143,7 +139,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, X, monkeypatch
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*No space left on "
                        r"device\); the previous checkpoint \(iteration 4\) is intact"):
-        SparseAutoencoder(n_hidden=4).fit(X, max_iter=8, resume=True, **kw)
+        model(8).fit(X, resume=True, **kw)
     assert ckpt.read_bytes() == before
     assert glob.glob(str(tmp_path / ".run.ckpt.tmp-*")) == []
 
@@ -296,34 +292,34 @@ def test_data_lost_mid_fit_keeps_a_checkpoint_and_resumes_exactly(tmp_path, X):
     DataError comes with the checkpoint of iteration 2, and resuming once the
     store is back gives the uninterrupted run's bits."""
     store, move_away = _vanishing_store(tmp_path, X, 2)
-    kw = dict(max_iter=8, progress=False, checkpoint=tmp_path / "run.ckpt")
-    reference = SparseAutoencoder(n_hidden=4).fit(store, max_iter=8, progress=False)
+    kw = dict(checkpoint=tmp_path / "run.ckpt")
+    reference = SparseAutoencoder(n_hidden=4, max_iter=8).fit(store)
     from streamae import DataError
 
     with pytest.raises(DataError, match=r"is gone on .*; the checkpoint of iteration 2 was "
                                         r"written to '.*run\.ckpt': fix the cause, then "
                                         r"resume") as info:
-        SparseAutoencoder(n_hidden=4).fit(store, callback=move_away, **kw)
+        SparseAutoencoder(n_hidden=4, max_iter=8).fit(store, callback=move_away, **kw)
     assert info.value.checkpoint == os.fspath(tmp_path / "run.ckpt")
     assert info.value.iteration == 2
     os.rename(tmp_path / "away.zarr", store)
-    resumed = SparseAutoencoder(n_hidden=4).fit(store, resume=True, **kw)
+    resumed = SparseAutoencoder(n_hidden=4, max_iter=8).fit(store, resume=True, **kw)
     assert resumed.resumed_from_ == 2 and same_bits(resumed, reference)
 
 
 def test_cli_prints_how_to_resume_after_losing_the_data(tmp_path, X, monkeypatch, capsys):
-    from streamae import _estimator
+    from streamae import _fitloop
     from streamae.cli import main
 
     store, move_away = _vanishing_store(tmp_path, X, 1)
-    record = _estimator.SparseAutoencoder._record
+    record = _fitloop.TrainingRun._record
 
-    def record_then_move(self, state, info, m, t0):
-        out = record(self, state, info, m, t0)
-        move_away(self, out)
+    def record_then_move(self, info):
+        out = record(self, info)
+        move_away(self.model, out)
         return out
 
-    monkeypatch.setattr(_estimator.SparseAutoencoder, "_record", record_then_move)
+    monkeypatch.setattr(_fitloop.TrainingRun, "_record", record_then_move)
     out = os.fspath(tmp_path / "model.zarr")
     assert main(["train", store, "--out", out, "--hidden", "4", "--max-iter", "5",
                  "--quiet"]) == 2
@@ -333,3 +329,38 @@ def test_cli_prints_how_to_resume_after_losing_the_data(tmp_path, X, monkeypatch
     assert err[1] == (f"resume with: streamae train {store} --out {out} --hidden 4 "
                       "--max-iter 5 --quiet --resume")
     assert os.path.exists(out + ".ckpt") and not os.path.exists(out)
+
+
+# ------------------------------------------------------------------ a finished run's checkpoint
+
+def test_a_finished_fit_writes_its_final_state(tmp_path, X):
+    ckpt = tmp_path / "run.ckpt"
+    finished = model(5).fit(X, checkpoint=ckpt)  # no checkpoint_every
+    saved = C.read(ckpt)
+    assert saved.state.iteration == 5 and saved.state.theta.tobytes() == \
+        np.concatenate([getattr(finished, k).ravel() for k in PARAMS]).tobytes()
+
+
+def test_resume_after_finish_returns_the_final_weights(tmp_path, X, monkeypatch):
+    ckpt = tmp_path / "run.ckpt"
+    first = model(5).fit(X, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    from streamae import _engine
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a finished run was evaluated again")
+
+    monkeypatch.setattr(_engine.Evaluator, "__call__", no_evaluation)
+    again = model(5).fit(X, checkpoint=ckpt, resume=True)
+    assert same_bits(first, again) and again.n_iter_ == 5 and again.resumed_from_ == 5
+    assert again.history_ == first.history_ and ckpt.read_bytes() == before
+
+
+def test_resume_with_a_larger_max_iter_extends_a_finished_fit(tmp_path, X):
+    full = model(9).fit(X)
+    ckpt = tmp_path / "run.ckpt"
+    model(4).fit(X, checkpoint=ckpt)
+    extended = model(9).fit(X, checkpoint=ckpt, resume=True)
+    assert extended.resumed_from_ == 4 and same_bits(full, extended)
+    assert extended.evaluations_ == full.evaluations_
+    assert [r["cost"] for r in extended.history_] == [r["cost"] for r in full.history_]

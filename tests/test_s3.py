@@ -22,8 +22,8 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 M, N, CHUNK = 2000, 12, 250
-MODEL = dict(n_hidden=5, rho=0.1, beta=3.0, weight_decay=1e-3, seed=0)
-FIT = dict(strategy="one-pass", max_iter=5, progress=False)
+MODEL = dict(n_hidden=5, rho=0.1, beta=3.0, weight_decay=1e-3, random_state=0,
+             strategy="one-pass", max_iter=5)
 URL = "s3://data/x.zarr"
 
 
@@ -54,8 +54,8 @@ def assert_same_model(a, b):
 
 
 def test_train_from_s3_and_save_to_s3(s3):
-    model = SparseAutoencoder(**MODEL).fit(URL, **FIT)
-    local = SparseAutoencoder(**MODEL).fit(s3.local_copy, **FIT)
+    model = SparseAutoencoder(**MODEL).fit(URL)
+    local = SparseAutoencoder(**MODEL).fit(s3.local_copy)
     assert_same_model(model, local)  # the store's bytes, read over S3: the same result
 
     model.save("s3://models/m.zarr")
@@ -68,7 +68,7 @@ def test_train_from_s3_and_save_to_s3(s3):
 
     # Explicit storage options work as well as the environment.
     opts = {"endpoint_url": s3.endpoint, "key": s3.key, "secret": s3.secret}
-    cost, _ = model.cost_and_grad(URL, storage_options=opts)
+    cost, _ = model.set_params(run_options={"storage_options": opts}).cost_and_grad(URL)
     assert cost == model.cost_and_grad(s3.local_copy)[0]
 
 
@@ -88,7 +88,7 @@ def test_cli_trains_on_a_local_cluster_from_and_to_s3(s3, tmp_path, monkeypatch,
     assert s3.secret not in out + err
 
     model = SparseAutoencoder.load("s3://models/cli.zarr")
-    local = SparseAutoencoder(**MODEL, dtype="float64").fit(s3.local_copy, **FIT)
+    local = SparseAutoencoder(**MODEL, dtype="float64").fit(s3.local_copy)
     assert_same_model(model, local)
     # The cluster's processes are gone.
     spawned = cluster_children() - before
@@ -102,7 +102,7 @@ def test_cli_trains_on_a_local_cluster_from_and_to_s3(s3, tmp_path, monkeypatch,
 ], ids=["wrong-bucket", "missing-key", "bad-credentials"])
 def test_read_errors_are_one_line(s3, url, options, words):
     with pytest.raises(DataError) as exc:
-        SparseAutoencoder(**MODEL).fit(url, storage_options=options or None, **FIT)
+        SparseAutoencoder(**MODEL, run_options={"storage_options": options or None}).fit(url)
     text = str(exc.value)
     assert words in text and "\n" not in text, text
     assert "wrong-secret-123" not in text
@@ -125,7 +125,7 @@ def test_cli_errors_are_one_line_and_never_show_secrets(s3, tmp_path, capsys, ar
 
 
 def test_writing_a_model_to_a_missing_bucket(s3):
-    model = SparseAutoencoder(**MODEL).fit(URL, **{**FIT, "max_iter": 1})
+    model = SparseAutoencoder(**{**MODEL, "max_iter": 1}).fit(URL)
     with pytest.raises(OSError, match="no bucket 'nomodels'") as exc:
         model.save("s3://nomodels/m.zarr")
     assert "\n" not in str(exc.value)

@@ -33,8 +33,9 @@ def _png(path):
 @pytest.fixture
 def trained(rng, tmp_path):
     X = rng.uniform(0.1, 0.9, size=(400, 64))
-    model = SparseAutoencoder(n_hidden=10, rho=0.05, dtype="float64", seed=1)
-    model.fit(X, max_iter=5, progress=False)
+    model = SparseAutoencoder(n_hidden=10, rho=0.05, dtype="float64", random_state=1,
+                              max_iter=5)
+    model.fit(X)
     model.save(tmp_path / "m.zarr")
     return model
 

@@ -24,8 +24,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("signals")
     X = np.random.default_rng(5).uniform(0.05, 0.95, size=(4000, 64))
     write_array(root / "data.zarr", X, chunk_rows=1000)
-    reference = SparseAutoencoder(n_hidden=16).fit(
-        os.fspath(root / "data.zarr"), max_iter=MAX_ITER, chunk_rows=1000, progress=False)
+    reference = SparseAutoencoder(n_hidden=16, max_iter=MAX_ITER,
+                                  run_options={"chunk_rows": 1000}).fit(
+        os.fspath(root / "data.zarr"))
     return root, reference
 
 
@@ -96,8 +97,8 @@ def test_second_ctrl_c_abandons_the_evaluation_and_still_checkpoints(tmp_path):
     X = np.random.default_rng(6).uniform(0.05, 0.95, size=(200_000, 64)).astype(np.float32)
     write_array(tmp_path / "data.zarr", X, chunk_rows=25_000)
     options = ["--hidden", "16", "--max-iter", "4", "--quiet"]
-    reference = SparseAutoencoder(n_hidden=16).fit(os.fspath(tmp_path / "data.zarr"),
-                                                   max_iter=4, progress=False)
+    reference = SparseAutoencoder(n_hidden=16, max_iter=4).fit(
+        os.fspath(tmp_path / "data.zarr"))
     out = tmp_path / "model.zarr"
     argv = [sys.executable, "-m", "streamae.cli", "train", os.fspath(tmp_path / "data.zarr"),
             "--out", os.fspath(out), *options, "--checkpoint-every", "1000"]
@@ -137,9 +138,8 @@ def test_signal_during_the_first_streaming_pass_is_handled(tmp_path, monkeypatch
         return variance(evaluator)
 
     monkeypatch.setattr(_metrics, "total_variance", interrupted_variance)
-    model = SparseAutoencoder(n_hidden=4)
+    model = SparseAutoencoder(n_hidden=4, max_iter=5)
     with pytest.raises(TrainingInterrupted) as info:
-        model.fit(os.fspath(tmp_path / "data.zarr"), max_iter=5, progress=False,
-                  checkpoint=os.fspath(tmp_path / "m.ckpt"))
+        model.fit(os.fspath(tmp_path / "data.zarr"), checkpoint=os.fspath(tmp_path / "m.ckpt"))
     assert info.value.exit_status == 130 and info.value.checkpoint is None
     assert not os.path.exists(tmp_path / "m.ckpt")

@@ -1,0 +1,315 @@
+"""One training run: the optimizer loop with its progress bar, metrics,
+checkpoints and signal handling.
+
+`SparseAutoencoder.fit` validates, opens the data and hands a `TrainingRun`
+the starting weights; the run returns an `Outcome` that the estimator turns
+into its fitted attributes. The run owns everything that lives only while
+training: the scheduler session, the evaluator, the checkpoint file, the
+SIGINT/SIGTERM flag and the bar.
+
+Checkpoint life cycle (docs/reliability.md): with a checkpoint path, the
+state is written every ``checkpoint_every`` iterations, on an interrupt, when
+the cluster or the data fails mid-run, and always when the run ends, so a
+finished run's checkpoint holds its final state (resuming it is a no-op, and
+resuming it with a larger ``max_iter`` extends it exactly).
+"""
+
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checkpoint as C
+from . import _metrics, _optim, _progress
+from ._cluster import make_runner
+from ._engine import Evaluator
+from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
+from ._objective import flatten, unflatten
+
+#: Stop messages of the optimizer that mean "converged" (its tolerances).
+CONVERGED = ("gradient below tolerance", "step below tolerance", "cost change below tolerance",
+             "the line search found no decrease (converged to rounding precision)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated hyperparameters of one fit (see `SparseAutoencoder`)."""
+
+    n_hidden: int
+    hyper: object
+    dtype: str
+    seed: int
+    strategy: str
+    optimizer: str
+    max_iter: int
+    history_size: int
+    learning_rate: float
+
+    def model_identity(self, n_visible):
+        """Hyperparameters a resumed run must match (the keys of streamae 0.1)."""
+        return {"n_visible": n_visible, "n_hidden": self.n_hidden, "rho": self.hyper.rho,
+                "beta": self.hyper.beta, "weight_decay": self.hyper.weight_decay,
+                "dtype": self.dtype, "seed": self.seed}
+
+    def run_identity(self, dataset, options):
+        """Run settings that change the floating-point result."""
+        run = {"optimizer": self.optimizer, "strategy": self.strategy,
+               "chunk_rows": int(dataset.array.chunks[0][0]),
+               "block_rows": int(options.block_rows), "split_every": int(options.split_every)}
+        if self.optimizer == "lbfgs":
+            run["history_size"] = int(self.history_size)
+        else:
+            run["learning_rate"] = float(self.learning_rate)
+        return run
+
+
+@dataclass
+class Outcome:
+    """How a run ended.
+
+    Attributes
+    ----------
+    state : OptimState
+        The last completed iteration.
+    stop : str
+        Why it stopped, in words (``stop_reason_``).
+    history : list of dict
+    rho_hat : ndarray of shape (n_hidden,)
+    resumed_from : int or None
+    interrupt : TrainingInterrupted or None
+        Raised by ``fit`` after the fitted attributes are set.
+    """
+
+    state: object
+    stop: str
+    history: list
+    rho_hat: np.ndarray
+    resumed_from: int = None
+    interrupt: BaseException = None
+
+    @property
+    def reached_max_iter(self):
+        return self.stop.startswith("reached max_iter")
+
+    @property
+    def converged(self):
+        return self.stop.startswith(CONVERGED)
+
+
+def announcer(verbose):
+    """Where a run says which cluster it uses (and its dashboard): stderr, if ``verbose``."""
+    if not verbose:
+        return None
+
+    def announce(line):
+        print(f"streamae: {line}", file=sys.stderr, flush=True)
+
+    return announce
+
+
+class TrainingRun:
+    """The optimizer loop of one fit over ``dataset``.
+
+    Parameters
+    ----------
+    model : SparseAutoencoder
+        Receives ``history_`` and ``rho_hat_`` as the run goes, for callbacks.
+    settings : Settings
+    dataset : Dataset
+        The training data, shape (m, n).
+    options : RunOptions
+    verbose : bool
+        Progress bars and cluster announcements on stderr.
+    callback : callable, optional
+        ``callback(model, record)`` after each iteration; True stops the run.
+    """
+
+    def __init__(self, model, settings, dataset, options, verbose=False, callback=None):
+        self.model, self.settings, self.dataset = model, settings, dataset
+        self.m, self.n = dataset.shape
+        self.verbose, self.callback = bool(verbose), callback
+        self.runner = make_runner(options.scheduler, options.workers, announcer(verbose))
+        self.evaluator = Evaluator(
+            dataset, settings.hyper, dtype=settings.dtype, strategy=settings.strategy,
+            scheduler=self.runner, block_rows=options.block_rows,
+            split_every=options.split_every, cache_limit=options.cache_limit)
+        self.evaluator.progress = self.verbose
+        self.store = None
+        self.state = None
+        self.history, self.rho_hat, self.resumed_from = [], None, None
+        self.elapsed0 = 0.0
+        self.t0 = time.perf_counter()
+        self.data_variance = None
+        self.flag = C.InterruptFlag(active=False)
+
+    # ------------------------------------------------------------ start
+    def use_checkpoint(self, path, every, identity, extra, resume, overwrite):
+        """Write checkpoints at ``path``; continue from it if ``resume`` and it exists."""
+        self.store = C.Checkpointer(path, every, identity, extra)
+        saved = self.store.open(resume=resume, overwrite=overwrite)
+        self.flag = C.InterruptFlag(active=True)
+        if saved is not None:
+            self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
+            self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
+
+    def _fun(self, theta):
+        self.flag.check()
+        result = self.evaluator(unflatten(theta, self.n, self.settings.n_hidden))
+        return result.cost, flatten(result.grad), result
+
+    def _start(self, theta0):
+        """Evaluate at ``theta0`` unless resumed; the record of iteration 0."""
+        if self.state is not None:
+            return
+        self.state, info = _optim.start(self._fun, theta0)
+        self._record(info)
+        if self.store is not None and self.store.due(self.state):
+            self.save()
+
+    def _finished(self):
+        return self.state is not None and C.finished(self.state, self.settings.max_iter)
+
+    # ------------------------------------------------------------ the loop
+    def execute(self, theta0):
+        """Train from ``theta0`` (ndarray of shape (p,)), or from the checkpoint.
+
+        Returns
+        -------
+        Outcome
+
+        Raises
+        ------
+        ClusterError, DataError
+            The cluster or the data failed; with a checkpoint, its message
+            says where the last iteration was saved.
+        """
+        self.model.history_ = self.history
+        bar = _progress.bar(
+            f"fit {self.settings.strategy}", self.settings.max_iter, "it", enabled=self.verbose,
+            initial=min(self.state.iteration, self.settings.max_iter) if self.state else 0)
+        with self.runner.session(), self.flag, bar:
+            try:
+                if not self._finished():
+                    with _progress.phase("compiling kernels", enabled=self.verbose):
+                        self.evaluator.compile_kernels(self.settings.n_hidden)
+                    self._measure_variance()
+                self._start(theta0)
+                stop = self._loop(bar)
+                if self.store is not None:
+                    self.save()  # a finished run's checkpoint holds its final state
+            except (C.Stop, KeyboardInterrupt):
+                return self._interrupted()
+            except (ClusterError, DataError) as exc:
+                # The cluster or the data failed mid-run: keep the iterations done.
+                if self.store is None or self.state is None:
+                    raise
+                raise _with_checkpoint(exc, self.save, self.state.iteration) from None
+        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from)
+
+    def _measure_variance(self):
+        """Denominator of the explained variance: one streaming pass, inside the
+        session (same workers) and the signal handler."""
+        with self.evaluator.pass_progress("data variance"):
+            self.data_variance = _metrics.total_variance(self.evaluator)
+        self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
+
+    def _loop(self, bar):
+        """Optimizer iterations until a stopping rule; returns the stop reason."""
+        s = self.settings
+        stop = _stop_reason(self.state, s.max_iter)
+        while not stop:
+            self.flag.check()
+            info, done = _optim.step(self._fun, self.state, s.optimizer,
+                                     history=s.history_size, learning_rate=s.learning_rate)
+            asked = False
+            if info is not None:
+                record = self._record(info)
+                bar.update(1)
+                bar.set_postfix(cost=f"{record['cost']:.5g}",
+                                rho_hat=f"{record['rho_hat_mean']:.4f}",
+                                samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
+                if self.store is not None and self.store.due(self.state):
+                    self.save()
+                asked = self.callback is not None and self.callback(self.model, record)
+            if done:
+                stop = self.state.message
+            elif asked:
+                stop = "stopped by callback"
+            else:
+                stop = _stop_reason(self.state, s.max_iter)
+        return stop
+
+    def _record(self, info):
+        """Append the iteration's record to the history (fields: `streamae._metrics`)."""
+        state, m = self.state, self.m
+        elapsed = time.perf_counter() - self.t0
+        self.rho_hat = self.model.rho_hat_ = info.rho_hat
+        dead, saturated = _metrics.unit_counts(info.rho_hat, self.settings.hyper.rho)
+        record = {
+            "iteration": state.iteration,
+            "cost": state.cost,
+            **info.terms,
+            "grad_norm": float(np.linalg.norm(state.grad)),
+            "step": state.step,
+            "rho_hat_min": float(info.rho_hat.min()),
+            "rho_hat_mean": float(info.rho_hat.mean()),
+            "rho_hat_max": float(info.rho_hat.max()),
+            "dead_units": dead,
+            "saturated_units": saturated,
+            "explained_variance": _metrics.explained_variance(
+                info.terms["reconstruction"], m, self.data_variance),
+            "evaluations": state.evaluations,
+            "seconds": elapsed,
+            "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
+        }
+        self.history.append(record)
+        return record
+
+    # ------------------------------------------------------------ ends
+    def save(self):
+        """Write the checkpoint of the current state; returns its path."""
+        return self.store.save(self.state, self.rho_hat, self.history,
+                               time.perf_counter() - self.t0)
+
+    def _interrupted(self):
+        """SIGINT/SIGTERM (or Ctrl-C): write the checkpoint, then report the interrupt."""
+        self.flag.stopping = True
+        signum = self.flag.signum or signal.SIGINT
+        if self.store is None:
+            raise
+        if self.state is None:
+            raise TrainingInterrupted(signum) from None
+        path = self.save()
+        stop = (f"interrupted by {signal.Signals(signum).name} at iteration "
+                f"{self.state.iteration}")
+        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
+                       interrupt=TrainingInterrupted(signum, path, self.state.iteration))
+
+
+def _with_checkpoint(exc, save_checkpoint, iteration):
+    """``exc`` (a fit's ClusterError or DataError), after writing the checkpoint
+    of the last finished iteration; its message then says where and how to resume.
+
+    Sets ``checkpoint`` and ``iteration`` on the error (None if the checkpoint
+    could not be written: the original error is what matters).
+    """
+    try:
+        path = save_checkpoint()
+    except StreamaeError:
+        path = None
+    error = type(exc)(f"{exc}; the checkpoint of iteration {iteration} was written to "
+                      f"'{path}': fix the cause, then resume with `resume=True`"
+                      if path is not None else str(exc))
+    error.checkpoint, error.iteration = path, iteration if path is not None else None
+    return error
+
+
+def _stop_reason(state, max_iter):
+    """Why a fit in ``state`` should stop now, or "" to continue."""
+    if state.message:
+        return state.message
+    if state.iteration >= max_iter:
+        return f"reached max_iter={max_iter}"
+    return ""
