@@ -30,7 +30,6 @@ from ._fitloop import Settings, TrainingRun
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
 from ._options import as_run_options
 from ._store import read_model, write_model
-from ._warmup import check_warmup
 from ._validation import (
     check_choice,
     check_float,
@@ -38,6 +37,7 @@ from ._validation import (
     check_width,
     require_fitted,
 )
+from ._warmup import check_warmup
 
 DTYPES = ("float32", "float64")
 _SEED_ALIAS = "deprecated"

@@ -7,9 +7,8 @@ import signal
 import numpy as np
 import pytest
 
-from streamae import ParameterError, SparseAutoencoder
+from streamae import ParameterError, SparseAutoencoder, _warmup
 from streamae import _checkpoint as C
-from streamae import _warmup
 
 PARAMS = ("W1_", "b1_", "W2_", "b2_")
 
