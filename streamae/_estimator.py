@@ -300,7 +300,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             unless ``resume``.
         callback : callable, optional
             ``callback(model, record)`` after each iteration (``record`` as in
-            ``history_``); return True to stop.
+            ``history_``; the model then holds that iteration's weights, e.g.
+            to score held-out data); return True to stop.
 
         Returns
         -------

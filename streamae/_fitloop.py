@@ -280,7 +280,7 @@ class TrainingRun:
                                 samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
                 if self.store is not None and self.store.due(self.state):
                     self.save()
-                asked = self.callback is not None and self.callback(self.model, record)
+                asked = self.callback is not None and self._call_back(record)
             if done:
                 stop = self.state.message
             elif asked:
@@ -288,6 +288,11 @@ class TrainingRun:
             else:
                 stop = _stop_reason(self.state, s.max_iter)
         return stop
+
+    def _call_back(self, record):
+        """``callback(model, record)``, the model holding this iteration's weights."""
+        self.model._set_weights(unflatten(self.state.theta, self.n, self.settings.n_hidden))
+        return self.callback(self.model, record)
 
     def _record(self, info, phase=None):
         """Append the iteration's record to the history (fields: `streamae._metrics`)."""
