@@ -201,6 +201,8 @@ class Saved:
 
 def finished(state, max_iter):
     """True if a run in ``state`` has nothing left to do with ``max_iter`` iterations."""
+    if state.phase != "full":  # the warm-up's end is the full phase's start
+        return False
     return bool(state.message) or state.iteration >= max_iter
 
 
@@ -246,7 +248,7 @@ def encode(state, rho_hat, meta):
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **meta,
         "iteration": state.iteration, "evaluations": state.evaluations,
-        "message": state.message, "rejections": state.rejections,
+        "message": state.message, "rejections": state.rejections, "phase": state.phase,
         "sha256": _digest(arrays),
     }
     text = json.dumps(meta, default=_plain, allow_nan=True).encode()
@@ -306,7 +308,8 @@ def read(path):
         theta=arrays["theta"], cost=cost, grad=arrays["grad"],
         iteration=int(meta["iteration"]), evaluations=int(meta["evaluations"]), step=step,
         s_hist=list(arrays["s_hist"]), y_hist=list(arrays["y_hist"]),
-        message=meta.get("message", ""), rejections=list(meta.get("rejections", [])))
+        message=meta.get("message", ""), rejections=list(meta.get("rejections", [])),
+        phase=meta.get("phase", "full"))
     return Saved(state, meta, arrays["rho_hat"])
 
 
@@ -329,7 +332,7 @@ class Checkpointer:
         self.every = int(every)
         self.expected = expected
         self.extra = extra or {}
-        self.last = None  # (iteration, message) of the checkpoint on disk, if ours
+        self.last = None  # (phase, iteration, message) of the checkpoint on disk, if ours
 
     def open(self, resume, overwrite):
         """Read the checkpoint to resume from (or None), refusing one that does not match.
@@ -345,7 +348,7 @@ class Checkpointer:
         if resume and exists:
             saved = read(self.path)
             check_matches(self.path, saved.meta, self.expected)
-            self.last = (saved.state.iteration, saved.state.message)
+            self.last = (saved.state.phase, saved.state.iteration, saved.state.message)
         remove_stale(self.path)
         return saved
 
@@ -354,14 +357,14 @@ class Checkpointer:
 
     def save(self, state, rho_hat, history, elapsed):
         """Write a checkpoint of ``state`` (skipped if the file on disk already holds it)."""
-        if self.last == (state.iteration, state.message):
+        if self.last == (state.phase, state.iteration, state.message):
             return self.path
         meta = {**self.expected, **self.extra, "history": history, "elapsed": elapsed}
         try:
             write_bytes(self.path, encode(state, rho_hat, meta), "checkpoint")
         except OSError as exc:
             if self.last is not None:
-                kept = f"the previous checkpoint (iteration {self.last[0]}) is intact"
+                kept = f"the previous checkpoint (iteration {self.last[1]}) is intact"
             elif os.path.lexists(self.path):
                 kept = "the existing checkpoint is intact"
             else:
@@ -370,7 +373,7 @@ class Checkpointer:
                 f"cannot write checkpoint '{self.path}' "
                 f"({getattr(exc, 'reason', None) or exc.strerror or exc}); {kept}") \
                 from exc
-        self.last = (state.iteration, state.message)
+        self.last = (state.phase, state.iteration, state.message)
         return self.path
 
 

@@ -6,6 +6,7 @@ session, the checkpoint and the signals) -> optimizer loop -> set the fitted
 attributes. Save and load are `streamae._store`'s model format.
 """
 
+import dataclasses
 import numbers
 import os
 import warnings
@@ -36,6 +37,7 @@ from ._validation import (
     check_width,
     require_fitted,
 )
+from ._warmup import check_warmup
 
 DTYPES = ("float32", "float64")
 _SEED_ALIAS = "deprecated"
@@ -82,6 +84,17 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     random_state : int, default 0
         Seed of the weight initialisation (an integer >= 0, so that a
         checkpoint can record it and a resumed run can check it).
+    warmup : {"auto", "subsample", "none"}, default "auto"
+        A cheaper start (`streamae._warmup`): L-BFGS first on every 16th row
+        (a seeded subsample held in memory, at most 256 MiB), then the exact
+        full-data fit from its weights and its L-BFGS corrections. The fit
+        still ends on the exact objective over every row; on large data it
+        reaches a given cost in several times fewer passes
+        (docs/benchmarks.md). "auto" warms up when the subsample has at least
+        16,384 rows (data of 262,144 rows or more); "subsample" always;
+        "none" never (the plain full-batch fit). The warm-up runs up to
+        ``max_iter`` iterations of its own; its records in ``history_`` have
+        ``phase`` "warmup".
     warm_start : bool, default False
         A new ``fit`` starts from the current weights (fresh L-BFGS memory)
         instead of a new initialisation; ``max_iter`` counts that fit's
@@ -121,7 +134,10 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     history_ : list of dict
         One record per iteration (0 is the starting point): iteration, cost,
         its terms, grad_norm, step, rho_hat_min/mean/max, dead and saturated
-        units, explained_variance, evaluations, seconds, samples_per_s
+        units, explained_variance, evaluations, seconds, samples_per_s, phase
+        ("warmup" on the subsample, whose cost is the subsample's, or "full")
+        and data_passes (passes over the whole data so far, a warm-up
+        evaluation counting as its share of the rows)
         (`streamae._metrics`).
     n_iter_ : int
         Iterations done (counted from the checkpoint's start when resumed).
@@ -149,7 +165,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     def __init__(self, n_hidden=25, *, rho=0.01, beta=3.0, weight_decay=1e-4,
                  strategy="one-pass", optimizer="lbfgs", max_iter=400, history_size=100,
                  learning_rate=1.0, dtype="float32", random_state=0, warm_start=False,
-                 verbose=False, clip=False, run_options=None, seed=_SEED_ALIAS):
+                 verbose=False, clip=False, run_options=None, warmup="auto",
+                 seed=_SEED_ALIAS):
         self.n_hidden = n_hidden
         self.rho = rho
         self.beta = beta
@@ -165,6 +182,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.verbose = verbose
         self.clip = clip
         self.run_options = run_options
+        self.warmup = warmup
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -201,7 +219,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             strategy=self.strategy, optimizer=self.optimizer,
             max_iter=check_int("max_iter", self.max_iter, 0),
             history_size=check_int("history_size", self.history_size, 1),
-            learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True))
+            learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
+            warmup=check_warmup(self.warmup))
 
     # ------------------------------------------------------------ fitted state
     @property
@@ -281,7 +300,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             unless ``resume``.
         callback : callable, optional
             ``callback(model, record)`` after each iteration (``record`` as in
-            ``history_``); return True to stop.
+            ``history_``; the model then holds that iteration's weights, e.g.
+            to score held-out data); return True to stop.
 
         Returns
         -------
@@ -306,6 +326,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
         theta0, rng = self._initial_theta(settings, dataset)
+        if self.warm_start and getattr(self, "W1_", None) is not None:
+            settings = dataclasses.replace(settings, warmup="none")  # already trained weights
         run = TrainingRun(self, settings, dataset, options, self.verbose, callback)
         if checkpoint is not None:
             identity = C.identity(

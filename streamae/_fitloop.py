@@ -14,6 +14,7 @@ finished run's checkpoint holds its final state (resuming it is a no-op, and
 resuming it with a larger ``max_iter`` extends it exactly).
 """
 
+import functools
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checkpoint as C
-from . import _metrics, _optim, _progress
+from . import _metrics, _optim, _progress, _warmup
 from ._cluster import make_runner
 from ._engine import Evaluator
 from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
@@ -46,6 +47,11 @@ class Settings:
     max_iter: int
     history_size: int
     learning_rate: float
+    warmup: str = "none"
+
+    def warmup_stride(self, shape):
+        """Rows per subsample row of the warm-up on data of ``shape``; 0 for none."""
+        return _warmup.plan(self.warmup, shape, np.dtype(self.dtype).itemsize)
 
     def model_identity(self, n_visible):
         """Hyperparameters a resumed run must match (the keys of streamae 0.1)."""
@@ -62,6 +68,9 @@ class Settings:
             run["history_size"] = int(self.history_size)
         else:
             run["learning_rate"] = float(self.learning_rate)
+        stride = self.warmup_stride(dataset.shape)
+        if stride:  # (absent when there is none: checkpoints of 0.1 stay valid)
+            run["warmup_stride"] = stride
         return run
 
 
@@ -130,6 +139,8 @@ class TrainingRun:
         self.model, self.settings, self.dataset = model, settings, dataset
         self.m, self.n = dataset.shape
         self.verbose, self.callback = bool(verbose), callback
+        self.options = options
+        self.stride = settings.warmup_stride(dataset.shape)
         self.runner = make_runner(options.scheduler, options.workers, announcer(verbose))
         self.evaluator = Evaluator(
             dataset, settings.hyper, dtype=settings.dtype, strategy=settings.strategy,
@@ -154,19 +165,48 @@ class TrainingRun:
             self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
             self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
 
-    def _fun(self, theta):
+    def _fun(self, theta, evaluator=None):
         self.flag.check()
-        result = self.evaluator(unflatten(theta, self.n, self.settings.n_hidden))
+        result = (evaluator or self.evaluator)(unflatten(theta, self.n, self.settings.n_hidden))
         return result.cost, flatten(result.grad), result
 
-    def _start(self, theta0):
-        """Evaluate at ``theta0`` unless resumed; the record of iteration 0."""
+    def _start(self, theta0, warm=None):
+        """Evaluate at ``theta0`` unless resumed in the full phase; the record of
+        iteration 0. L-BFGS keeps the correction pairs of a ``warm`` state."""
         if self.state is not None:
             return
         self.state, info = _optim.start(self._fun, theta0)
+        if warm is not None and self.settings.optimizer == "lbfgs":
+            self.state.s_hist, self.state.y_hist = list(warm.s_hist), list(warm.y_hist)
         self._record(info)
         if self.store is not None and self.store.due(self.state):
             self.save()
+
+    def _warm_up(self, theta0):
+        """The warm-up phase on the subsample (`streamae._warmup`), if there is one.
+
+        Returns the full phase's start: weights (ndarray of shape (p,)) and the
+        warm-up's final `OptimState` (None without a warm-up).
+        """
+        resumed = self.state is not None and self.state.phase == "warmup"
+        if not self.stride or (self.state is not None and not resumed):
+            return theta0, None
+        first = _warmup.offset(self.settings.seed, self.stride)
+        with self.evaluator.pass_progress("warm-up: reading the subsample"):
+            rows = _warmup.subsample(self.runner, self.dataset, self.stride, first)
+        evaluator = _warmup.evaluator(rows, self.settings, self.runner, self.options)
+        fun = functools.partial(self._fun, evaluator=evaluator)
+        phase = _Phase("warmup", rows.shape[0], 1.0, rows.shape[0] / self.m)
+        if not resumed:
+            self.state, info = _optim.start(fun, theta0)
+            self.state.phase = "warmup"
+            self._record(info, phase)
+        with _progress.bar(f"warm-up on 1/{self.stride} of the rows", self.settings.max_iter,
+                           "it", enabled=self.verbose, initial=self.state.iteration,
+                           leave=False) as bar:
+            self._loop(bar, fun, phase)
+        warm, self.state = self.state, None
+        return warm.theta, warm
 
     def _finished(self):
         return self.state is not None and C.finished(self.state, self.settings.max_iter)
@@ -188,15 +228,17 @@ class TrainingRun:
         self.model.history_ = self.history
         bar = _progress.bar(
             f"fit {self.settings.strategy}", self.settings.max_iter, "it", enabled=self.verbose,
-            initial=min(self.state.iteration, self.settings.max_iter) if self.state else 0)
+            initial=min(self.state.iteration, self.settings.max_iter)
+            if self.state and self.state.phase == "full" else 0)
         with self.runner.session(), self.flag, bar:
             try:
                 if not self._finished():
                     with _progress.phase("compiling kernels", enabled=self.verbose):
                         self.evaluator.compile_kernels(self.settings.n_hidden)
                     self._measure_variance()
-                self._start(theta0)
-                stop = self._loop(bar)
+                theta0, warm = self._warm_up(theta0)
+                self._start(theta0, warm)
+                stop = self._loop(bar, self._fun, self._full_phase())
                 if self.store is not None:
                     self.save()  # a finished run's checkpoint holds its final state
             except (C.Stop, KeyboardInterrupt):
@@ -215,24 +257,30 @@ class TrainingRun:
             self.data_variance = _metrics.total_variance(self.evaluator)
         self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
 
-    def _loop(self, bar):
+    def _full_phase(self):
+        """The full phase's `_Phase`: its passes follow the warm-up's, if any."""
+        before = max((r.get("data_passes", 0.0) for r in self.history
+                      if r.get("phase") == "warmup"), default=0.0)
+        return _Phase("full", self.m, before, float(self.evaluator.passes))
+
+    def _loop(self, bar, fun, phase):
         """Optimizer iterations until a stopping rule; returns the stop reason."""
         s = self.settings
         stop = _stop_reason(self.state, s.max_iter)
         while not stop:
             self.flag.check()
-            info, done = _optim.step(self._fun, self.state, s.optimizer,
+            info, done = _optim.step(fun, self.state, s.optimizer,
                                      history=s.history_size, learning_rate=s.learning_rate)
             asked = False
             if info is not None:
-                record = self._record(info)
+                record = self._record(info, phase)
                 bar.update(1)
                 bar.set_postfix(cost=f"{record['cost']:.5g}",
                                 rho_hat=f"{record['rho_hat_mean']:.4f}",
                                 samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
                 if self.store is not None and self.store.due(self.state):
                     self.save()
-                asked = self.callback is not None and self.callback(self.model, record)
+                asked = self.callback is not None and self._call_back(record)
             if done:
                 stop = self.state.message
             elif asked:
@@ -241,9 +289,15 @@ class TrainingRun:
                 stop = _stop_reason(self.state, s.max_iter)
         return stop
 
-    def _record(self, info):
+    def _call_back(self, record):
+        """``callback(model, record)``, the model holding this iteration's weights."""
+        self.model._set_weights(unflatten(self.state.theta, self.n, self.settings.n_hidden))
+        return self.callback(self.model, record)
+
+    def _record(self, info, phase=None):
         """Append the iteration's record to the history (fields: `streamae._metrics`)."""
-        state, m = self.state, self.m
+        phase = phase or self._full_phase()
+        state, m = self.state, phase.rows
         elapsed = time.perf_counter() - self.t0
         self.rho_hat = self.model.rho_hat_ = info.rho_hat
         dead, saturated = _metrics.unit_counts(info.rho_hat, self.settings.hyper.rho)
@@ -263,6 +317,8 @@ class TrainingRun:
             "evaluations": state.evaluations,
             "seconds": elapsed,
             "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
+            "phase": phase.name,
+            "data_passes": phase.before + state.evaluations * phase.per_evaluation,
         }
         self.history.append(record)
         return record
@@ -282,10 +338,32 @@ class TrainingRun:
         if self.state is None:
             raise TrainingInterrupted(signum) from None
         path = self.save()
-        stop = (f"interrupted by {signal.Signals(signum).name} at iteration "
+        where = "warm-up " if self.state.phase == "warmup" else ""
+        stop = (f"interrupted by {signal.Signals(signum).name} at {where}iteration "
                 f"{self.state.iteration}")
         return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
                        interrupt=TrainingInterrupted(signum, path, self.state.iteration))
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """What the records of one phase of a fit count.
+
+    Attributes
+    ----------
+    name : {"full", "warmup"}
+    rows : int
+        Rows of the objective the phase optimizes.
+    before : float
+        Passes over the whole data before the phase's first evaluation.
+    per_evaluation : float
+        Passes over the whole data (or their equivalent in rows) per evaluation.
+    """
+
+    name: str
+    rows: int
+    before: float
+    per_evaluation: float
 
 
 def _with_checkpoint(exc, save_checkpoint, iteration):

@@ -68,6 +68,9 @@ class OptimState:
         Trial points rejected by the numerical guard: ``iteration`` (the one
         being computed), ``step``, ``units`` (hidden units named by the error)
         and ``message``.
+    phase : {"full", "warmup"}
+        Which objective the state belongs to: the whole data, or the warm-up's
+        subsample (`streamae._warmup`).
     """
 
     theta: np.ndarray
@@ -80,6 +83,7 @@ class OptimState:
     y_hist: list = field(default_factory=list)
     message: str = ""
     rejections: list = field(default_factory=list)
+    phase: str = "full"
 
 
 class _NonFinite(Exception):

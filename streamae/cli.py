@@ -65,6 +65,10 @@ def _add_run_options(p):
     g = p.add_argument_group("run")
     g.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
                    help="passes over the data per evaluation")
+    g.add_argument("--warmup", choices=("auto", "subsample", "none"), default="auto",
+                   help="start with L-BFGS on every 16th row held in memory, then the exact "
+                        "full-data fit: auto for 262,144 rows or more, subsample always, none "
+                        "for the plain full-batch fit")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
     g.add_argument("--max-iter", type=int, default=400, help="iterations")
@@ -254,6 +258,7 @@ def _train_model(args, options):
         rho=args.rho, beta=args.beta, weight_decay=args.weight_decay, dtype=args.dtype,
         random_state=args.seed, strategy=args.strategy, optimizer=args.optimizer,
         max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
+        warmup=args.warmup,
         run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
                                chunk_rows=args.chunk_rows, storage_options=options))
     if args.init is None:

@@ -116,3 +116,22 @@ def test_object_store_benchmark_runs(tmp_path):
     assert report["costs_agree_to"] < 1e-6
     assert all(r["seconds"] > 0 for r in report["results"])
     assert not [p for p in os.listdir(tmp_path) if p.startswith("streamae-s3-bench-")]
+
+
+def test_time_to_quality_quick_run(tmp_path):
+    """``benchmarks/time_to_quality.py --quick`` runs every subject and scores them."""
+    out = tmp_path / "ttq.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_quality.py"), "--quick",
+         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    names = [r["subject"] for r in report["subjects"]]
+    assert names[:3] == ["streamae warm-up", "streamae plain", "scipy L-BFGS-B"]
+    assert ("torch LBFGS" in names) == HAVE_TORCH
+    assert report["best"] == min(r["final"] for r in report["subjects"])
+    for r in report["subjects"]:
+        assert r["points"] >= 2 and r["passes"] > 0
+        for hit in r["reached"].values():  # (seconds, passes) within the run, or None
+            assert hit is None or (0 <= hit[0] <= r["seconds"] and hit[1] <= r["passes"])
