@@ -164,8 +164,8 @@ def build_parser():
     p.add_argument("--out", required=True, help="model directory to write (a Zarr group)")
     _add_model_options(p)
     p.add_argument("--init", metavar="MODEL", default=None,
-                   help="start from the weights of a saved model (its hidden units) instead of "
-                        "a random initialisation")
+                   help="start from the weights of a saved model (its hidden units; no "
+                        "warm-up) instead of a random initialisation (default: random)")
     _add_run_options(p)
     _add_checkpoint_options(p)
 

@@ -314,8 +314,8 @@ def test_cli_prints_how_to_resume_after_losing_the_data(tmp_path, X, monkeypatch
     store, move_away = _vanishing_store(tmp_path, X, 1)
     record = _fitloop.TrainingRun._record
 
-    def record_then_move(self, info):
-        out = record(self, info)
+    def record_then_move(self, info, phase=None):
+        out = record(self, info, phase)
         move_away(self.model, out)
         return out
 

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 
-from streamae import ParameterError, SparseAutoencoder, _warmup
+from streamae import ParameterError, SparseAutoencoder, TrainingInterrupted, _warmup
 from streamae import _checkpoint as C
 
 PARAMS = ("W1_", "b1_", "W2_", "b2_")
@@ -75,7 +75,7 @@ def test_interrupt_in_either_phase_resumes_bit_identically(tmp_path, X, phase, a
         if record["phase"] == phase and record["iteration"] == at:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(C.TrainingInterrupted):
+    with pytest.raises(TrainingInterrupted):
         model().fit(X, checkpoint=ckpt, callback=ctrl_c)
     assert C.read(ckpt).state.phase == phase
     resumed = model().fit(X, checkpoint=ckpt, resume=True)
