@@ -59,6 +59,11 @@ class SparseAutoencoder:
         and the optimizer works in float64.
     seed : int, default 0
         Seed of the weight initialisation.
+    decoder : {"sigmoid", "linear"}, default "sigmoid"
+        Output layer. "sigmoid": a3 = f(z3), data must be in [0, 1].
+        "linear": a3 = z3 (the tutorial's linear decoder), data may be any
+        finite real, e.g. whitened (`streamae.whiten`). The hidden layer, and
+        so `transform`, is the same for both.
 
     Attributes
     ----------
@@ -84,13 +89,13 @@ class SparseAutoencoder:
     """
 
     def __init__(self, n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, dtype="float32",
-                 seed=0):
+                 seed=0, decoder="sigmoid"):
         if isinstance(n_hidden, bool) or not isinstance(n_hidden, (int, np.integer)) \
                 or n_hidden < 1:
             raise ParameterError(f"n_hidden must be an integer >= 1, got {n_hidden!r}")
         if str(dtype) not in DTYPES:
             raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.hyper = make_hyper(rho, beta, weight_decay)
+        self.hyper = make_hyper(rho, beta, weight_decay, decoder)
         self.n_hidden = int(n_hidden)
         self.dtype = str(dtype)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -102,6 +107,7 @@ class SparseAutoencoder:
     rho = property(lambda self: self.hyper.rho)
     beta = property(lambda self: self.hyper.beta)
     weight_decay = property(lambda self: self.hyper.weight_decay)
+    decoder = property(lambda self: self.hyper.decoder)
 
     @property
     def params_(self):
@@ -126,7 +132,8 @@ class SparseAutoencoder:
 
     def __repr__(self):
         return (f"SparseAutoencoder(n_hidden={self.n_hidden}, rho={self.rho}, beta={self.beta}, "
-                f"weight_decay={self.weight_decay}, dtype={self.dtype!r}, seed={self.seed})")
+                f"weight_decay={self.weight_decay}, dtype={self.dtype!r}, seed={self.seed}, "
+                f"decoder={self.decoder!r})")
 
     # ------------------------------------------------------------ data
     def _dataset(self, data, chunk_rows=None, storage_options=None, check_width=True):
@@ -179,7 +186,8 @@ class SparseAutoencoder:
         Parameters
         ----------
         data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
-            Values in [0, 1], one sample per row.
+            One sample per row; values in [0, 1] for the sigmoid decoder,
+            any finite values for the linear one.
         strategy : {"two-pass", "one-pass", "cached"}
             How each evaluation passes over the data (see docs/algorithm.md).
         optimizer : {"lbfgs", "gd"}
@@ -359,6 +367,8 @@ class SparseAutoencoder:
         hyper = {"n_visible": dataset.shape[1], "n_hidden": self.n_hidden, "rho": self.rho,
                  "beta": self.beta, "weight_decay": self.weight_decay,
                  "dtype": self.dtype, "seed": self.seed}
+        if self.decoder != "sigmoid":  # checkpoints of sigmoid runs keep their identity
+            hyper["decoder"] = self.decoder
         expected = C.identity(hyper, C.data_fingerprint(data, dataset, storage_options), run)
         random_state = {"seed": self.seed, "after_init": rng.bit_generator.state}
         return C.Checkpointer(path, every, expected, {"random_state": random_state})
@@ -439,11 +449,12 @@ class SparseAutoencoder:
         W1 = np.ascontiguousarray(self.W1_, dtype)
         b1 = np.ascontiguousarray(self.b1_, dtype)
         return da.map_blocks(_encode_block, dataset.array, W1, b1, int(block_rows),
+                             self.decoder,
                              chunks=(dataset.array.chunks[0], (self.n_hidden,)), dtype=dtype)
 
     @classmethod
     def from_weights(cls, W1, b1, W2, b2, rho=0.01, beta=3.0, weight_decay=1e-4,
-                     dtype="float32"):
+                     dtype="float32", decoder="sigmoid"):
         """A model with given weights (shapes (s, n), (s,), (n, s), (n,))."""
         W1, b1, W2, b2 = (np.asarray(a, np.float64) for a in (W1, b1, W2, b2))
         if W1.ndim != 2:
@@ -455,7 +466,8 @@ class SparseAutoencoder:
                 raise ParameterError(
                     f"{name} has shape {arr.shape}, but W1 of shape {W1.shape} needs "
                     f"{expected[name]}")
-        model = cls(n_hidden=s, rho=rho, beta=beta, weight_decay=weight_decay, dtype=dtype)
+        model = cls(n_hidden=s, rho=rho, beta=beta, weight_decay=weight_decay, dtype=dtype,
+                    decoder=decoder)
         model._set_params({"W1": W1, "b1": b1, "W2": W2, "b2": b2})
         return model
 
@@ -469,7 +481,7 @@ class SparseAutoencoder:
         attrs = {
             "n_hidden": self.n_hidden, "n_visible": self.n_visible_,
             "rho": self.rho, "beta": self.beta, "weight_decay": self.weight_decay,
-            "dtype": self.dtype, "seed": self.seed,
+            "dtype": self.dtype, "seed": self.seed, "decoder": self.decoder,
             "rho_hat": np.asarray(getattr(self, "rho_hat_", []), float).tolist(),
             "n_iter": getattr(self, "n_iter_", 0),
             "stop_reason": getattr(self, "stop_reason_", ""),
@@ -488,7 +500,8 @@ class SparseAutoencoder:
         """Read a model written by `save`."""
         params, attrs = read_model(path, storage_options=storage_options)
         model = cls.from_weights(**params, rho=attrs["rho"], beta=attrs["beta"],
-                                 weight_decay=attrs["weight_decay"], dtype=attrs["dtype"])
+                                 weight_decay=attrs["weight_decay"], dtype=attrs["dtype"],
+                                 decoder=attrs.get("decoder", "sigmoid"))  # older: sigmoid
         model.seed = attrs.get("seed", 0)
         model.history_ = list(attrs.get("history", []))
         if attrs.get("rho_hat"):
@@ -528,8 +541,15 @@ def _stop_reason(state, max_iter):
     return ""
 
 
-def _encode_block(block, W1, b1, block_rows, block_info=None):
+def _encode_block(block, W1, b1, block_rows, decoder="sigmoid", block_info=None):
     X = np.ascontiguousarray(block, dtype=W1.dtype)
+    if decoder == "linear":
+        if not np.isfinite(X).all():
+            row0 = block_info[0]["array-location"][0][0] if block_info else 0
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1)) + row0
+            raise DataError(f"cannot encode: {bad.size} row(s) with NaN or Inf, first row "
+                            f"{bad[0]}; clean the data")
+        return K.hidden_activations(X, W1, b1, block_rows)[0]
     # NaN fails both comparisons, so this also refuses NaN and Inf.
     if X.size and not (X.min() >= 0 and X.max() <= 1):
         row0 = block_info[0]["array-location"][0][0] if block_info else 0

@@ -39,6 +39,9 @@ def _add_model_options(p):
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="kernel arithmetic (default float32; sums are float64)")
     g.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    g.add_argument("--decoder", choices=("sigmoid", "linear"), default="sigmoid",
+                   help="output layer: sigmoid (data in [0, 1], default) or linear "
+                        "(any finite data, e.g. from `streamae whiten`)")
 
 
 def _add_run_options(p):
@@ -125,7 +128,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train on a Zarr array of shape (samples, features)")
-    p.add_argument("data", help="Zarr array path or URL, values in [0, 1]")
+    p.add_argument("data", help="Zarr array path or URL, values in [0, 1] (any finite "
+                                "values with --decoder linear)")
     p.add_argument("--out", required=True, help="model directory to write (a Zarr group)")
     _add_model_options(p)
     _add_run_options(p)
@@ -156,7 +160,8 @@ def cmd_train(args):
     checkpoint = args.checkpoint or _checkpoint.default_path(args.out)
     options = storage_options(args.storage_options)
     model = SparseAutoencoder(n_hidden=args.hidden, rho=args.rho, beta=args.beta,
-                              weight_decay=args.weight_decay, dtype=args.dtype, seed=args.seed)
+                              weight_decay=args.weight_decay, dtype=args.dtype, seed=args.seed,
+                              decoder=args.decoder)
 
     def fit(progress):
         model.fit(args.data, strategy=args.strategy, optimizer=args.optimizer,
