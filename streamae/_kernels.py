@@ -589,3 +589,51 @@ def column_moments(X):
             d = X[i, j] - mean[j]
             m2[j] += d * d
     return mean, m2
+
+
+@njit(**_NJIT)
+def centred_scatter(X, block_rows):
+    """Row count, column means and centred scatter matrix of a chunk, in float64.
+
+    Two sweeps over the chunk: the means, then, block by block, the product
+    of the centred block with itself::
+
+        mean = (1/m) sum_i x_i
+        C    = sum_i (x_i - mean)^T (x_i - mean)  =  (X - 1 mean)^T (X - 1 mean)
+
+    Centring before the product keeps the precision that the textbook form
+    X^T X - m mean^T mean loses to cancellation when the means are large
+    beside the spread. Chunks merge exactly with `streamae._whiten.merge_moments`.
+    NaN and Inf make the results non-finite.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n), any float or integer dtype
+    block_rows : int
+        Rows centred (in a float64 buffer) and multiplied at a time.
+
+    Returns
+    -------
+    count : int
+    mean : ndarray of shape (n,), float64
+    C : ndarray of shape (n, n), float64
+    """
+    m, n = X.shape
+    mean = np.zeros(n, np.float64)
+    for i in range(m):
+        for j in range(n):
+            mean[j] += X[i, j]
+    mean /= max(m, 1)
+    C = np.zeros((n, n), np.float64)
+    br = max(1, min(block_rows, m))
+    buf = np.empty((br, n), np.float64)
+    part = np.empty((n, n), np.float64)
+    for start in range(0, m, br):
+        rows = min(br, m - start)
+        B = buf[:rows]
+        for i in range(rows):
+            for j in range(n):
+                B[i, j] = X[start + i, j] - mean[j]
+        np.dot(B.T, B, part)
+        _add_to(C, part)
+    return m, mean, C
