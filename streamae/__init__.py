@@ -13,6 +13,7 @@ Layout, from the maths outwards:
 - ``_cluster``   schedulers: threads, processes, distributed clusters
 - ``_progress``  a bar of chunks done within a long pass
 - ``_images``, ``_patches``, ``_import``  data in: patches and imports into Zarr
+- ``_whiten``    streaming PCA/ZCA whitening into a new store
 - ``_encode``, ``_plots``, ``_metrics``  features, pictures and metrics out
 - ``cli``        the ``streamae`` command
 """
@@ -36,6 +37,7 @@ from ._objective import reference_cost_and_grad
 from ._patches import write_patches
 from ._plots import show
 from ._store import OutputWriteError
+from ._whiten import whiten
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "import_array",
     "reference_cost_and_grad",
     "show",
+    "whiten",
     "write_patches",
     "__version__",
 ]

@@ -18,7 +18,7 @@ import zarr
 
 from ._cluster import make_runner
 from ._data import open_zarr_array
-from ._errors import ParameterError
+from ._errors import DataError, ParameterError
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
 
 
@@ -38,6 +38,26 @@ def _input_layout(data, storage_options=None):
     return arr, rows, None, "a NumPy array"
 
 
+def _whitened_input(model, data, task_rows, storage_options):
+    """(data, whether encode whitens it): raw data of a model trained on whitened
+    data gets the model's whitening; data already whitened must match it."""
+    from ._data import open_dataset
+    from ._whiten import apply_whitening, whitening_of
+
+    record = getattr(model, "whitening_", None)
+    if record is None:
+        return data, False
+    own = whitening_of(data, storage_options)
+    if own is None:
+        raw = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options)
+        return apply_whitening(raw.array, record, model.dtype), True
+    if own["mean"] != record["mean"] or own["matrix"] != record["matrix"]:
+        raise DataError("the data was whitened with another transform than the model's "
+                        "training data; give the raw data (encode whitens it as in training) "
+                        "or data from the same `streamae whiten` run")
+    return data, False
+
+
 def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None,
            workers=None, block_rows=2048, storage_options=None):
     """Write the hidden activations of every row of ``data`` to a Zarr array.
@@ -47,7 +67,10 @@ def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None
     model : SparseAutoencoder or str
         A fitted model, or the path of a saved one.
     data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
-        ``n`` must equal the model's input width.
+        ``n`` must equal the model's input width. For a model trained on a
+        store written by `streamae.whiten`, raw data (a store without a
+        whitening record, or an in-memory array) is whitened first with the
+        training data's transform (mean and matrix from the model).
     out : str or os.PathLike
         Zarr array to create, shape (m, n_hidden), dtype of the model.
     chunk_rows : int, optional
@@ -79,6 +102,7 @@ def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None
     if chunk_rows:
         rows, shard = int(chunk_rows), None
     task_rows = shard or rows
+    data, whitened = _whitened_input(model, data, task_rows, storage_options)
     # Raises DataError (one line) if the widths differ, before anything is written.
     H = model.transform_dask(data, chunk_rows=task_rows, block_rows=block_rows,
                              storage_options=storage_options)
@@ -98,6 +122,7 @@ def encode(model, data, out, *, chunk_rows=None, overwrite=False, scheduler=None
             "kind": "encoding", "model": model_path, "data": described,
             "n_hidden": s, "n_visible": model.n_visible_, "dtype": np.dtype(H.dtype).name,
             "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
+            "whitened_by_encode": whitened,
         }}, storage_options)
     kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \
         storage_options else {}

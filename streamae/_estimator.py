@@ -17,6 +17,7 @@ from ._engine import STRATEGIES, Evaluator, make_hyper
 from ._errors import DataError, ParameterError, StreamaeError
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
 from ._store import read_model, write_model
+from ._whiten import whitening_of
 
 DTYPES = ("float32", "float64")
 DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
@@ -86,6 +87,10 @@ class SparseAutoencoder:
         units, message); see docs/reliability.md.
     resumed_from_ : int or None
         The checkpoint's iteration when the fit was resumed, else None.
+    whitening_ : dict or None
+        The whitening of the training data when it is a store written by
+        `streamae.whiten` (mean, matrix M, kind, epsilon): `streamae encode`
+        applies it to new raw data, `streamae show` draws W1 M.
     """
 
     def __init__(self, n_hidden=25, rho=0.01, beta=3.0, weight_decay=1e-4, dtype="float32",
@@ -264,6 +269,8 @@ class SparseAutoencoder:
         C.require_path(checkpoint, checkpoint_every, resume)
         dataset = self._dataset(data, chunk_rows, storage_options, check_width=False)
         m, n = dataset.shape
+        # A store written by `streamae whiten`: keep its transform, for encode and show.
+        self.whitening_ = whitening_of(data, storage_options)
         runner = make_runner(scheduler, workers, _announcer(progress))
         evaluator = self._evaluator(dataset, strategy, runner, block_rows, split_every,
                                     cache_limit)
@@ -490,6 +497,8 @@ class SparseAutoencoder:
         for name in ("evaluations_", "strategy_", "guard_events_"):  # set by fit
             if hasattr(self, name):
                 attrs[name.rstrip("_")] = getattr(self, name)
+        if getattr(self, "whitening_", None) is not None:
+            attrs["whitening"] = self.whitening_
         write_model(path, self.params_, attrs, overwrite=overwrite,
                     storage_options=storage_options)
         _metrics.write_metrics(_metrics.metrics_path(path), self.history_, storage_options)
@@ -511,6 +520,7 @@ class SparseAutoencoder:
         for name in ("evaluations", "strategy", "guard_events"):  # models of a fit
             if name in attrs:
                 setattr(model, name + "_", attrs[name])
+        model.whitening_ = attrs.get("whitening")
         return model
 
 

@@ -270,7 +270,12 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
                                 "or pass --overwrite to replace the pictures")
     out.mkdir(parents=True, exist_ok=True)
 
-    written = {"filters.png": save_filters(model.W1_, targets[0], channels, patch_shape, scale)}
+    W = model.W1_
+    if getattr(model, "whitening_", None) is not None:  # draw the filters in the raw space
+        from ._whiten import dewhiten
+
+        W = dewhiten(W, model.whitening_)
+    written = {"filters.png": save_filters(W, targets[0], channels, patch_shape, scale)}
     if model.history_:
         written["cost.png"] = _save_figure(cost_figure(model.history_), targets[1])
     rho_hat = getattr(model, "rho_hat_", None)

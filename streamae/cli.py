@@ -149,6 +149,7 @@ def build_parser():
     p.add_argument("--chunk-rows", type=_positive_int, default=17)
     p.add_argument("--tol", type=float, default=1e-9)
     _add_data_parsers(sub)
+    _add_whiten_parser(sub)
     return parser
 
 
@@ -428,6 +429,55 @@ def cmd_show(args):
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "gradcheck": cmd_gradcheck}
 COMMANDS.update({"patches": cmd_patches, "import": cmd_import, "encode": cmd_encode,
                  "show": cmd_show})
+
+
+# ------------------------------------------------------------ whitening (streamae._whiten)
+
+def _add_whiten_parser(sub):
+    p = sub.add_parser("whiten", help="PCA or ZCA whitening of a Zarr array, streamed, into a "
+                                      "new store (train on it with --decoder linear)")
+    p.add_argument("src", metavar="IN", help="Zarr array (path or URL) of shape "
+                                             "(samples, features)")
+    p.add_argument("out", metavar="OUT", help="Zarr array to write, chunked like IN")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--zca", action="store_true",
+                      help="ZCA whitening, every component kept (the default)")
+    kind.add_argument("--pca", type=int, metavar="K", default=None,
+                      help="PCA whitening onto the first K principal components")
+    p.add_argument("--epsilon", type=float, default=0.1,
+                   help="added to each eigenvalue, in the data's variance units (default 0.1, "
+                        "as the exercises; 0 requires every column to vary)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="output dtype (default: IN's float dtype)")
+    p.add_argument("--chunk-rows", type=_positive_int, default=None,
+                   help="rows per chunk (default: IN's chunks)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler: threads (default), synchronous, processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def cmd_whiten(args):
+    from ._whiten import whiten
+
+    kind = "pca" if args.pca is not None else "zca"
+    t0 = time.perf_counter()
+    with _dask_progress(args):
+        z = whiten(args.src, args.out, kind=kind, n_components=args.pca, epsilon=args.epsilon,
+                   chunk_rows=args.chunk_rows, dtype=args.dtype, overwrite=args.overwrite,
+                   scheduler=args.scheduler)
+    record = z.attrs["streamae"]["whitening"]
+    S = np.asarray(record["eigenvalues"])
+    k = record["n_components"]
+    kept = S[:k].sum() / S.sum() if S.sum() > 0 else 1.0
+    print(f"{kind.upper()}-whitened {z.shape[0]} rows of {record['n_features']} columns into "
+          f"{k} ({z.dtype}) in {args.out}, epsilon {record['epsilon']:g}, in "
+          f"{time.perf_counter() - t0:.1f} s; eigenvalues {S[0]:.4g} to {S[-1]:.4g}"
+          + (f", {100 * kept:.1f}% of the variance kept" if kind == "pca" else ""))
+    return 0
+
+
+COMMANDS["whiten"] = cmd_whiten
 
 
 class _Terminated(KeyboardInterrupt):
