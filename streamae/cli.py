@@ -392,7 +392,8 @@ def cmd_import(args):
           f"{time.perf_counter() - t0:.1f} s; values in [{lo:.6g}, {hi:.6g}]")
     if lo < 0 or hi > 1:
         print("note: training needs values in [0, 1]; import again with --scale minmax "
-              "(per column) or --scale minmax-all", file=sys.stderr)
+              "(per column) or --scale minmax-all, or train with --decoder linear",
+              file=sys.stderr)
     return 0
 
 
