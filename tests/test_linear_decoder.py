@@ -244,3 +244,18 @@ def test_cli_train_linear(tmp_path, real_store, capsys):
     assert main(["train", path, "--out", str(tmp_path / "s.zarr"), "--max-iter", "3",
                  "--quiet"]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_decoder(tmp_path, rng, write_zarr, hyper_kw):
+    from streamae import CheckpointError
+
+    path = write_zarr(rng.uniform(0.0, 1.0, size=(60, 8)), 20)
+    ckpt = str(tmp_path / "run.ckpt")
+    SparseAutoencoder(n_hidden=4, **hyper_kw, decoder="linear").fit(
+        path, max_iter=2, progress=False, checkpoint=ckpt, checkpoint_every=1)
+    with pytest.raises(CheckpointError, match="decoder"):
+        SparseAutoencoder(n_hidden=4, **hyper_kw).fit(
+            path, max_iter=3, progress=False, checkpoint=ckpt, resume=True)
+    resumed = SparseAutoencoder(n_hidden=4, **hyper_kw, decoder="linear").fit(
+        path, max_iter=3, progress=False, checkpoint=ckpt, resume=True)
+    assert resumed.resumed_from_ == 2
