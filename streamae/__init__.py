@@ -18,6 +18,7 @@ Layout, from the maths outwards:
 - ``_images``    images in: built-in photographs, folders of image files, 1/f whitening
 - ``_patches``   patches: sampled, normalised, in memory or streamed into Zarr
 - ``_import``    arrays imported into Zarr
+- ``_whiten``    streaming PCA/ZCA whitening into a new store
 - ``_encode``, ``_metrics``  features and metrics out
 - ``_plots``     pictures: the filter grid and the training charts
 - ``_store``, ``_output``  model groups, and new row-chunked Zarr arrays
@@ -56,6 +57,7 @@ _EXPORTS = {
     "reference_cost_and_grad": "_objective",
     "write_patches": "_patches",
     "show": "_plots",
+    "whiten": "_whiten",
     "OutputWriteError": "_errors",
 }
 
@@ -98,6 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._options import RunOptions
     from ._patches import write_patches
     from ._plots import show
+    from ._whiten import whiten
 
 
 __all__ = [
@@ -120,6 +123,7 @@ __all__ = [
     "import_array",
     "reference_cost_and_grad",
     "show",
+    "whiten",
     "write_patches",
     "__version__",
 ]

@@ -277,16 +277,17 @@ def _check_array_like(data, source):
         )
 
 
-def describe_bad_values(dataset, row):
+def describe_bad_values(dataset, row, decoder="sigmoid"):
     """One line naming what is wrong near ``row``: the chunk, rows and values.
 
-    Reads only the chunk that holds ``row``.
+    Reads only the chunk that holds ``row``. With ``decoder="linear"`` only
+    NaN and Inf are wrong; with the sigmoid decoder, also values outside [0, 1].
     """
     i, start, stop = dataset.locate_unit(row)
     block = np.asarray(dataset.array[start:stop].compute(scheduler="synchronous"), np.float64)
     nan = np.isnan(block)
     inf = np.isinf(block)
-    out = ~nan & ~inf & ((block < 0) | (block > 1))
+    out = ~nan & ~inf & ((block < 0) | (block > 1)) & (decoder != "linear")
     parts = []
     for mask, what in ((nan, "NaN"), (inf, "inf")):
         if mask.any():
@@ -297,6 +298,10 @@ def describe_bad_values(dataset, row):
         lo, hi = block[out].min(), block[out].max()
         parts.append(f"{int(out.sum())} value(s) outside [0, 1] (from {lo:g} to {hi:g}) "
                      f"in rows {_rows(rows)}")
+    if decoder == "linear":
+        found = "; ".join(parts) or "values that are not finite"
+        return (f"{dataset.source}, chunk {i} (rows {start}-{stop - 1}): {found}; the linear "
+                "decoder needs finite values: clean the data")
     found = "; ".join(parts) or "values outside [0, 1]"
     return (f"{dataset.source}, chunk {i} (rows {start}-{stop - 1}): {found}; the sigmoid "
             f"decoder needs finite values in [0, 1]: {_rescale_hint(dataset.array.dtype)}")

@@ -34,7 +34,7 @@ from ._errors import (
     NumericalError,
     ParameterError,
 )
-from ._objective import Hyper, assemble, sparsity_terms
+from ._objective import DECODERS, Hyper, assemble, sparsity_terms
 from ._progress import chunk_progress
 from ._validation import check_int
 
@@ -73,14 +73,14 @@ def _task_hidden_sum(block, p, block_rows):
     return (K.hidden_sum(X, p["W1"], p["b1"], block_rows),)
 
 
-def _task_backprop(block, p, c, row0, block_rows):
+def _task_backprop(block, p, c, row0, block_rows, linear=False):
     X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows)
+    return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows, linear)
 
 
-def _task_one_pass(block, p, row0, block_rows):
+def _task_one_pass(block, p, row0, block_rows, linear=False):
     X = _as_input(block, p["W1"].dtype)
-    return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows)
+    return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows, linear)
 
 
 def _task_hidden_keep(block, p, block_rows):
@@ -88,9 +88,9 @@ def _task_hidden_keep(block, p, block_rows):
     return K.hidden_activations(X, p["W1"], p["b1"], block_rows)
 
 
-def _task_backprop_cached(block, kept, p, c, row0, block_rows):
+def _task_backprop_cached(block, kept, p, c, row0, block_rows, linear=False):
     X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums_cached(X, kept[0], p["W2"], p["b2"], c, row0, block_rows)
+    return K.backprop_sums_cached(X, kept[0], p["W2"], p["b2"], c, row0, block_rows, linear)
 
 
 def _first_non_finite_row(block):
@@ -145,6 +145,7 @@ class Evaluator:
     ----------
     dataset : Dataset
     hyper : Hyper
+        Includes the decoder ("sigmoid" or "linear"), passed to the kernels.
     dtype : {"float32", "float64"}
         Dtype of the kernels' arithmetic; sums accumulate in float64.
     strategy : {"two-pass", "one-pass", "cached"}
@@ -251,7 +252,8 @@ class Evaluator:
 
     def _check_data(self, bad):
         if bad[0] > 0:
-            raise DataError(describe_bad_values(self.dataset, int(bad[1])))
+            raise DataError(describe_bad_values(self.dataset, int(bad[1]),
+                                                self.hyper.decoder))
 
     def _sparsity(self, sum_a2):
         try:
@@ -268,7 +270,8 @@ class Evaluator:
         found = np.flatnonzero(rows >= 0)
         if found.size:
             i = int(found[0])
-            raise DataError(describe_bad_values(self.dataset, self.row_starts[i] + rows[i]))
+            raise DataError(describe_bad_values(self.dataset, self.row_starts[i] + rows[i],
+                                                self.hyper.decoder))
 
     def __call__(self, params):
         """Evaluate at ``params`` (dict W1, b1, W2, b2; any float dtype).
@@ -309,7 +312,7 @@ class Evaluator:
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("two-pass 2/2"):
             sums, = self._compute(tree_sum(
-                [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br)
+                [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br, self.hyper.linear)
                  for b, r0 in zip(blocks, self.row_starts)], self.split_every))
         sq, gW1, gb1, gW2, gb2, bad = sums
         self._check_data(bad)
@@ -320,7 +323,7 @@ class Evaluator:
         pd = self.runner.put(p)
         with self.pass_progress("one-pass"):
             sums, = self._compute(tree_sum(
-                [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br)
+                [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br, self.hyper.linear)
                  for b, r0 in zip(blocks, self.row_starts)], self.split_every))
         sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = sums
         self._check_data(bad)
@@ -342,7 +345,8 @@ class Evaluator:
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("cached 2/2"):
             sums, = self._compute(tree_sum(
-                [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br)
+                [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br,
+                                                                 self.hyper.linear)
                  for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
         del kept
         sq, gW1, gb1, gW2, gb2, bad = sums
@@ -372,8 +376,11 @@ def _not_finite(cost, grad):
     return error
 
 
-def make_hyper(rho, beta, weight_decay):
+def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
     """Validated `Hyper`; raises ParameterError naming the bad value."""
+    if decoder not in DECODERS:
+        raise ParameterError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}; "
+                             "use 'linear' for real-valued (e.g. whitened) data")
     if not 0.0 < rho < 1.0:
         raise ParameterError(f"rho must be in (0, 1), got {rho}; a typical value is 0.01 to 0.1")
     if not 0.0 <= beta < np.inf:  # also refuses NaN
@@ -382,7 +389,7 @@ def make_hyper(rho, beta, weight_decay):
     if not 0.0 <= weight_decay < np.inf:
         raise ParameterError(
             f"weight_decay must be finite and >= 0, got {weight_decay}; use 0 to turn it off")
-    return Hyper(float(rho), float(beta), float(weight_decay))
+    return Hyper(float(rho), float(beta), float(weight_decay), str(decoder))
 
 
 def _size(nbytes):

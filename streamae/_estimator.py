@@ -38,6 +38,7 @@ from ._validation import (
     require_fitted,
 )
 from ._warmup import check_warmup
+from ._whiten import whitening_of
 
 DTYPES = ("float32", "float64")
 _SEED_ALIAS = "deprecated"
@@ -84,6 +85,11 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     random_state : int, default 0
         Seed of the weight initialisation (an integer >= 0, so that a
         checkpoint can record it and a resumed run can check it).
+    decoder : {"sigmoid", "linear"}, default "sigmoid"
+        Output layer. "sigmoid": a3 = f(z3), data must be in [0, 1].
+        "linear": a3 = z3 (the tutorial's linear decoder), data may be any
+        finite real, e.g. whitened (`streamae.whiten`). The hidden layer, and
+        so `transform`, is the same for both.
     warmup : {"auto", "subsample", "none"}, default "auto"
         A cheaper start (`streamae._warmup`): L-BFGS first on every 16th row
         (a seeded subsample held in memory, at most 256 MiB), then the exact
@@ -152,6 +158,10 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         units, message); see docs/reliability.md.
     resumed_from_ : int or None
         The checkpoint's iteration when the fit was resumed, else None.
+    whitening_ : dict or None
+        The whitening of the training data when it is a store written by
+        `streamae.whiten` (mean, matrix M, kind, epsilon): `streamae encode`
+        applies it to new raw data, `streamae show` draws W1 M.
 
     Examples
     --------
@@ -166,7 +176,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
                  strategy="one-pass", optimizer="lbfgs", max_iter=400, history_size=100,
                  learning_rate=1.0, dtype="float32", random_state=0, warm_start=False,
                  verbose=False, clip=False, run_options=None, warmup="auto",
-                 seed=_SEED_ALIAS):
+                 decoder="sigmoid", seed=_SEED_ALIAS):
         self.n_hidden = n_hidden
         self.rho = rho
         self.beta = beta
@@ -183,12 +193,13 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.clip = clip
         self.run_options = run_options
         self.warmup = warmup
+        self.decoder = decoder
         self.seed = seed
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # Values must be in [0, 1] (the decoder is a sigmoid) unless clipped into it.
-        tags.input_tags.positive_only = not self.clip
+        # Values must be in [0, 1] (for the sigmoid decoder) unless clipped into it.
+        tags.input_tags.positive_only = not self.clip and self.decoder != "linear"
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = []  # output dtype is the model's ``dtype``
         tags.non_deterministic = False
@@ -198,7 +209,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     @property
     def hyper(self):
         """The validated objective hyperparameters (rho, beta, weight_decay)."""
-        return make_hyper(self.rho, self.beta, self.weight_decay)
+        return make_hyper(self.rho, self.beta, self.weight_decay, self.decoder)
 
     def _settings(self):
         """All hyperparameters, validated; one-line `ParameterError` naming a bad one."""
@@ -325,6 +336,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         C.require_path(checkpoint, checkpoint_every, resume)
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
+        # A store written by `streamae whiten`: keep its transform, for encode and show.
+        self.whitening_ = whitening_of(data, options.storage_options)
         theta0, rng = self._initial_theta(settings, dataset)
         if self.warm_start and getattr(self, "W1_", None) is not None:
             settings = dataclasses.replace(settings, warmup="none")  # already trained weights
@@ -484,10 +497,12 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """
         options = as_run_options(self.run_options)
         _, dataset = self._dataset(X, options, reset=False)
-        return hidden_graph(dataset, self.W1_, self.b1_, self.dtype, options.block_rows)
+        return hidden_graph(dataset, self.W1_, self.b1_, self.dtype, options.block_rows,
+                            self.decoder)
 
     def inverse_transform(self, X):
-        """Reconstruction a3 = sigmoid(H W2^T + b2) from hidden activations H.
+        """Reconstruction a3 = sigmoid(H W2^T + b2) (linear decoder: H W2^T + b2) from
+        hidden activations H.
 
         Parameters
         ----------
@@ -506,9 +521,9 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
                 f"inverse_transform needs hidden activations of shape (m, {self.W1_.shape[0]}), "
                 f"got shape {tuple(H.shape)}; pass what transform() returned")
         if isinstance(H, da.Array):
-            return H.map_blocks(_reconstruct, self.W2_, self.b2_, dtype=np.float64,
+            return H.map_blocks(_reconstruct, self.W2_, self.b2_, self.decoder, dtype=np.float64,
                                 chunks=(H.chunks[0], (self.W2_.shape[0],)))
-        return _reconstruct(H, self.W2_, self.b2_)
+        return _reconstruct(H, self.W2_, self.b2_, self.decoder)
 
     # ------------------------------------------------------------ weights in and out
     @classmethod
@@ -577,6 +592,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         for name in ("evaluations", "strategy", "guard_events", "converged"):  # from a fit
             if name in attrs:
                 setattr(model, name + "_", attrs[name])
+        model.whitening_ = attrs.get("whitening")
         if attrs.get("feature_names_in") is not None:
             model.feature_names_in_ = np.asarray(attrs["feature_names_in"], dtype=object)
         return model
@@ -598,6 +614,8 @@ def _model_attrs(model):
     for name in ("evaluations_", "strategy_", "guard_events_", "converged_"):  # set by fit
         if hasattr(model, name):
             attrs[name.rstrip("_")] = getattr(model, name)
+    if getattr(model, "whitening_", None) is not None:
+        attrs["whitening"] = model.whitening_
     if hasattr(model, "feature_names_in_"):
         attrs["feature_names_in"] = [str(v) for v in model.feature_names_in_]
     # The hyperparameters; not how this process ran the fit (run options,
@@ -641,7 +659,7 @@ def _clip_unit(block):
     return np.where(np.isfinite(block), np.clip(block, 0, 1), block)
 
 
-def _reconstruct(H, W2, b2):
-    """sigmoid(H W2^T + b2) in float64."""
+def _reconstruct(H, W2, b2, decoder="sigmoid"):
+    """sigmoid(H W2^T + b2), or H W2^T + b2 for the linear decoder, in float64."""
     z = np.asarray(H, np.float64) @ W2.T + b2
-    return 1.0 / (1.0 + np.exp(-z))
+    return z if decoder == "linear" else 1.0 / (1.0 + np.exp(-z))

@@ -54,10 +54,14 @@ class Settings:
         return _warmup.plan(self.warmup, shape, np.dtype(self.dtype).itemsize)
 
     def model_identity(self, n_visible):
-        """Hyperparameters a resumed run must match (the keys of streamae 0.1)."""
-        return {"n_visible": n_visible, "n_hidden": self.n_hidden, "rho": self.hyper.rho,
+        """Hyperparameters a resumed run must match (the keys of streamae 0.1, and the
+        decoder when it is not the sigmoid)."""
+        identity = {"n_visible": n_visible, "n_hidden": self.n_hidden, "rho": self.hyper.rho,
                 "beta": self.hyper.beta, "weight_decay": self.hyper.weight_decay,
                 "dtype": self.dtype, "seed": self.seed}
+        if self.hyper.decoder != "sigmoid":  # checkpoints of sigmoid runs keep their identity
+            identity["decoder"] = self.hyper.decoder
+        return identity
 
     def run_identity(self, dataset, options):
         """Run settings that change the floating-point result."""

@@ -14,9 +14,15 @@ units::
     d3 = (a3 - X) * f'(z3)
     d2 = (d3 W2 + c) * f'(z2)     c = beta (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
 
-Each kernel also counts the values of X outside [0, 1] (NaN and Inf
-included) and the first row where one occurs, so validation costs no extra
-pass over the data.
+With the linear decoder (``linear=True``) the output layer is the identity:
+a3 = z3 and d3 = a3 - X; everything else is unchanged. The flag is a plain
+boolean argument, constant during a call, so each kernel has one code path
+and the branch in the element-wise loop is hoisted out of it by LLVM.
+
+Each kernel also counts the values of X the decoder refuses (outside [0, 1]
+for the sigmoid decoder, NaN and Inf included; NaN and Inf for the linear
+one) and the first row where one occurs, so validation costs no extra pass
+over the data.
 
 Speed notes (see docs/benchmarks.md for the measurements):
 
@@ -169,32 +175,58 @@ def _activate_hidden(a2, b1, sum_a2):
 
 
 @njit(**_NJIT)
-def _activate_output(Xb, d3, b2, gb2, sqc):
-    """d3 <- (a3 - Xb) f'(z3) in place (d3 holds z3 without bias).
+def _is_bad(x, linear):
+    """True if ``x`` is not a value the decoder accepts.
+
+    Sigmoid decoder: outside [0, 1] (NaN fails both comparisons). Linear
+    decoder: NaN or Inf (``x - x`` is 0 only for finite ``x``).
+    """
+    if linear:
+        return not (x - x == 0)
+    return not ((x >= 0) & (x <= 1))
+
+
+@njit(**_NJIT)
+def _output_unit(z, x, one, linear):
+    """(a3 - x, d3) for one output unit with pre-activation ``z`` and target ``x``.
+
+    Sigmoid decoder: a3 = f(z), d3 = (a3 - x) a3 (1 - a3).
+    Linear decoder:  a3 = z,    d3 = a3 - x.
+    ``linear`` is the same for a whole kernel call, so the branch is hoisted
+    out of the loops that call this (loop unswitching).
+    """
+    if linear:
+        diff = z - x
+        return diff, diff
+    a = _sigmoid(z)
+    diff = a - x
+    return diff, diff * a * (one - a)
+
+
+@njit(**_NJIT)
+def _activate_output(Xb, d3, b2, gb2, sqc, linear):
+    """d3 <- the output delta in place (d3 holds z3 without bias); see `_output_unit`.
 
     Adds column sums of d3 to ``gb2`` and of (a3 - x)^2 to ``sqc`` (both
-    float64). Returns how many values of Xb are outside [0, 1] (NaN included).
+    float64). Returns how many values of Xb the decoder refuses (`_is_bad`).
     """
     one = np.ones_like(b2[:1])[0]
-    zero = one - one
     n = d3.shape[1]
     nbad = 0
     for i in range(d3.shape[0]):
         for k in range(n):
             x = Xb[i, k]
-            if not ((x >= zero) & (x <= one)):
+            if _is_bad(x, linear):
                 nbad += 1
-            a = _sigmoid(d3[i, k] + b2[k])
-            diff = a - x
+            diff, d = _output_unit(d3[i, k] + b2[k], x, one, linear)
             sqc[k] += diff * diff
-            d = diff * a * (one - a)
             d3[i, k] = d
             gb2[k] += d
     return nbad
 
 
 @njit(**_NJIT)
-def _note_bad(Xb, nbad, row0, bad):
+def _note_bad(Xb, nbad, row0, bad, linear):
     """Add a block's count of bad values to ``bad``; find the first bad row if new."""
     if nbad == 0:
         return
@@ -202,8 +234,7 @@ def _note_bad(Xb, nbad, row0, bad):
         for i in range(Xb.shape[0]):
             found = False
             for k in range(Xb.shape[1]):
-                x = Xb[i, k]
-                if not (x >= 0 and x <= 1):
+                if _is_bad(Xb[i, k], linear):
                     found = True
                     break
             if found:
@@ -298,7 +329,7 @@ def hidden_activations(X, W1, b1, block_rows):
 
 
 @njit(**_NJIT)
-def _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, forward):
+def _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, forward, linear):
     """Shared body of `backprop_sums` (forward=True) and `backprop_sums_cached`."""
     m, n = X.shape
     s = W2.shape[1]
@@ -326,8 +357,8 @@ def _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, forward):
             a2 = A2[start:start + rows]
         d3 = d3buf[:rows]
         np.dot(a2, W2.T, d3)
-        nbad = _activate_output(Xb, d3, b2, gb2, sqc)
-        _note_bad(Xb, nbad, row0 + start, bad)
+        nbad = _activate_output(Xb, d3, b2, gb2, sqc, linear)
+        _note_bad(Xb, nbad, row0 + start, bad, linear)
         e2 = e2buf[:rows]
         np.dot(d3, W2, e2)
         _sparse_delta(e2, a2, c, gb1)
@@ -339,7 +370,7 @@ def _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, forward):
 
 
 @njit(**_NJIT)
-def backprop_sums(X, W1, b1, W2, b2, c, row0, block_rows):
+def backprop_sums(X, W1, b1, W2, b2, c, row0, block_rows, linear=False):
     """Pass 2 of the two-pass method: forward again, backprop with c.
 
     Parameters
@@ -351,6 +382,8 @@ def backprop_sums(X, W1, b1, W2, b2, c, row0, block_rows):
     row0 : int
         Global index of the chunk's first row (for error reports).
     block_rows : int
+    linear : bool, default False
+        Linear decoder (a3 = z3, d3 = a3 - x) instead of the sigmoid.
 
     Returns
     -------
@@ -365,14 +398,14 @@ def backprop_sums(X, W1, b1, W2, b2, c, row0, block_rows):
     gb2 : ndarray of shape (n,), float64
         sum_i d3_i.
     bad : ndarray of shape (2,), int64
-        [values outside [0, 1], first such global row or -1].
+        [values the decoder refuses, first such global row or -1].
     """
     empty = np.empty((0, W1.shape[0]), X.dtype)
-    return _backprop_chunk(X, empty, W1, b1, W2, b2, c, row0, block_rows, True)
+    return _backprop_chunk(X, empty, W1, b1, W2, b2, c, row0, block_rows, True, linear)
 
 
 @njit(**_NJIT)
-def backprop_sums_cached(X, A2, W2, b2, c, row0, block_rows):
+def backprop_sums_cached(X, A2, W2, b2, c, row0, block_rows, linear=False):
     """Pass 2 of the cached strategy: like `backprop_sums`, reusing a2.
 
     Parameters
@@ -380,7 +413,7 @@ def backprop_sums_cached(X, A2, W2, b2, c, row0, block_rows):
     X : ndarray of shape (m, n)
     A2 : ndarray of shape (m, s)
         Hidden activations kept from the first pass.
-    W2, b2, c, row0, block_rows
+    W2, b2, c, row0, block_rows, linear
         As in `backprop_sums`.
 
     Returns
@@ -390,11 +423,11 @@ def backprop_sums_cached(X, A2, W2, b2, c, row0, block_rows):
     n, s = W2.shape
     W1 = np.empty((s, n), X.dtype)  # unused: no forward pass
     b1 = np.empty(s, X.dtype)
-    return _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, False)
+    return _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, False, linear)
 
 
 @njit(**_NJIT)
-def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows):
+def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
     """Everything an evaluation needs, in one read of the chunk.
 
     d2 splits as ``(d3 W2) * f'(z2) + c * f'(z2)``; c depends only on rho_hat,
@@ -403,7 +436,15 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows):
         gW1 = sum_i [(d3 W2) * f'(z2)]_i^T x_i + diag(c) sum_i f'(z2_i)^T x_i
 
     Both products share X, so they are done as one GEMM of the stacked
-    (rows, 2s) matrix ``[(d3 W2) * f'(z2) | f'(z2)]``.
+    (rows, 2s) matrix ``[(d3 W2) * f'(z2) | f'(z2)]``. With ``linear`` the
+    output delta is d3 = a3 - x, a3 = z3; the split of d2 is the same.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n)
+    W1, b1, W2, b2 : ndarrays of shapes (s, n), (s,), (n, s), (n,)
+    row0, block_rows, linear
+        As in `backprop_sums`.
 
     Returns
     -------
@@ -448,8 +489,8 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows):
         _activate_hidden(a2, b1, sum_a2)
         d3 = d3buf[:rows]
         np.dot(a2, W2.T, d3)
-        nbad = _activate_output(Xb, d3, b2, gb2, sqc)
-        _note_bad(Xb, nbad, row0 + start, bad)
+        nbad = _activate_output(Xb, d3, b2, gb2, sqc, linear)
+        _note_bad(Xb, nbad, row0 + start, bad, linear)
         e2 = e2buf[:rows]
         np.dot(d3, W2, e2)
         stacked = stackbuf[:rows]
@@ -500,3 +541,51 @@ def column_moments(X):
             d = X[i, j] - mean[j]
             m2[j] += d * d
     return mean, m2
+
+
+@njit(**_NJIT)
+def centred_scatter(X, block_rows):
+    """Row count, column means and centred scatter matrix of a chunk, in float64.
+
+    Two sweeps over the chunk: the means, then, block by block, the product
+    of the centred block with itself::
+
+        mean = (1/m) sum_i x_i
+        C    = sum_i (x_i - mean)^T (x_i - mean)  =  (X - 1 mean)^T (X - 1 mean)
+
+    Centring before the product keeps the precision that the textbook form
+    X^T X - m mean^T mean loses to cancellation when the means are large
+    beside the spread. Chunks merge exactly with `streamae._whiten.merge_moments`.
+    NaN and Inf make the results non-finite.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n), any float or integer dtype
+    block_rows : int
+        Rows centred (in a float64 buffer) and multiplied at a time.
+
+    Returns
+    -------
+    count : int
+    mean : ndarray of shape (n,), float64
+    C : ndarray of shape (n, n), float64
+    """
+    m, n = X.shape
+    mean = np.zeros(n, np.float64)
+    for i in range(m):
+        for j in range(n):
+            mean[j] += X[i, j]
+    mean /= max(m, 1)
+    C = np.zeros((n, n), np.float64)
+    br = max(1, min(block_rows, m))
+    buf = np.empty((br, n), np.float64)
+    part = np.empty((n, n), np.float64)
+    for start in range(0, m, br):
+        rows = min(br, m - start)
+        B = buf[:rows]
+        for i in range(rows):
+            for j in range(n):
+                B[i, j] = X[start + i, j] - mean[j]
+        np.dot(B.T, B, part)
+        _add_to(C, part)
+    return m, mean, C

@@ -19,6 +19,7 @@ import numpy as np
 from ._errors import NumericalError
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
+DECODERS = ("sigmoid", "linear")
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,19 @@ class Hyper:
         Weight of the sparsity penalty, >= 0.
     weight_decay : float
         lambda, the L2 penalty on W1 and W2 (not on biases), >= 0.
+    decoder : {"sigmoid", "linear"}, default "sigmoid"
+        Output layer: a3 = f(z3) (data in [0, 1]) or a3 = z3 (any finite data).
     """
 
     rho: float
     beta: float
     weight_decay: float
+    decoder: str = "sigmoid"
+
+    @property
+    def linear(self):
+        """True for the linear decoder (the kernels' ``linear`` flag)."""
+        return self.decoder == "linear"
 
 
 def param_shapes(n_visible, n_hidden):
@@ -180,7 +189,8 @@ def reference_cost_and_grad(X, params, hyper):
     """Plain NumPy cost and gradient on an in-memory array, in float64.
 
     A direct transcription of the seed's vectorised backprop, used as the
-    independent reference in tests and benchmarks.
+    independent reference in tests and benchmarks. With ``hyper.decoder ==
+    "linear"``: a3 = z3 and d3 = a3 - X (the tutorial's linear decoder).
 
     Parameters
     ----------
@@ -197,13 +207,15 @@ def reference_cost_and_grad(X, params, hyper):
     W1, b1, W2, b2 = (np.asarray(params[k], np.float64) for k in PARAM_NAMES)
     m = X.shape[0]
     a2 = _sigmoid(X @ W1.T + b1)
-    a3 = _sigmoid(a2 @ W2.T + b2)
+    linear = getattr(hyper, "decoder", "sigmoid") == "linear"
+    z3 = a2 @ W2.T + b2
+    a3 = z3 if linear else _sigmoid(z3)
     rho, beta, lam = hyper.rho, hyper.beta, hyper.weight_decay
     rho_hat = a2.mean(axis=0)
     kl = np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat)))
     cost = (0.5 * np.sum((a3 - X) ** 2) / m
             + 0.5 * lam * (np.sum(W1 ** 2) + np.sum(W2 ** 2)) + beta * kl)
-    d3 = (a3 - X) * a3 * (1 - a3)
+    d3 = (a3 - X) if linear else (a3 - X) * a3 * (1 - a3)
     sparse = beta * (-rho / rho_hat + (1 - rho) / (1 - rho_hat))
     d2 = (d3 @ W2 + sparse) * a2 * (1 - a2)
     grad = {

@@ -305,7 +305,12 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     if taken and not overwrite:
         raise OutputExistsError(f"'{taken[0]}' already exists; choose another `out` directory "
                                 "or pass `overwrite=True` to replace the pictures")
-    filters = filter_image(model.W1_, channels, patch_shape, scale)  # bad options fail here
+    W = model.W1_
+    if getattr(model, "whitening_", None) is not None:  # draw the filters in the raw space
+        from ._whiten import dewhiten
+
+        W = dewhiten(W, model.whitening_)
+    filters = filter_image(W, channels, patch_shape, scale)  # bad options fail here
     created = missing_dirs(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

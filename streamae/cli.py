@@ -59,6 +59,9 @@ def _add_model_options(p):
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="kernel arithmetic (sums are float64 either way)")
     g.add_argument("--seed", type=int, default=0, help="initialisation seed, >= 0")
+    g.add_argument("--decoder", choices=("sigmoid", "linear"), default="sigmoid",
+                   help="output layer: sigmoid (data in [0, 1]) or linear (any finite data, "
+                        "e.g. from `streamae whiten`)")
 
 
 def _add_run_options(p):
@@ -160,7 +163,8 @@ def build_parser():
     p = _command(sub, "train", "train on a Zarr array of shape (samples, features)",
                  "Full-batch L-BFGS (or gradient descent) on every row at every iteration; "
                  "writes the model, its metrics and, on an interrupt, a checkpoint.")
-    p.add_argument("data", help="Zarr array path or URL, values in [0, 1]")
+    p.add_argument("data", help="Zarr array path or URL, values in [0, 1] (any finite "
+                                "values with --decoder linear)")
     p.add_argument("--out", required=True, help="model directory to write (a Zarr group)")
     _add_model_options(p)
     p.add_argument("--init", metavar="MODEL", default=None,
@@ -195,6 +199,7 @@ def build_parser():
                        description="Prints the help of streamae, or of COMMAND.",
                        formatter_class=_HelpFormatter)
     p.add_argument("topic", nargs="?", metavar="COMMAND", help="a command")
+    _add_whiten_parser(sub)
     return parser
 
 
@@ -258,7 +263,7 @@ def _train_model(args, options):
         rho=args.rho, beta=args.beta, weight_decay=args.weight_decay, dtype=args.dtype,
         random_state=args.seed, strategy=args.strategy, optimizer=args.optimizer,
         max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
-        warmup=args.warmup,
+        warmup=args.warmup, decoder=args.decoder,
         run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
                                chunk_rows=args.chunk_rows, storage_options=options))
     if args.init is None:
@@ -494,7 +499,7 @@ def _range_note(args, meta):
                 "--scale minmax-all (one scale for all values), or divide them by their "
                 "maximum first")
     return ("train needs values in [0, 1]; import again with --scale minmax (per column) "
-            "or --scale minmax-all (one scale for all values)")
+            "or --scale minmax-all (one scale for all values), or train with --decoder linear")
 
 
 def cmd_encode(args):
@@ -531,6 +536,59 @@ def cmd_show(args):
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "gradcheck": cmd_gradcheck}
 COMMANDS.update({"patches": cmd_patches, "import": cmd_import, "encode": cmd_encode,
                  "show": cmd_show})
+
+
+# ------------------------------------------------------------ whitening (streamae._whiten)
+
+def _add_whiten_parser(sub):
+    p = _command(sub, "whiten", "PCA or ZCA whitening of a Zarr array, streamed, into a new store",
+                 "One pass accumulates the mean and the covariance, the small eigenproblem "
+                 "runs here, a second pass writes the whitened rows; the transform is recorded "
+                 "in the store (train on it with --decoder linear).")
+    p.add_argument("src", metavar="IN", help="Zarr array (path or URL) of shape "
+                                             "(samples, features)")
+    p.add_argument("out", metavar="OUT", help="Zarr array to write, chunked like IN")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--zca", action="store_true",
+                      help="ZCA whitening, every component kept (default, without --pca)")
+    kind.add_argument("--pca", type=int, metavar="K", default=None,
+                      help="PCA whitening onto the first K principal components (default: ZCA)")
+    p.add_argument("--epsilon", type=float, default=0.1,
+                   help="added to each eigenvalue, in the data's variance units (default 0.1, "
+                        "as the exercises; 0 requires every column to vary)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="output dtype (default: IN's float dtype)")
+    p.add_argument("--chunk-rows", type=_positive_int, default=None,
+                   help="rows per chunk (default: IN's chunks)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler: threads, synchronous, processes (default: threads)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def cmd_whiten(args):
+    import numpy as np
+
+    from ._whiten import whiten
+
+    kind = "pca" if args.pca is not None else "zca"
+    t0 = time.perf_counter()
+    with _task_progress(args, "whiten"):
+        z = whiten(args.src, args.out, kind=kind, n_components=args.pca, epsilon=args.epsilon,
+                   chunk_rows=args.chunk_rows, dtype=args.dtype, overwrite=args.overwrite,
+                   scheduler=args.scheduler)
+    record = z.attrs["streamae"]["whitening"]
+    S = np.asarray(record["eigenvalues"])
+    k = record["n_components"]
+    kept = S[:k].sum() / S.sum() if S.sum() > 0 else 1.0
+    print(f"{kind.upper()}-whitened {z.shape[0]} rows of {record['n_features']} columns into "
+          f"{k} ({z.dtype}) in {args.out}, epsilon {record['epsilon']:g}, in "
+          f"{time.perf_counter() - t0:.1f} s; eigenvalues {S[0]:.4g} to {S[-1]:.4g}"
+          + (f", {100 * kept:.1f}% of the variance kept" if kind == "pca" else ""))
+    return 0
+
+
+COMMANDS["whiten"] = cmd_whiten
 
 
 class _Terminated(KeyboardInterrupt):
