@@ -192,8 +192,9 @@ def trained(rng, write_zarr, tmp_path):
     X = correlated(rng, 300, 48) * 0.1 + 0.5
     raw = write_zarr(X, 64)
     white = whiten(raw, tmp_path / "white.zarr", epsilon=0.1)
-    model = SparseAutoencoder(n_hidden=5, rho=0.1, dtype="float64", decoder="linear")
-    model.fit(str(tmp_path / "white.zarr"), max_iter=5, progress=False)
+    model = SparseAutoencoder(n_hidden=5, rho=0.1, dtype="float64", decoder="linear",
+                              max_iter=5)
+    model.fit(str(tmp_path / "white.zarr"))
     model.save(tmp_path / "m.zarr")
     return raw, white, model, str(tmp_path / "m.zarr")
 
