@@ -3,11 +3,13 @@
 Each `StreamaeError` carries a one-line message naming the problem, where it
 is, and the fix; the CLI prints the message and exits with status 2.
 `TrainingInterrupted` is a `KeyboardInterrupt`, not a `StreamaeError`.
-(`NotFittedError` is created on first use: it is also scikit-learn's, whose
-import would slow down ``streamae --help``.)
+(`NotFittedError` is also scikit-learn's: this module imports scikit-learn, so
+the command line imports it only once a command runs.)
 """
 
 import signal
+
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 
 class StreamaeError(ValueError):
@@ -89,22 +91,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(text)
 
 
-def _not_fitted_error():
-    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+class NotFittedError(StreamaeError, SklearnNotFittedError):
+    """The model has no weights yet.
 
-    class NotFittedError(StreamaeError, SklearnNotFittedError):
-        """The model has no weights yet.
-
-        Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
-        which is what scikit-learn's tools expect from an unfitted estimator.
-        """
-
-    NotFittedError.__module__ = __name__
-    return NotFittedError
-
-
-def __getattr__(name):
-    if name == "NotFittedError":
-        globals()[name] = value = _not_fitted_error()
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+    which is what scikit-learn's tools expect from an unfitted estimator.
+    """

@@ -641,9 +641,9 @@ def _as_data(model, X, *, reset):
     if sp.issparse(X):
         raise DataError("sparse input is not supported: the kernels read dense rows; pass "
                         "X.toarray() if it fits in memory, or write it to a Zarr array")
-    if isinstance(X, np.ndarray) and X.dtype.kind not in "cO":
+    if isinstance(X, np.ndarray) and X.dtype.kind != "O":
         return X  # shape, dtype and values: open_dataset and the passes name what is wrong
-    # Lists and object arrays become numbers; complex input is refused.
+    # Lists and object arrays become numbers.
     try:
         return check_array(X, dtype="numeric", ensure_all_finite=False, ensure_2d=False,
                            allow_nd=True, ensure_min_samples=0, ensure_min_features=0)

@@ -15,10 +15,10 @@ import sys
 import threading
 import time
 
-# Nothing heavy at import: `streamae --help` must not load NumPy, Numba, SciPy or
-# Dask. The commands import what they need.
+# Nothing heavy at import: `streamae --help` must not load NumPy, Numba, SciPy,
+# scikit-learn or Dask (streamae._errors imports scikit-learn). The commands import
+# what they need.
 from . import __version__
-from ._errors import StreamaeError, TrainingInterrupted
 
 # The choices of --strategy and --optimizer, as streamae._engine.STRATEGIES and
 # streamae._optim.OPTIMIZERS (tests/test_cli_help.py checks they agree).
@@ -119,6 +119,8 @@ def _storage_option(text):
 
 def storage_options(pairs):
     """``[(key, value)]`` from --storage-option into a dict; dotted keys nest."""
+    from ._errors import StreamaeError
+
     options = {}
     for key, value in pairs or ():
         *parents, last = key.split(".")
@@ -209,6 +211,7 @@ def cmd_train(args):
     from sklearn.exceptions import ConvergenceWarning
 
     from . import _checkpoint
+    from ._errors import StreamaeError, TrainingInterrupted
     from ._store import check_writable
 
     checkpoint = args.checkpoint or _checkpoint.default_path(args.out)
@@ -296,6 +299,7 @@ def _run_saved_at_out(checkpoint, args):
     """The checkpoint's optimizer state if ``--out`` holds exactly its weights (the
     model of a run that finished, or was killed after writing it), else None."""
     from . import _checkpoint
+    from ._errors import StreamaeError
     from ._estimator import SparseAutoencoder
     from ._objective import flatten
 
@@ -655,6 +659,8 @@ def main(argv=None):
         return _help(parser, getattr(args, "topic", None))
     args.argv = argv
     args.words = lambda message: in_cli_words(str(message), _command_parser(parser, args.command))
+    from ._errors import StreamaeError
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -11,7 +11,7 @@ from streamae import DataError, SparseAutoencoder
 from streamae._chunkread import chunk_error
 from streamae.cli import main
 
-FIT = dict(max_iter=2, progress=False)
+FIT = dict(max_iter=2)
 
 
 def _store(path, X, dtype=None, compressed=False):
@@ -54,7 +54,7 @@ def corrupt(tmp_path, X):
 def test_a_damaged_chunk_is_named(damaged, chunk, rows, reason, scheduler, request):
     path = request.getfixturevalue(damaged)
     with pytest.raises(DataError) as info:
-        SparseAutoencoder(n_hidden=2).fit(path, scheduler=scheduler, **FIT)
+        SparseAutoencoder(n_hidden=2, run_options={"scheduler": scheduler}, **FIT).fit(path)
     message = str(info.value)
     assert message.startswith(f"cannot read '{path}', chunk {chunk} (rows {rows}): ")
     assert reason in message and "restore the store from a good copy" in message
@@ -95,17 +95,17 @@ def test_unusual_dtypes_train_like_their_native_equivalent(stored, same_as, tmp_
     if stored == "bool":
         X = X > 0.5
     X = X.astype(stored)
-    a = SparseAutoencoder(n_hidden=2, dtype="float64").fit(
-        _store(tmp_path / "a.zarr", X), **FIT)
-    b = SparseAutoencoder(n_hidden=2, dtype="float64").fit(
-        _store(tmp_path / "b.zarr", X.astype(same_as)), **FIT)
+    a = SparseAutoencoder(n_hidden=2, dtype="float64", **FIT).fit(
+        _store(tmp_path / "a.zarr", X))
+    b = SparseAutoencoder(n_hidden=2, dtype="float64", **FIT).fit(
+        _store(tmp_path / "b.zarr", X.astype(same_as)))
     assert_array_equal(a.W1_, b.W1_)
     assert a.history_[-1]["cost"] == b.history_[-1]["cost"]
 
 
 def test_complex_values_are_refused_up_front(tmp_path):
     with pytest.raises(DataError, match="has complex dtype complex128; streamae trains on real"):
-        SparseAutoencoder(n_hidden=2).fit(np.full((10, 4), 0.5 + 0j), **FIT)
+        SparseAutoencoder(n_hidden=2, **FIT).fit(np.full((10, 4), 0.5 + 0j))
 
 
 def test_floats_wider_than_64_bits_are_refused_up_front():
@@ -113,7 +113,7 @@ def test_floats_wider_than_64_bits_are_refused_up_front():
     if X.dtype.itemsize <= 8:
         pytest.skip("longdouble is float64 on this platform")
     with pytest.raises(DataError, match=r"convert it to float64 first"):
-        SparseAutoencoder(n_hidden=2).fit(X, **FIT)
+        SparseAutoencoder(n_hidden=2, **FIT).fit(X)
 
 
 def test_a_damaged_chunk_in_another_store_is_named(X):
@@ -130,4 +130,4 @@ def test_a_damaged_chunk_in_another_store_is_named(X):
         b"\xff" * 8 + data[8:])
     with pytest.raises(DataError, match=r"^cannot read 'memory://\d+', chunk 1 \(rows 10-19\): "
                                         r".*restore the store from a good copy"):
-        SparseAutoencoder(n_hidden=2).fit(z, **FIT)
+        SparseAutoencoder(n_hidden=2, **FIT).fit(z)

@@ -65,7 +65,7 @@ def test_each_pass_counts_its_chunks(store, strategy, labels, scheduler, finishe
 
 
 def test_start_up_and_iterations_are_labelled(store, finished_bars, capsys):
-    SparseAutoencoder(n_hidden=3).fit(store, max_iter=2, progress=True)
+    SparseAutoencoder(n_hidden=3, max_iter=2, verbose=True).fit(store)
     labels = [label for label, *_ in finished_bars]
     assert labels[0] == "compiling kernels" and labels[-1] == "fit one-pass"
     assert ("fit one-pass", 2, 2, "it") in finished_bars
