@@ -492,6 +492,10 @@ class InterruptFlag:
         print(f"\nstreamae: {signal.Signals(signum).name} received: stopping after the "
               f"current evaluation{again}", file=sys.stderr, flush=True)
 
+    def is_set(self):
+        """True once a signal arrived."""
+        return self.signum is not None
+
     def check(self):
         """Raise `Stop` if a signal arrived."""
         if self.signum is not None:

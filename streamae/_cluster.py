@@ -50,6 +50,8 @@ import importlib.util
 import logging
 import multiprocessing
 import re
+import signal
+import time
 import weakref
 from asyncio import CancelledError as AsyncCancelledError
 from concurrent.futures import CancelledError, ProcessPoolExecutor
@@ -173,6 +175,49 @@ def __getattr__(name):
     if name == "WorkerSetup":
         return _plugin_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: The signals a terminal (Ctrl-C) or a job scheduler (SIGTERM) sends to the
+#: whole foreground process group.
+GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+#: Worker preload (Python source) of a LocalCluster started by streamae: the
+#: worker process logs nothing below CRITICAL. Its warnings and errors
+#: (tasks that failed, a heartbeat lost while the cluster closes) are
+#: reported by streamae in its own one-line errors, or are of no use.
+QUIET_WORKER = ("import logging\n"
+                "logging.getLogger('distributed').setLevel(logging.CRITICAL)\n")
+
+
+@contextlib.contextmanager
+def signals_blocked(signals=GROUP_SIGNALS):
+    """Block ``signals`` in the calling thread for the duration of the block.
+
+    Threads started meanwhile inherit the blocked mask, and so do the
+    processes they spawn (the mask survives fork and exec, and Python does
+    not unblock it). A LocalCluster started in this block therefore has IO
+    threads and worker processes that a signal to the process group does not
+    reach: the worker processes neither die with KeyboardInterrupt nor lose
+    the evaluation in progress; they stop when the cluster is closed (the
+    nanny asks them to, and kills them if they do not). A signal that arrives
+    during the block stays pending and is handled when it ends. (CPython
+    starts multiprocessing's resource tracker the same way.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to protect from
+        yield
+        return
+    # Starting multiprocessing's resource tracker unblocks SIGINT and SIGTERM
+    # in the thread that starts it (it blocks them around its own spawn): start
+    # it first, so that it does not undo the mask of a later spawn.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _require_distributed(what):
@@ -325,10 +370,18 @@ class Runner:
 
     # ------------------------------------------------------------ lifecycle
     @contextlib.contextmanager
-    def session(self):
-        """Start what is needed, limit BLAS threads locally; stop it all at exit."""
+    def session(self, stop=None):
+        """Start what is needed, limit BLAS threads locally; stop it all at exit.
+
+        Parameters
+        ----------
+        stop : callable, optional
+            Polled while a new LocalCluster's workers start; once it returns
+            True the session begins without waiting for them (the caller is
+            about to stop, e.g. on Ctrl-C).
+        """
         if self._depth == 0:
-            self._open()
+            self._open(stop)
         self._depth += 1
         try:
             if self.kind in ("threads", "synchronous"):
@@ -343,20 +396,27 @@ class Runner:
             if self._depth == 0:
                 self.close()
 
-    def _open(self):
+    def _open(self, stop=None):
+        try:
+            self._start(stop)
+        except BaseException:
+            self.close()  # e.g. Ctrl-C while the cluster started: stop what did start
+            raise
+
+    def _start(self, stop=None):
         if self.kind == "processes" and self._pool is None:
             pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(),
                                        initializer=_init_pool_process)
             self._pool = pool
             self._owned.append(lambda: pool.shutdown(wait=True, cancel_futures=True))
         elif self.kind == "distributed" and self.client is None:
-            self._connect()
+            self._connect(stop)
             if self.announce is not None:
                 self.announce(self.describe())
         if self._owned and self._finalizer is None:
             self._finalizer = weakref.finalize(self, _close_all, self._owned)
 
-    def _connect(self):
+    def _connect(self, stop=None):
         from distributed import Client, LocalCluster, default_client
 
         if self._mode == "client":
@@ -381,20 +441,54 @@ class Runner:
             client = Client(self._cluster, set_as_default=False)
             self._owned.append(functools.partial(_close_client, client))
         else:  # local-cluster
-            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1",
-                                   dashboard_address="127.0.0.1:0")
-            self._owned.append(cluster.close)
-            client = Client(cluster, set_as_default=False)
-            self._owned.append(functools.partial(_close_client, client))
+            client = self._start_local_cluster(LocalCluster, Client)
         self.client = client
         self.address = client.scheduler.address
+        if self._mode == "local-cluster" and not self._await_workers(stop):
+            return  # the run is stopping: no need to set up workers
         try:
             client.register_plugin(_plugin_class()())
         except Exception as exc:  # an older or locked-down cluster: BLAS env is still 1
             if _scheduler_lost(exc):
                 raise self._lost(exc) from None
             raise
+
+    def _start_local_cluster(self, LocalCluster, Client):
+        """A client of a new LocalCluster whose worker processes are starting.
+
+        The cluster's IO thread is started with SIGINT and SIGTERM blocked, so
+        the worker processes it spawns (now and after restarts) ignore the
+        terminal's Ctrl-C and a SIGTERM sent to the process group: only this
+        process decides when the run stops, and it stops them. Their own log
+        lines are off (`QUIET_WORKER`): streamae reports what fails.
+        """
+        with signals_blocked():
+            cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   preload=[QUIET_WORKER])
+        self._cluster = cluster
+        self._owned.append(functools.partial(_close_quietly, cluster))
+        client = Client(cluster, set_as_default=False)
+        self._owned.append(functools.partial(_close_client, client))
+        cluster.scale(self.workers)  # spawned from the cluster's IO thread
+        return client
+
+    def _await_workers(self, stop=None):
+        """Wait until the new LocalCluster's workers are up (True), or until
+        ``stop()`` is true (False: a signal during start-up; the run stops
+        without waiting for them)."""
+        while _cluster_size(self.client)[0] < self.workers:
+            if stop is not None and stop():
+                return False
+            failed = [w for w in self._cluster.workers.values()
+                      if str(getattr(w, "status", "")).endswith(("failed", "closed"))]
+            if failed:
+                raise ClusterError(
+                    f"a worker process of the local cluster failed to start "
+                    f"({failed[0].status}); check that this machine can start "
+                    f"{self.workers} more Python processes (memory, process limits)")
+            time.sleep(0.05)
+        return True
 
     def close(self):
         """Stop what this runner started (client, cluster, pool)."""
@@ -403,6 +497,7 @@ class Runner:
             self._finalizer.detach()
             self._finalizer = None
         self.client = None if self._mode != "client" else self.client
+        self._cluster = None if self._mode == "local-cluster" else self._cluster
         self._pool = None
         _close_all(owned)
 
@@ -668,6 +763,23 @@ def _close_client(client):
     logger.setLevel(logging.CRITICAL)
     try:
         client.close(timeout=5)
+    finally:
+        logger.setLevel(level)
+
+
+def _close_quietly(cluster):
+    """Close a LocalCluster started here without distributed's log lines.
+
+    Its workers are asked to stop and killed if they take longer than a few
+    seconds (a task still running, a loaded machine); distributed logs that,
+    and the workers' lost connections, as warnings and errors that say nothing
+    the user can act on once the run has ended.
+    """
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        cluster.close()
     finally:
         logger.setLevel(level)
 

@@ -298,8 +298,11 @@ class SparseAutoencoder:
         t0 = time.perf_counter() - elapsed0
         bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter) if state else 0,
                    disable=not progress, unit="it", dynamic_ncols=True, desc=f"fit {strategy}")
-        with runner.session(), flag, bar:
+        # The handler is armed before the cluster starts: a signal during its
+        # start-up stops the run as soon as the cluster is up.
+        with flag, runner.session(stop=flag.is_set), bar:
             try:
+                flag.check()
                 # Denominator of the explained variance: one streaming pass per
                 # fit, inside the session (same workers) and the signal handler.
                 with evaluator.pass_progress("data variance"):
