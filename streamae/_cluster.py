@@ -44,11 +44,13 @@ How the work is shipped (see docs/cluster.md)
   (`MALLOC_SETTINGS`).
 """
 
+import asyncio
 import contextlib
 import functools
 import importlib.util
 import logging
 import multiprocessing
+import os
 import re
 import signal
 import time
@@ -149,6 +151,28 @@ def _init_pool_process():
     from dask.multiprocessing import initialize_worker_process
 
     initialize_worker_process(user_initializer=setup_worker_process)
+
+
+#: Seconds a LocalCluster started here gives each worker process to close
+#: before it is killed (distributed's default is 5). Nothing in a worker
+#: needs saving, and a worker still starting (importing) cannot answer at
+#: all: a run stopped during start-up would otherwise wait the whole time.
+WORKER_CLOSE_TIMEOUT = 1.5
+
+
+@functools.cache
+def _nanny_class():
+    from distributed import Nanny
+
+    class QuickNanny(Nanny):
+        """A nanny that kills its worker after `WORKER_CLOSE_TIMEOUT` seconds when closing."""
+
+        async def close(self, timeout=WORKER_CLOSE_TIMEOUT, reason="nanny-close"):
+            return await super().close(timeout=min(timeout, WORKER_CLOSE_TIMEOUT),
+                                       reason=reason)
+
+    QuickNanny.__module__ = __name__
+    return QuickNanny
 
 
 @functools.cache
@@ -307,6 +331,7 @@ class Runner:
         self._cluster = None
         self._pool = None
         self._owned = []          # (closer) callables, last first
+        self._starting = None     # a new LocalCluster's worker start-up (a Future)
         self._depth = 0
         self._finalizer = None
 
@@ -465,28 +490,28 @@ class Runner:
         with signals_blocked():
             cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   preload=[QUIET_WORKER])
+                                   preload=[QUIET_WORKER], worker_class=_nanny_class())
         self._cluster = cluster
         self._owned.append(functools.partial(_close_quietly, cluster))
         client = Client(cluster, set_as_default=False)
         self._owned.append(functools.partial(_close_client, client))
-        cluster.scale(self.workers)  # spawned from the cluster's IO thread
+        self._starting = _add_workers(cluster, self.workers)
         return client
 
     def _await_workers(self, stop=None):
         """Wait until the new LocalCluster's workers are up (True), or until
         ``stop()`` is true (False: a signal during start-up; the run stops
         without waiting for them)."""
-        while _cluster_size(self.client)[0] < self.workers:
+        while not self._starting.done() or _cluster_size(self.client)[0] < self.workers:
             if stop is not None and stop():
                 return False
-            failed = [w for w in self._cluster.workers.values()
-                      if str(getattr(w, "status", "")).endswith(("failed", "closed"))]
-            if failed:
+            if self._starting.done() and self._starting.exception() is not None:
+                exc = self._starting.exception()
                 raise ClusterError(
-                    f"a worker process of the local cluster failed to start "
-                    f"({failed[0].status}); check that this machine can start "
-                    f"{self.workers} more Python processes (memory, process limits)")
+                    f"the local cluster's worker processes failed to start "
+                    f"({type(exc).__name__}: {_first_line(exc)}); check that this machine "
+                    f"can start {self.workers} more Python processes (memory, process "
+                    "limits)")
             time.sleep(0.05)
         return True
 
@@ -767,6 +792,23 @@ def _close_client(client):
         logger.setLevel(level)
 
 
+def _add_workers(cluster, n):
+    """Start ``n`` workers in ``cluster`` (a LocalCluster) from its IO thread.
+
+    Like ``cluster.scale(n)``, but the start-up's outcome is a
+    concurrent.futures.Future held by the caller: a start-up that fails, or
+    is cut short by `_kill_starting_workers`, is not logged with a traceback
+    by tornado as an unobserved callback error.
+    """
+    while len(cluster.worker_spec) < n:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+
+    async def correct_state():
+        await cluster._correct_state()
+
+    return asyncio.run_coroutine_threadsafe(correct_state(), cluster.loop.asyncio_loop)
+
+
 def _close_quietly(cluster):
     """Close a LocalCluster started here without distributed's log lines.
 
@@ -779,9 +821,26 @@ def _close_quietly(cluster):
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
+        _kill_starting_workers(cluster)
         cluster.close()
     finally:
         logger.setLevel(level)
+
+
+def _kill_starting_workers(cluster):
+    """SIGKILL the worker processes that have not finished starting.
+
+    Closing waits for the start-up in progress, and a worker still importing
+    cannot be asked to stop: a run stopped during start-up would wait for
+    both. Such a process holds nothing yet.
+    """
+    for nanny in list(getattr(cluster, "_created", ())):
+        worker = getattr(nanny, "process", None)  # distributed.nanny.WorkerProcess
+        process = getattr(worker, "process", None)
+        if str(getattr(worker, "status", "")).endswith("starting") and process is not None \
+                and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
 
 
 def _close_all(closers):

@@ -1,0 +1,206 @@
+"""Ctrl-C and SIGTERM to the whole process group of `streamae train --workers 2`.
+
+A terminal's Ctrl-C and a job scheduler's SIGTERM (``timeout``, ``docker
+stop``, batch systems) go to every process of the foreground process group,
+which includes the worker processes of the LocalCluster that streamae starts.
+These tests do what the terminal does: the CLI runs in its own session
+(``start_new_session=True``) and the signal goes to the group
+(``os.killpg``) at seeded random instants, from the start of the cluster's
+start-up through the data-variance pass into the iterations. Each run must
+exit with 130 (SIGINT) or 143 (SIGTERM) within a generous bound (a hang
+detector, not a benchmark), print streamae's lines only (no worker
+tracebacks, no log lines), leave no process of its group behind, and resume
+to weights bit-identical to an uninterrupted run.
+"""
+
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+from cluster_fixtures import make_store, wait_for
+
+from streamae import SparseAutoencoder
+from streamae import _checkpoint as C
+from streamae._objective import PARAM_NAMES
+
+pytest.importorskip("distributed")
+
+ROWS, COLS, CHUNK, HIDDEN = 20_000, 64, 2_500, 16
+#: Far more iterations than the window in which signals are sent: the run is
+#: always interrupted, and resumed to a few iterations past its checkpoint.
+MAX_ITER = 100_000
+OPTIONS = ["--hidden", str(HIDDEN), "--max-iter", str(MAX_ITER), "--workers", "2"]
+#: Seconds from the first process the CLI starts (the cluster's start-up
+#: begins) within which the instants are drawn: start-up, the data-variance
+#: pass and the first iterations.
+WINDOW = 12.0
+#: Hang detector: seconds from the signal to the exit.
+EXIT_BOUND = 10.0
+SEED = 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("group-signals")
+    return make_store(root / "data.zarr", ROWS, COLS, CHUNK, seed=3)
+
+
+def _start(data, out, *extra):
+    argv = [sys.executable, "-m", "streamae.cli", "train", data, "--out", os.fspath(out),
+            *OPTIONS, *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _first_child(proc, timeout=60):
+    """Wait until the CLI starts its first process (the cluster's start-up)."""
+    parent = psutil.Process(proc.pid)
+    wait_for(lambda: proc.poll() is not None or parent.children(), timeout,
+             "the CLI to start the local cluster")
+    assert proc.poll() is None, proc.communicate()
+
+
+def _group_gone(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return all(p.status() == psutil.STATUS_ZOMBIE for p in psutil.process_iter()
+               if _pgid(p.pid) == pgid)
+
+
+def _pgid(pid):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def interrupt(data, out, sig, delay, *extra):
+    """Run the CLI, signal its process group ``delay`` s after the cluster's
+    start-up began; return (exit status, seconds to exit, stderr lines)."""
+    proc = _start(data, out, *extra)
+    try:
+        _first_child(proc)
+        time.sleep(delay)
+        assert proc.poll() is None, "the run ended before the signal"
+        sent = time.monotonic()
+        os.killpg(proc.pid, sig)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within 60 s of {signal.Signals(sig).name} at {delay:.2f} s")
+        seconds = time.monotonic() - sent
+        wait_for(lambda: _group_gone(proc.pid), 20, "the workers and the tracker to exit")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return proc.returncode, seconds, _terminal_lines(stderr)
+
+
+def _terminal_lines(text):
+    """What a terminal shows: each line after its last carriage return (the
+    progress bars redraw themselves), empty lines dropped."""
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
+    return [line for line in lines if line]
+
+
+_BAR = re.compile(r"^(fit one-pass|data variance)\b.*\|")
+
+
+def check_messages(lines, sig, out, bars=False):
+    """streamae's lines and nothing else; returns the checkpoint's iteration or None."""
+    name = signal.Signals(sig).name
+    if bars:
+        assert lines[0].startswith("streamae: Dask cluster tcp://127.0.0.1:"), lines
+        lines = [line for line in lines[1:] if not _BAR.match(line)]
+    received = f"streamae: {name} received: stopping after the current evaluation" + (
+        " (Ctrl-C again to stop at once)" if sig == signal.SIGINT else "")
+    assert lines[0] == received, lines
+    ckpt = C.default_path(out)
+    if len(lines) == 2:
+        assert lines[1] == (f"streamae: interrupted by {name} before the first iteration "
+                            "finished; nothing to resume: run the same command again"), lines
+        assert not os.path.exists(ckpt)
+        return None
+    iteration = C.read(ckpt).state.iteration
+    assert lines[1] == (f"streamae: interrupted by {name}: checkpoint of iteration "
+                        f"{iteration} written to '{ckpt}'"), lines
+    assert lines[2].startswith("resume with: streamae train ") and len(lines) == 3, lines
+    assert lines[2].endswith(" --resume")
+    return iteration
+
+
+def reference(data, iterations):
+    """The uninterrupted run (threads: results do not depend on the scheduler)."""
+    return SparseAutoencoder(n_hidden=HIDDEN).fit(data, max_iter=iterations, progress=False)
+
+
+def resume_and_compare(data, out, lines, iteration, command=True):
+    """Continue the interrupted run to a few iterations past its checkpoint (or
+    start it again if it had none), then compare with the uninterrupted run."""
+    target = (iteration or 0) + 2
+    if command:
+        # The printed command (or, with no checkpoint, the same command with
+        # --resume), with --max-iter lowered: max_iter never changes the path.
+        argv = shlex.split(lines[-1].removeprefix("resume with: ")) if iteration is not None \
+            else ["streamae", "train", data, "--out", os.fspath(out), *OPTIONS, "--resume"]
+        argv[argv.index("--max-iter") + 1] = str(target)
+        done = subprocess.run([sys.executable, "-m", "streamae.cli", *argv[1:], "--quiet"],
+                              capture_output=True, text=True, timeout=300,
+                              start_new_session=True)
+        assert done.returncode == 0, done.stderr
+        model = SparseAutoencoder.load(out)
+    else:
+        model = SparseAutoencoder(n_hidden=HIDDEN).fit(
+            data, max_iter=target, progress=False, checkpoint=C.default_path(out),
+            resume=True)
+    assert model.n_iter_ == target
+    expected = reference(data, target)
+    for k in PARAM_NAMES:
+        assert getattr(model, k + "_").tobytes() == getattr(expected, k + "_").tobytes(), k
+
+
+def _case(data, tmp_path, sig, delay, bars=False, command=True):
+    out = tmp_path / "model.zarr"
+    code, seconds, lines = interrupt(data, out, sig, delay, *([] if bars else ["--quiet"]))
+    assert code == 128 + sig, lines
+    assert seconds < EXIT_BOUND, f"{seconds:.1f} s to exit after the signal at {delay:.2f} s"
+    iteration = check_messages(lines, sig, out, bars)
+    assert not os.path.exists(out)
+    resume_and_compare(data, out, lines, iteration, command)
+    return seconds
+
+
+def _instants(n, seed):
+    rng = random.Random(seed)
+    return sorted(rng.uniform(0.0, WINDOW) for _ in range(n))
+
+
+# A few instants in the default suite: early in the start-up, and later.
+@pytest.mark.parametrize("sig, delay, bars", [
+    (signal.SIGINT, 0.3, False),
+    (signal.SIGTERM, _instants(1, SEED)[0], False),
+    (signal.SIGINT, _instants(2, SEED)[1], True),
+], ids=["SIGINT-start-up", "SIGTERM-random", "SIGINT-random-with-bars"])
+def test_group_signal_stops_a_local_cluster_fit(data, tmp_path, sig, delay, bars):
+    _case(data, tmp_path, sig, delay, bars, command=(sig == signal.SIGINT and bars))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("k", range(10))
+def test_group_signal_at_ten_random_instants(data, tmp_path, sig, k):
+    delay = _instants(10, SEED + sig)[k]
+    _case(data, tmp_path, sig, delay, command=True)
