@@ -153,28 +153,6 @@ def _init_pool_process():
     initialize_worker_process(user_initializer=setup_worker_process)
 
 
-#: Seconds a LocalCluster started here gives each worker process to close
-#: before it is killed (distributed's default is 5). Nothing in a worker
-#: needs saving, and a worker still starting (importing) cannot answer at
-#: all: a run stopped during start-up would otherwise wait the whole time.
-WORKER_CLOSE_TIMEOUT = 1.5
-
-
-@functools.cache
-def _nanny_class():
-    from distributed import Nanny
-
-    class QuickNanny(Nanny):
-        """A nanny that kills its worker after `WORKER_CLOSE_TIMEOUT` seconds when closing."""
-
-        async def close(self, timeout=WORKER_CLOSE_TIMEOUT, reason="nanny-close"):
-            return await super().close(timeout=min(timeout, WORKER_CLOSE_TIMEOUT),
-                                       reason=reason)
-
-    QuickNanny.__module__ = __name__
-    return QuickNanny
-
-
 @functools.cache
 def _plugin_class():
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -435,13 +413,15 @@ class Runner:
             self._pool = pool
             self._owned.append(lambda: pool.shutdown(wait=True, cancel_futures=True))
         elif self.kind == "distributed" and self.client is None:
-            self._connect(stop)
-            if self.announce is not None:
+            ready = self._connect(stop)
+            if ready and self.announce is not None:
                 self.announce(self.describe())
         if self._owned and self._finalizer is None:
             self._finalizer = weakref.finalize(self, _close_all, self._owned)
 
     def _connect(self, stop=None):
+        """Connect a client (starting a LocalCluster if asked); False if
+        ``stop()`` cut the local cluster's start-up short."""
         from distributed import Client, LocalCluster, default_client
 
         if self._mode == "client":
@@ -470,13 +450,14 @@ class Runner:
         self.client = client
         self.address = client.scheduler.address
         if self._mode == "local-cluster" and not self._await_workers(stop):
-            return  # the run is stopping: no need to set up workers
+            return False  # the run is stopping: no need to set up workers
         try:
             client.register_plugin(_plugin_class()())
         except Exception as exc:  # an older or locked-down cluster: BLAS env is still 1
             if _scheduler_lost(exc):
                 raise self._lost(exc) from None
             raise
+        return True
 
     def _start_local_cluster(self, LocalCluster, Client):
         """A client of a new LocalCluster whose worker processes are starting.
@@ -490,7 +471,7 @@ class Runner:
         with signals_blocked():
             cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   preload=[QUIET_WORKER], worker_class=_nanny_class())
+                                   preload=[QUIET_WORKER])
         self._cluster = cluster
         self._owned.append(functools.partial(_close_quietly, cluster))
         client = Client(cluster, set_as_default=False)
@@ -815,7 +796,9 @@ def _close_quietly(cluster):
     Its workers are asked to stop and killed if they take longer than a few
     seconds (a task still running, a loaded machine); distributed logs that,
     and the workers' lost connections, as warnings and errors that say nothing
-    the user can act on once the run has ended.
+    the user can act on once the run has ended. A close that fails is left at
+    that: the worker processes end with this process (distributed's nannies
+    make them exit when their parent does).
     """
     logger = logging.getLogger("distributed")
     level = logger.level
@@ -823,6 +806,8 @@ def _close_quietly(cluster):
     try:
         _kill_starting_workers(cluster)
         cluster.close()
+    except Exception:  # e.g. a timeout on a loaded machine: the run's outcome stands,
+        pass           # and the worker processes exit with this process at the latest
     finally:
         logger.setLevel(level)
 

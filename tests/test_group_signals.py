@@ -116,15 +116,15 @@ def _terminal_lines(text):
     return [line for line in lines if line]
 
 
-_BAR = re.compile(r"^(fit one-pass|data variance)\b.*\|")
+_BAR = re.compile(r"^(fit one-pass|data variance):.*\|")
 
 
 def check_messages(lines, sig, out, bars=False):
     """streamae's lines and nothing else; returns the checkpoint's iteration or None."""
     name = signal.Signals(sig).name
-    if bars:
-        assert lines[0].startswith("streamae: Dask cluster tcp://127.0.0.1:"), lines
-        lines = [line for line in lines[1:] if not _BAR.match(line)]
+    if bars:  # the bars, and the cluster's line if its start-up was complete
+        lines = [line for line in lines if not _BAR.match(line)
+                 and not line.startswith("streamae: Dask cluster tcp://127.0.0.1:")]
     received = f"streamae: {name} received: stopping after the current evaluation" + (
         " (Ctrl-C again to stop at once)" if sig == signal.SIGINT else "")
     assert lines[0] == received, lines
