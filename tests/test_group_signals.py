@@ -179,6 +179,8 @@ def _case(data, tmp_path, sig, delay, bars=False, command=True):
     assert seconds < EXIT_BOUND, f"{seconds:.1f} s to exit after the signal at {delay:.2f} s"
     iteration = check_messages(lines, sig, out, bars)
     assert not os.path.exists(out)
+    print(f"{signal.Signals(sig).name} {delay:.2f} s after start-up began: exit after "
+          f"{seconds:.2f} s, checkpoint of iteration {iteration}")  # shown with -s
     resume_and_compare(data, out, lines, iteration, command)
     return seconds
 
