@@ -459,7 +459,9 @@ class InterruptFlag:
     abandoned; the state is still the last boundary). Once ``stopping`` is
     set, further signals are ignored so that the checkpoint write completes.
     Handlers are only installed from the main thread; elsewhere the flag stays
-    unset.
+    unset. ``fit`` arms the flag before its cluster starts and passes
+    `is_set` to `Runner.session`, so a signal during a LocalCluster's
+    start-up stops the run without waiting for the workers.
     """
 
     def __init__(self, active=True):

@@ -825,7 +825,7 @@ def _kill_starting_workers(cluster):
         if str(getattr(worker, "status", "")).endswith("starting") and process is not None \
                 and process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
+                os.kill(process.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def _close_all(closers):

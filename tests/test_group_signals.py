@@ -38,10 +38,11 @@ ROWS, COLS, CHUNK, HIDDEN = 20_000, 64, 2_500, 16
 #: always interrupted, and resumed to a few iterations past its checkpoint.
 MAX_ITER = 100_000
 OPTIONS = ["--hidden", str(HIDDEN), "--max-iter", str(MAX_ITER), "--workers", "2"]
-#: Seconds from the first process the CLI starts (the cluster's start-up
-#: begins) within which the instants are drawn: start-up, the data-variance
-#: pass and the first iterations.
-WINDOW = 12.0
+#: Instants are drawn within WINDOW seconds of the first process the CLI
+#: starts (the cluster's start-up begins: start-up, the data-variance pass,
+#: the first iterations), or within ITERATIONS seconds of the checkpoint of
+#: iteration 0 (iterations, whatever the machine's load made start-up cost).
+WINDOW, ITERATIONS = 10.0, 3.0
 #: Hang detector: seconds from the signal to the exit.
 EXIT_BOUND = 10.0
 SEED = 16
@@ -84,12 +85,27 @@ def _pgid(pid):
         return None
 
 
-def interrupt(data, out, sig, delay, *extra):
-    """Run the CLI, signal its process group ``delay`` s after the cluster's
-    start-up began; return (exit status, seconds to exit, stderr lines)."""
+def _iteration_0(proc, out, timeout=120):
+    """Wait until the checkpoint of iteration 0 is written (--checkpoint-every 1):
+    the cluster is up, the data-variance pass and the first evaluation are done."""
+    ckpt = C.default_path(out)
+    wait_for(lambda: proc.poll() is not None or os.path.exists(ckpt), timeout,
+             "the checkpoint of iteration 0")
+    assert proc.poll() is None, proc.communicate()
+
+
+def interrupt(data, out, sig, instant, *extra):
+    """Run the CLI, signal its process group at ``instant``, (anchor, delay): ``delay``
+    s after the cluster's start-up began ("start-up") or after iteration 0
+    ("iterations"); return (exit status, seconds to exit, stderr lines)."""
+    anchor, delay = instant
+    if anchor == "iterations":
+        extra = (*extra, "--checkpoint-every", "1")
     proc = _start(data, out, *extra)
     try:
         _first_child(proc)
+        if anchor == "iterations":
+            _iteration_0(proc, out)
         time.sleep(delay)
         assert proc.poll() is None, "the run ended before the signal"
         sent = time.monotonic()
@@ -172,37 +188,78 @@ def resume_and_compare(data, out, lines, iteration, command=True):
         assert getattr(model, k + "_").tobytes() == getattr(expected, k + "_").tobytes(), k
 
 
-def _case(data, tmp_path, sig, delay, bars=False, command=True):
+def _case(data, tmp_path, sig, instant, bars=False, command=True):
     out = tmp_path / "model.zarr"
-    code, seconds, lines = interrupt(data, out, sig, delay, *([] if bars else ["--quiet"]))
+    code, seconds, lines = interrupt(data, out, sig, instant, *([] if bars else ["--quiet"]))
+    when = f"{instant[1]:.2f} s into {instant[0]}"
     assert code == 128 + sig, lines
-    assert seconds < EXIT_BOUND, f"{seconds:.1f} s to exit after the signal at {delay:.2f} s"
+    assert seconds < EXIT_BOUND, f"{seconds:.1f} s to exit after the signal {when}"
     iteration = check_messages(lines, sig, out, bars)
     assert not os.path.exists(out)
-    print(f"{signal.Signals(sig).name} {delay:.2f} s after start-up began: exit after "
-          f"{seconds:.2f} s, checkpoint of iteration {iteration}")  # shown with -s
+    print(f"{signal.Signals(sig).name} {when}: exit after {seconds:.2f} s, checkpoint of "
+          f"iteration {iteration}")  # shown with -s
     resume_and_compare(data, out, lines, iteration, command)
     return seconds
 
 
 def _instants(n, seed):
+    """``n`` seeded instants, every other one anchored at iteration 0."""
     rng = random.Random(seed)
-    return sorted(rng.uniform(0.0, WINDOW) for _ in range(n))
+    return [("start-up", rng.uniform(0.0, WINDOW)) if i % 2 == 0
+            else ("iterations", rng.uniform(0.0, ITERATIONS)) for i in range(n)]
 
 
-# A few instants in the default suite: early in the start-up, and later.
-@pytest.mark.parametrize("sig, delay, bars", [
-    (signal.SIGINT, 0.3, False),
+# A few instants in the default suite: early in the start-up, a random one,
+# and one during the iterations with the progress bars on.
+@pytest.mark.parametrize("sig, instant, bars", [
+    (signal.SIGINT, ("start-up", 0.3), False),
     (signal.SIGTERM, _instants(1, SEED)[0], False),
     (signal.SIGINT, _instants(2, SEED)[1], True),
-], ids=["SIGINT-start-up", "SIGTERM-random", "SIGINT-random-with-bars"])
-def test_group_signal_stops_a_local_cluster_fit(data, tmp_path, sig, delay, bars):
-    _case(data, tmp_path, sig, delay, bars, command=(sig == signal.SIGINT and bars))
+], ids=["SIGINT-start-up", "SIGTERM-random", "SIGINT-iterations-with-bars"])
+def test_group_signal_stops_a_local_cluster_fit(data, tmp_path, sig, instant, bars):
+    _case(data, tmp_path, sig, instant, bars, command=(sig == signal.SIGINT and bars))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("k", range(10))
 def test_group_signal_at_ten_random_instants(data, tmp_path, sig, k):
-    delay = _instants(10, SEED + sig)[k]
-    _case(data, tmp_path, sig, delay, command=True)
+    _case(data, tmp_path, sig, _instants(10, SEED + sig)[k], command=True)
+
+
+def test_ctrl_c_with_an_external_cluster_is_unchanged(data, tmp_path):
+    """A scheduler address: the workers are not in the CLI's process group.
+    Ctrl-C to the group finishes the evaluation, writes the checkpoint and
+    exits 130; a worker killed meanwhile changes nothing (same bits)."""
+    from cluster_fixtures import SubprocessCluster
+
+    out = tmp_path / "model.zarr"
+    with SubprocessCluster(tmp_path / "cluster", n_workers=2) as cluster:
+        argv = [sys.executable, "-m", "streamae.cli", "train", data, "--out", os.fspath(out),
+                "--hidden", str(HIDDEN), "--max-iter", str(MAX_ITER), "--quiet",
+                "--scheduler", cluster.address, "--checkpoint-every", "1"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            ckpt = C.default_path(out)
+            wait_for(lambda: proc.poll() is not None or os.path.exists(ckpt), 120,
+                     "the first checkpoint")
+            assert proc.poll() is None, proc.communicate()
+            worker = psutil.Process(cluster.workers[0].pid).children(recursive=True)
+            for p in worker:  # the nanny's worker process: the nanny starts another
+                p.kill()
+            time.sleep(0.5)
+            sent = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+            seconds = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert all(w.poll() is None for w in cluster.workers)  # untouched by the signal
+    assert proc.returncode == 130, stderr
+    assert seconds < EXIT_BOUND
+    iteration = check_messages(_terminal_lines(stderr), signal.SIGINT, out)
+    assert iteration is not None
+    resume_and_compare(data, out, _terminal_lines(stderr), iteration, command=False)
