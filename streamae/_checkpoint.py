@@ -388,7 +388,9 @@ class InterruptFlag:
     abandoned; the state is still the last boundary). Once ``stopping`` is
     set, further signals are ignored so that the checkpoint write completes.
     Handlers are only installed from the main thread; elsewhere the flag stays
-    unset.
+    unset. ``fit`` arms the flag before its cluster starts and passes
+    `is_set` to `Runner.session`, so a signal during a LocalCluster's
+    start-up stops the run without waiting for the workers.
     """
 
     def __init__(self, active=True):
@@ -420,6 +422,10 @@ class InterruptFlag:
         again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
         print(f"\nstreamae: {signal.Signals(signum).name} received: stopping after the "
               f"current evaluation{again}", file=sys.stderr, flush=True)
+
+    def is_set(self):
+        """True once a signal arrived."""
+        return self.signum is not None
 
     def check(self):
         """Raise `Stop` if a signal arrived."""

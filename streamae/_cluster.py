@@ -4,7 +4,10 @@ A `Runner` turns the user's ``scheduler=`` / ``workers=`` choice into the
 calls the engine needs (``compute``, ``persist``, shipping the parameters)
 and owns whatever it had to start (a ``distributed.Client`` for an address,
 a ``LocalCluster`` for ``workers=N``, a process pool for ``"processes"``).
-Everything it starts is stopped when its `session` ends.
+Everything it starts is stopped when its `session` ends. Each way of running
+tasks is one small backend class (`_Threads`, `_Synchronous`, `_Processes`,
+and the `_Distributed` ones: `_DefaultClient`, `_Address`, `_UserClient`,
+`_ClusterObject`, `_LocalCluster`) that starts what it needs and computes there.
 
 Accepted schedulers
 -------------------
@@ -44,12 +47,16 @@ How the work is shipped (see docs/cluster.md)
   (`MALLOC_SETTINGS`).
 """
 
+import asyncio
 import contextlib
 import functools
 import importlib.util
 import logging
 import multiprocessing
+import os
 import re
+import signal
+import time
 import weakref
 from asyncio import CancelledError as AsyncCancelledError
 from concurrent.futures import CancelledError, ProcessPoolExecutor
@@ -165,6 +172,49 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: The signals a terminal (Ctrl-C) or a job scheduler (SIGTERM) sends to the
+#: whole foreground process group.
+GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+#: Worker preload (Python source) of a LocalCluster started by streamae: the
+#: worker process logs nothing below CRITICAL. Its warnings and errors
+#: (tasks that failed, a heartbeat lost while the cluster closes) are
+#: reported by streamae in its own one-line errors, or are of no use.
+QUIET_WORKER = ("import logging\n"
+                "logging.getLogger('distributed').setLevel(logging.CRITICAL)\n")
+
+
+@contextlib.contextmanager
+def signals_blocked(signals=GROUP_SIGNALS):
+    """Block ``signals`` in the calling thread for the duration of the block.
+
+    Threads started meanwhile inherit the blocked mask, and so do the
+    processes they spawn (the mask survives fork and exec, and Python does
+    not unblock it). A LocalCluster started in this block therefore has IO
+    threads and worker processes that a signal to the process group does not
+    reach: the worker processes neither die with KeyboardInterrupt nor lose
+    the evaluation in progress; they stop when the cluster is closed (the
+    nanny asks them to, and kills them if they do not). A signal that arrives
+    during the block stays pending and is handled when it ends. (CPython
+    starts multiprocessing's resource tracker the same way.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to protect from
+        yield
+        return
+    # Starting multiprocessing's resource tracker unblocks SIGINT and SIGTERM
+    # in the thread that starts it (it blocks them around its own spawn): start
+    # it first, so that it does not undo the mask of a later spawn.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _require_distributed(what):
     try:
         import distributed  # noqa: F401
@@ -216,6 +266,270 @@ def _split_literals(array):
     return da.concatenate(parts, axis=0)
 
 
+# ---------------------------------------------------------------- backends
+# One small class per way of running the tasks. A backend is chosen once, in
+# `Runner.__init__` (`_backend_for`); it starts what it needs (registering
+# how to stop it in ``runner._owned``), computes graphs there, and forgets it
+# when the runner closes.
+
+class _Backend:
+    """Where tasks run: how to start it and compute there."""
+
+    kind = mode = None
+
+    def __init__(self, runner, scheduler=None):
+        self.runner = runner
+
+    @property
+    def ready(self):
+        """True once started (or when there is nothing to start)."""
+        return True
+
+    def start(self, stop=None):
+        """Start what is needed; False if ``stop()`` cut the start-up short."""
+        return True
+
+    def stopped(self):
+        """Forget what `Runner.close` has just stopped."""
+
+    def compute(self, objs, optimize):
+        raise NotImplementedError
+
+
+class _Threads(_Backend):
+    """The local threaded scheduler, ``workers`` threads."""
+
+    kind = mode = "threads"
+
+    def compute(self, objs, optimize):
+        return dask.compute(*objs, scheduler=self.kind, num_workers=self.runner.workers,
+                            optimize_graph=optimize)
+
+
+class _Synchronous(_Threads):
+    """One task at a time in the calling thread (debugging)."""
+
+    kind = mode = "synchronous"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        if runner.workers not in (None, 1):
+            raise ParameterError("workers does not apply to the synchronous scheduler, "
+                                 "which runs one task at a time")
+
+
+class _Processes(_Backend):
+    """A pool of ``workers`` local processes, kept for the whole session."""
+
+    kind = mode = "processes"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        self.pool = None
+
+    @property
+    def ready(self):
+        return self.pool is not None
+
+    def start(self, stop=None):
+        pool = ProcessPoolExecutor(self.runner.workers, mp_context=_mp_context(),
+                                   initializer=_init_pool_process)
+        self.pool = pool
+        self.runner._owned.append(lambda: pool.shutdown(wait=True, cancel_futures=True))
+        return True
+
+    def stopped(self):
+        self.pool = None
+
+    def compute(self, objs, optimize):
+        return dask.compute(*objs, scheduler="processes", pool=self.pool,
+                            optimize_graph=optimize)
+
+
+class _Distributed(_Backend):
+    """A ``distributed`` client; subclasses say where it comes from (`connect`)."""
+
+    kind = "distributed"
+
+    @property
+    def ready(self):
+        return self.runner.client is not None
+
+    def connect(self, stop=None):
+        """The client (registering in ``runner._owned`` what must be closed)."""
+        raise NotImplementedError
+
+    def workers_up(self, stop=None):
+        """Wait for workers being started here; False if ``stop()`` came first."""
+        return True
+
+    def start(self, stop=None):
+        runner = self.runner
+        client = self.connect(stop)
+        runner.client = client
+        runner.address = client.scheduler.address
+        if not self.workers_up(stop):
+            return False  # the run is stopping: no need to set up workers
+        try:
+            client.register_plugin(_plugin_class()())
+        except Exception as exc:  # an older or locked-down cluster: BLAS env is still 1
+            if _scheduler_lost(exc):
+                raise runner._lost(exc) from None
+            raise
+        return True
+
+    def stopped(self):
+        self.runner.client = None
+
+    def compute(self, objs, optimize):
+        return dask.compute(*objs, scheduler=self.runner.client, optimize_graph=optimize)
+
+
+class _DefaultClient(_Distributed):
+    """The current default client (``scheduler="distributed"``)."""
+
+    mode = "default-client"
+
+    def connect(self, stop=None):
+        from distributed import default_client
+
+        try:
+            return default_client()
+        except ValueError:
+            raise ParameterError(
+                "scheduler 'distributed' needs a running distributed.Client (or pass "
+                "workers=N to start a local cluster, or a scheduler address)") from None
+
+
+class _Address(_Distributed):
+    """A running scheduler at an address; a client is connected for the session."""
+
+    mode = "address"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        _require_distributed(f"scheduler {scheduler!r}")
+        runner.address = scheduler.strip()
+
+    def connect(self, stop=None):
+        from distributed import Client
+
+        address = self.runner.address
+        try:
+            client = Client(address, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot connect to the Dask scheduler at {address} "
+                f"({type(exc).__name__}: {_first_line(exc)}); start it with "
+                "`dask scheduler` and check the address and port") from None
+        self.runner._owned.append(functools.partial(_close_client, client))
+        return client
+
+
+class _UserClient(_Distributed):
+    """A client given by the user: used as is, never closed here."""
+
+    mode = "client"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        self.client = scheduler
+
+    def connect(self, stop=None):
+        return self.client
+
+    def stopped(self):
+        pass  # the user's client stays the runner's
+
+
+class _ClusterObject(_Distributed):
+    """A cluster object (``LocalCluster``, ``SSHCluster``...): a client for the session."""
+
+    mode = "cluster"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        _require_distributed("a cluster object")
+        self.cluster = scheduler
+
+    def connect(self, stop=None):
+        from distributed import Client
+
+        client = Client(self.cluster, set_as_default=False)
+        self.runner._owned.append(functools.partial(_close_client, client))
+        return client
+
+
+class _LocalCluster(_Distributed):
+    """A LocalCluster of ``workers`` single-threaded worker processes, for the session.
+
+    The cluster's IO thread is started with SIGINT and SIGTERM blocked, so
+    the worker processes it spawns (now and after restarts) ignore the
+    terminal's Ctrl-C and a SIGTERM sent to the process group: only this
+    process decides when the run stops, and it stops them. Their own log
+    lines are off (`QUIET_WORKER`): streamae reports what fails.
+    """
+
+    mode = "local-cluster"
+
+    def __init__(self, runner, scheduler=None):
+        super().__init__(runner)
+        self.cluster = None
+        self.starting = None  # the workers' start-up, a concurrent.futures.Future
+
+    def connect(self, stop=None):
+        from distributed import Client, LocalCluster
+
+        owned = self.runner._owned
+        with signals_blocked():
+            cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   preload=[QUIET_WORKER])
+        self.cluster = cluster
+        owned.append(functools.partial(_close_quietly, cluster))
+        client = Client(cluster, set_as_default=False)
+        owned.append(functools.partial(_close_client, client))
+        self.starting = _add_workers(cluster, self.runner.workers)
+        return client
+
+    def workers_up(self, stop=None):
+        """Wait until the workers are up (True), or until ``stop()`` is true
+        (False: a signal during start-up; the run stops without them)."""
+        n, starting = self.runner.workers, self.starting
+        while not starting.done() or _cluster_size(self.runner.client)[0] < n:
+            if stop is not None and stop():
+                return False
+            if starting.done() and starting.exception() is not None:
+                exc = starting.exception()
+                raise ClusterError(
+                    f"the local cluster's worker processes failed to start "
+                    f"({type(exc).__name__}: {_first_line(exc)}); check that this machine "
+                    f"can start {n} more Python processes (memory, process limits)")
+            time.sleep(0.05)
+        return True
+
+    def stopped(self):
+        super().stopped()
+        self.cluster = self.starting = None
+
+
+def _backend_for(scheduler, workers):
+    """The backend class for the ``scheduler`` / ``workers`` choice."""
+    if scheduler is None or (isinstance(scheduler, str) and scheduler == "distributed"):
+        _require_distributed("a distributed scheduler")
+        return _DefaultClient if workers is None else _LocalCluster
+    if isinstance(scheduler, str) and scheduler.strip().lower() in LOCAL:
+        return {"threads": _Threads, "synchronous": _Synchronous,
+                "processes": _Processes}[LOCAL[scheduler.strip().lower()]]
+    if is_address(scheduler):
+        return _Address
+    if _is_client(scheduler):
+        return _UserClient
+    if hasattr(scheduler, "scheduler_address"):
+        return _ClusterObject
+    raise ParameterError(f"unknown scheduler {scheduler!r}; use {_SCHEDULER_HELP}")
+
+
 class Runner:
     """Runs the engine's graphs on the chosen scheduler.
 
@@ -244,41 +558,23 @@ class Runner:
         self.scatter_threshold = int(scatter_threshold)
         self.client = None
         self.address = None
-        self._user_client = None
-        self._cluster = None
-        self._pool = None
         self._owned = []          # (closer) callables, last first
         self._depth = 0
         self._finalizer = None
-
         if scheduler is None and workers is None:
             scheduler = "threads"
-        if scheduler is None or (isinstance(scheduler, str) and scheduler == "distributed"):
-            if workers is None:
-                self.kind, self._mode = "distributed", "default-client"
-            else:
-                self.kind, self._mode = "distributed", "local-cluster"
-            _require_distributed("a distributed scheduler")
-        elif isinstance(scheduler, str) and scheduler.strip().lower() in LOCAL:
-            self.kind = LOCAL[scheduler.strip().lower()]
-            self._mode = self.kind
-            if self.kind == "synchronous" and workers not in (None, 1):
-                raise ParameterError("workers does not apply to the synchronous scheduler, "
-                                     "which runs one task at a time")
-        elif is_address(scheduler):
-            _require_distributed(f"scheduler {scheduler!r}")
-            self.kind, self._mode, self.address = "distributed", "address", scheduler.strip()
-        elif _is_client(scheduler):
-            self.kind, self._mode, self._user_client = "distributed", "client", scheduler
-        elif hasattr(scheduler, "scheduler_address"):
-            _require_distributed("a cluster object")
-            self.kind, self._mode, self._cluster = "distributed", "cluster", scheduler
-        else:
-            raise ParameterError(f"unknown scheduler {scheduler!r}; use {_SCHEDULER_HELP}")
+        self._backend = _backend_for(scheduler, workers)(self, scheduler)
+        self.kind = self._backend.kind
+        self._mode = self._backend.mode
         if self.kind == "distributed" and workers is not None and self._mode != "local-cluster":
             raise ParameterError(
                 "workers starts a local cluster; it cannot be combined with an existing "
                 "scheduler or client (size that cluster instead)")
+
+    @property
+    def _pool(self):
+        """The process pool of the ``"processes"`` scheduler while it is open."""
+        return getattr(self._backend, "pool", None)
 
     # ------------------------------------------------------------ description
     @property
@@ -311,10 +607,18 @@ class Runner:
 
     # ------------------------------------------------------------ lifecycle
     @contextlib.contextmanager
-    def session(self):
-        """Start what is needed, limit BLAS threads locally; stop it all at exit."""
+    def session(self, stop=None):
+        """Start what is needed, limit BLAS threads locally; stop it all at exit.
+
+        Parameters
+        ----------
+        stop : callable, optional
+            Polled while a new LocalCluster's workers start; once it returns
+            True the session begins without waiting for them (the caller is
+            about to stop, e.g. on Ctrl-C).
+        """
         if self._depth == 0:
-            self._open()
+            self._open(stop)
         self._depth += 1
         try:
             if self.kind in ("threads", "synchronous"):
@@ -329,58 +633,20 @@ class Runner:
             if self._depth == 0:
                 self.close()
 
-    def _open(self):
-        if self.kind == "processes" and self._pool is None:
-            pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(),
-                                       initializer=_init_pool_process)
-            self._pool = pool
-            self._owned.append(lambda: pool.shutdown(wait=True, cancel_futures=True))
-        elif self.kind == "distributed" and self.client is None:
-            self._connect()
-            if self.announce is not None:
+    def _open(self, stop=None):
+        try:
+            self._start(stop)
+        except BaseException:
+            self.close()  # e.g. Ctrl-C while the cluster started: stop what did start
+            raise
+
+    def _start(self, stop=None):
+        if not self._backend.ready:
+            ready = self._backend.start(stop)
+            if ready and self.is_distributed and self.announce is not None:
                 self.announce(self.describe())
         if self._owned and self._finalizer is None:
             self._finalizer = weakref.finalize(self, _close_all, self._owned)
-
-    def _connect(self):
-        from distributed import Client, LocalCluster, default_client
-
-        if self._mode == "client":
-            client = self._user_client
-        elif self._mode == "default-client":
-            try:
-                client = default_client()
-            except ValueError:
-                raise ParameterError(
-                    "scheduler 'distributed' needs a running distributed.Client (or pass "
-                    "workers=N to start a local cluster, or a scheduler address)") from None
-        elif self._mode == "address":
-            try:
-                client = Client(self.address, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise ClusterError(
-                    f"cannot connect to the Dask scheduler at {self.address} "
-                    f"({type(exc).__name__}: {_first_line(exc)}); start it with "
-                    "`dask scheduler` and check the address and port") from None
-            self._owned.append(functools.partial(_close_client, client))
-        elif self._mode == "cluster":
-            client = Client(self._cluster, set_as_default=False)
-            self._owned.append(functools.partial(_close_client, client))
-        else:  # local-cluster
-            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1",
-                                   dashboard_address="127.0.0.1:0")
-            self._owned.append(cluster.close)
-            client = Client(cluster, set_as_default=False)
-            self._owned.append(functools.partial(_close_client, client))
-        self.client = client
-        self.address = client.scheduler.address
-        try:
-            client.register_plugin(_plugin_class()())
-        except Exception as exc:  # an older or locked-down cluster: BLAS env is still 1
-            if _scheduler_lost(exc):
-                raise self._lost(exc) from None
-            raise
 
     def close(self):
         """Stop what this runner started (client, cluster, pool)."""
@@ -388,15 +654,13 @@ class Runner:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        self.client = None if self._mode != "client" else self.client
-        self._pool = None
+        self._backend.stopped()
         _close_all(owned)
 
     def _ensure_open(self):
         # Used outside a session (e.g. an Evaluator used directly): open
         # lazily; a finalizer stops what was started when the runner goes away.
-        if (self.kind == "processes" and self._pool is None) or \
-                (self.kind == "distributed" and self.client is None):
+        if not self._backend.ready:
             self._open()
 
     # ------------------------------------------------------------ work
@@ -422,13 +686,7 @@ class Runner:
                 self.kind == "distributed" and _holds_futures(objs)):
             objs, optimize = (fuse_chunk_reads(objs[0]),), False
         with self._translated_errors():
-            if self.kind == "distributed":
-                return dask.compute(*objs, scheduler=self.client, optimize_graph=optimize)
-            if self.kind == "processes":
-                return dask.compute(*objs, scheduler="processes", pool=self._pool,
-                                    optimize_graph=optimize)
-            return dask.compute(*objs, scheduler=self.kind, num_workers=self.workers,
-                                optimize_graph=optimize)
+            return self._backend.compute(objs, optimize)
 
     @contextlib.contextmanager
     def _translated_errors(self):
@@ -656,6 +914,61 @@ def _close_client(client):
         client.close(timeout=5)
     finally:
         logger.setLevel(level)
+
+
+def _add_workers(cluster, n):
+    """Start ``n`` workers in ``cluster`` (a LocalCluster) from its IO thread.
+
+    Like ``cluster.scale(n)``, but the start-up's outcome is a
+    concurrent.futures.Future held by the caller: a start-up that fails, or
+    is cut short by `_kill_starting_workers`, is not logged with a traceback
+    by tornado as an unobserved callback error.
+    """
+    while len(cluster.worker_spec) < n:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+
+    async def correct_state():
+        await cluster._correct_state()
+
+    return asyncio.run_coroutine_threadsafe(correct_state(), cluster.loop.asyncio_loop)
+
+
+def _close_quietly(cluster):
+    """Close a LocalCluster started here without distributed's log lines.
+
+    Its workers are asked to stop and killed if they take longer than a few
+    seconds (a task still running, a loaded machine); distributed logs that,
+    and the workers' lost connections, as warnings and errors that say nothing
+    the user can act on once the run has ended. A close that fails is left at
+    that: the worker processes end with this process (distributed's nannies
+    make them exit when their parent does).
+    """
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        _kill_starting_workers(cluster)
+        cluster.close()
+    except Exception:  # e.g. a timeout on a loaded machine: the run's outcome stands,
+        pass           # and the worker processes exit with this process at the latest
+    finally:
+        logger.setLevel(level)
+
+
+def _kill_starting_workers(cluster):
+    """SIGKILL the worker processes that have not finished starting.
+
+    Closing waits for the start-up in progress, and a worker still importing
+    cannot be asked to stop: a run stopped during start-up would wait for
+    both. Such a process holds nothing yet.
+    """
+    for nanny in list(getattr(cluster, "_created", ())):
+        worker = getattr(nanny, "process", None)  # distributed.nanny.WorkerProcess
+        process = getattr(worker, "process", None)
+        if str(getattr(worker, "status", "")).endswith("starting") and process is not None \
+                and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def _close_all(closers):

@@ -6,6 +6,9 @@ a Dask array of shape (m, n) chunked along rows only, so that one task reads
 one block of whole rows; nothing is loaded here.
 """
 
+import asyncio
+import atexit
+import functools
 import os
 from dataclasses import dataclass
 
@@ -130,8 +133,10 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
     """One line for a failure to open ``url`` on an object store, and the fix.
 
     Names the URL, the endpoint's answer and what to check; never the
-    credentials or other storage options.
+    credentials or other storage options. Also arranges for the requests that
+    Zarr abandoned with this failure to end cleanly (`cancel_abandoned_requests`).
     """
+    _cancel_abandoned_requests_at_exit()
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     name = type(exc).__name__
     if isinstance(exc, PermissionError) or "Credential" in name or "AccessDenied" in reason:
@@ -154,6 +159,45 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
         return (f"cannot open '{url}' as a Zarr array ({reason}); point to the array itself, "
                 "not a group")
     return f"cannot {action} '{url}' ({name}: {reason})"
+
+
+def cancel_abandoned_requests(timeout=5.0):
+    """Cancel the object-store requests still pending in Zarr's event loop, and
+    wait (up to ``timeout`` seconds) until they have unwound.
+
+    Zarr sends some requests together (``asyncio.gather``: the metadata
+    documents of an array, the arrays of a group); when one fails it raises at
+    once and leaves the others pending in its event loop. At interpreter exit
+    Zarr closes that loop, the pending requests are destroyed half-way, outside
+    their context, and Python prints "Exception ignored in: <coroutine object
+    FsspecStore.get ...>" with a traceback for each. Cancelled inside their
+    loop, they unwind normally. Only call this when nothing else may still be
+    reading or writing through Zarr in this process (at exit).
+    """
+    from zarr.core import sync as zarr_sync
+
+    loop = zarr_sync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def cancel_others():
+        this = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not this and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_others(), loop).result(timeout + 1)
+    except Exception:  # the loop stopped meanwhile: nothing left to cancel
+        pass
+
+
+@functools.cache
+def _cancel_abandoned_requests_at_exit():
+    # Registered after Zarr's own exit handler, so it runs before Zarr closes its loop.
+    atexit.register(cancel_abandoned_requests)
 
 
 def missing_bucket(url, storage_options=None):

@@ -234,8 +234,11 @@ class TrainingRun:
             f"fit {self.settings.strategy}", self.settings.max_iter, "it", enabled=self.verbose,
             initial=min(self.state.iteration, self.settings.max_iter)
             if self.state and self.state.phase == "full" else 0)
-        with self.runner.session(), self.flag, bar:
+        # The handler is armed before the cluster starts: a signal during its
+        # start-up stops the run as soon as the cluster is up.
+        with self.flag, self.runner.session(stop=self.flag.is_set), bar:
             try:
+                self.flag.check()
                 if not self._finished():
                     with _progress.phase("compiling kernels", enabled=self.verbose):
                         self.evaluator.compile_kernels(self.settings.n_hidden)

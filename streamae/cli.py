@@ -671,7 +671,8 @@ def main(argv=None):
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"streamae: error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''}); "
+        print(f"streamae: error: {exc.strerror or str(exc) or type(exc).__name__} "
+              f"({getattr(exc, 'filename', '') or ''}); "
               "nothing existing was changed", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

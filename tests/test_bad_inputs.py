@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -480,10 +481,7 @@ def test_bad_input(row, tmp_path, monkeypatch, capsys):
             except SystemExit as exc:  # argparse
                 code = exc.code
             err = capsys.readouterr().err.strip().splitlines()
-            assert str(code) == status
-            assert err, "nothing on stderr"
-            assert re.match(_pattern(message), err[-1]), err[-1]
-            assert not any(line.startswith("Traceback") for line in err)
+            assert_one_line(row, code, err)
         else:
             with pytest.raises(Exception) as info:  # noqa: B017 - the class is checked below
                 SETUP[ident](monkeypatch)
@@ -530,3 +528,84 @@ def test_error_classes():
     assert issubclass(OutputWriteError, streamae.StreamaeError)
     assert issubclass(OutputWriteError, OSError)
     assert issubclass(TrainingInterrupted, KeyboardInterrupt)
+
+
+# ------------------------------------------------------------------ one line, and nothing after it
+
+#: Runs one row in a fresh interpreter, as the `streamae` command would, so that
+#: whatever the process prints up to its very end is seen (messages at
+#: interpreter exit: event loops, coroutines, threads, worker processes).
+#: Extra arguments are added to every `streamae train` of the row.
+_DRIVER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import pytest
+import test_bad_inputs as rows
+from streamae import cli
+
+ident, extra = sys.argv[1], sys.argv[2:]
+rows.main = lambda argv: cli.main(argv + extra if argv[:1] == ["train"] else argv)
+code = rows.SETUP[ident](pytest.MonkeyPatch())
+sys.exit(code)
+"""
+
+CLI_ROWS = [r for r in ROWS if r[2] == "CLI"]
+#: Rows whose error comes from the evaluation or after it: the scheduler matters.
+DURING_FIT = ["data-nan", "data-inf", "data-out-of-range", "ckpt-disk-full", "out-disk-full"]
+SCHEDULERS = {"synchronous": ["--scheduler", "synchronous"],
+              "processes": ["--scheduler", "processes", "--workers", "2"],
+              "local-cluster": ["--workers", "2"]}
+
+
+def run_row(ident, tmp_path, *extra):
+    """Exit status and stderr lines of the row run as its own process."""
+    driver = _DRIVER.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "COLUMNS": "100"}
+    done = subprocess.run([sys.executable, "-c", driver, ident, *extra], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    return done.returncode, done.stderr.splitlines()
+
+
+def assert_one_line(row, code, err):
+    """The row's message is the only line on stderr (after argparse's usage)."""
+    ident, _, _, message, status = row
+    assert str(code) == status, err
+    assert err and re.match(_pattern(message), err[-1]), err
+    before = err[:-1]
+    if message.startswith(USAGE):
+        assert before and before[0].startswith("usage: streamae train "), err
+        assert all(line.startswith(" ") for line in before[1:]), err
+    else:
+        assert not before, err
+
+
+#: In the default suite: a row of each kind of failure (a library's error while
+#: opening the data, a kernel's, a damaged file, argparse, a failed write).
+QUICK = ["data-group", "data-nan", "ckpt-truncated", "flag-strategy", "out-disk-full"]
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, marks=() if r[0] in QUICK else pytest.mark.slow)
+                                 for r in CLI_ROWS], ids=[r[0] for r in CLI_ROWS])
+def test_cli_row_prints_one_line_and_nothing_after(row, tmp_path):
+    try:
+        code, err = run_row(row[0], tmp_path)
+    finally:
+        if os.path.isdir(tmp_path / "locked"):
+            os.chmod(tmp_path / "locked", 0o755)
+    assert_one_line(row, code, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+@pytest.mark.parametrize("ident", DURING_FIT)
+def test_fit_errors_print_one_line_on_every_scheduler(ident, scheduler, tmp_path):
+    (row,) = [r for r in ROWS if r[0] == ident]
+    code, err = run_row(ident, tmp_path, *SCHEDULERS[scheduler])
+    assert_one_line(row, code, err)
+
+
+@pytest.mark.parametrize("ident", ["data-nan"])
+def test_a_fit_error_on_a_local_cluster_prints_one_line(ident, tmp_path):
+    (row,) = [r for r in ROWS if r[0] == ident]
+    code, err = run_row(ident, tmp_path, *SCHEDULERS["local-cluster"])
+    assert_one_line(row, code, err)

@@ -8,6 +8,8 @@ accepted. s3fs reaches it through ``AWS_ENDPOINT_URL`` (or the
 
 import argparse
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +152,34 @@ def test_zarr_reads_s3_urls_with_storage_options(s3):
     z = zarr.open_array(URL, mode="r", storage_options=opts)
     local = zarr.open_array(s3.local_copy, mode="r")
     np.testing.assert_array_equal(z[:CHUNK], local[:CHUNK])
+
+
+# ------------------------------------------------------------------ one line, and nothing after it
+
+STORE_ERRORS = {
+    "unreachable-endpoint": ([URL, "--storage-option", "endpoint_url=http://127.0.0.1:9"],
+                             f"cannot reach the object store for '{URL}'"),
+    "wrong-bucket": (["s3://nobucket/x.zarr"], "no bucket 'nobucket'"),
+    "bad-credentials": ([URL, "--storage-option", "key=AKIAWRONGKEY", "--storage-option",
+                         "secret=wrong-secret-123"], "access denied"),
+}
+SCHEDULERS = {"threads": [], "synchronous": ["--scheduler", "synchronous"],
+              "processes": ["--scheduler", "processes", "--workers", "2"],
+              "local-cluster": ["--workers", "2"]}
+
+
+@pytest.mark.parametrize("scheduler", [
+    pytest.param(s, marks=() if s == "threads" else pytest.mark.slow) for s in SCHEDULERS])
+@pytest.mark.parametrize("case", list(STORE_ERRORS))
+def test_store_errors_print_one_line_until_the_process_ends(s3, tmp_path, case, scheduler):
+    """The command in its own process: nothing after the error line, up to the
+    interpreter's exit (requests Zarr abandoned, event loops, sessions)."""
+    args, words = STORE_ERRORS[case]
+    done = subprocess.run([sys.executable, "-m", "streamae.cli", "train", *args, "--out",
+                           str(tmp_path / "m.zarr"), "--max-iter", "1", "--quiet",
+                           *SCHEDULERS[scheduler]],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    err = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(err) == 1 and err[0].startswith("streamae: error: ") and words in err[0], err
+    assert "wrong-secret-123" not in done.stdout + done.stderr
