@@ -159,7 +159,7 @@ def check_messages(lines, sig, out, bars=False):
 
 def reference(data, iterations):
     """The uninterrupted run (threads: results do not depend on the scheduler)."""
-    return SparseAutoencoder(n_hidden=HIDDEN).fit(data, max_iter=iterations, progress=False)
+    return SparseAutoencoder(n_hidden=HIDDEN, max_iter=iterations).fit(data)
 
 
 def resume_and_compare(data, out, lines, iteration, command=True):
@@ -178,9 +178,8 @@ def resume_and_compare(data, out, lines, iteration, command=True):
         assert done.returncode == 0, done.stderr
         model = SparseAutoencoder.load(out)
     else:
-        model = SparseAutoencoder(n_hidden=HIDDEN).fit(
-            data, max_iter=target, progress=False, checkpoint=C.default_path(out),
-            resume=True)
+        model = SparseAutoencoder(n_hidden=HIDDEN, max_iter=target).fit(
+            data, checkpoint=C.default_path(out), resume=True)
     assert model.n_iter_ == target
     expected = reference(data, target)
     for k in PARAM_NAMES:
