@@ -16,7 +16,8 @@ Both schedulers evaluate the same parameters; the script checks the results
 are bit-identical. Everything listens on 127.0.0.1 only.
 
 With ``--sweep 16,1000,4000,10000`` it measures instead, for stores of the
-same ``--rows`` x ``--cols`` in that many chunks each (one kernel batch per
+same ``--rows`` x ``--cols`` in that many chunks each (zstd, or with
+``--uncompressed`` none) (one kernel batch per
 chunk: ``chunk_rows`` set to the store's chunk, the case where the chunk
 count matters most), seconds per evaluation on threads and on the
 LocalCluster, and the client's time per evaluation: the CPU time of the
@@ -49,13 +50,14 @@ from streamae._engine import Evaluator, make_hyper
 from streamae._objective import PARAM_NAMES, init_params
 
 
-def make_store(path, m, n, chunk_rows, seed=0):
+def make_store(path, m, n, chunk_rows, seed=0, compressed=True):
     if os.path.exists(path):
         z = zarr.open_array(path, mode="r")
         if z.shape == (m, n) and z.chunks[0] == chunk_rows:
             return path
         raise SystemExit(f"{path} exists with another shape or chunking; remove it")
-    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32")
+    kw = {} if compressed else {"compressors": None}
+    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32", **kw)
     rng = np.random.default_rng(seed)
     for start in range(0, m, chunk_rows):
         stop = min(m, start + chunk_rows)
@@ -241,8 +243,8 @@ def sweep(args):
     counts = [int(c) for c in args.sweep.split(",")]
     report = {"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
               "strategy": args.strategy, "workers": args.workers, "repeats": args.repeats,
-              "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(),
-              "chunks": {}}
+              "compressed": not args.uncompressed, "cpu_count": os.cpu_count(),
+              "load_average_before": os.getloadavg(), "chunks": {}}
     threads = Runner("threads", workers=args.workers)
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
@@ -252,8 +254,9 @@ def sweep(args):
         with runner.session():
             for count in counts:
                 rows = -(-args.rows // count)
-                path = make_store(os.path.join(workdir, f"x{args.rows}-{rows}.zarr"),
-                                  args.rows, args.cols, rows)
+                name = f"x{args.rows}-{rows}{'-raw' if args.uncompressed else ''}.zarr"
+                path = make_store(os.path.join(workdir, name), args.rows, args.cols, rows,
+                                  compressed=not args.uncompressed)
                 evs = {name: Evaluator(open_dataset(path, chunk_rows=rows), hyper,
                                        dtype="float32", strategy=args.strategy, scheduler=r)
                        for name, r in (("threads", threads), ("local_cluster", runner))}
@@ -294,6 +297,8 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--sweep", default=None,
                    help="comma-separated chunk counts: time per evaluation against chunks")
+    p.add_argument("--uncompressed", action="store_true",
+                   help="sweep stores without compression (read straight from their files)")
     args = p.parse_args(argv)
     if args.sweep:
         text = json.dumps(sweep(args), indent=2)

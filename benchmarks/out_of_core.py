@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import zarr
+from threadpoolctl import threadpool_limits
 
 from streamae import _chunkread
 from streamae._chunkread import _aligned_empty
@@ -185,7 +186,8 @@ def main(argv=None):
         path = make_store(os.path.join(workdir, f"x{rows}-{args.chunk_rows}-{label}.zarr"),
                           rows, args.chunk_rows, compressed)
         print(f"{label} ({path}):", file=sys.stderr)
-        report["stores"][label] = run_store(path, params, args)
+        with threadpool_limits(limits=1, user_api="blas"):  # as a fit does
+            report["stores"][label] = run_store(path, params, args)
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)

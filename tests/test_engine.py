@@ -281,8 +281,11 @@ def _eval_bits(dataset, params, strategy, **kw):
 def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_problem,
                                                            write_zarr, monkeypatch):
     """One task per chunk, tasks streaming 3 or 9 chunks (split_every 3), the
-    last task partial, any read-ahead, threads or synchronous, and the chunks
-    as tasks of a Dask array: the same bits."""
+    last task partial, any read-ahead, chunks read one by one or together,
+    threads or synchronous, and the chunks as tasks of a Dask array: the same
+    bits."""
+    from streamae import _chunkread
+
     X, params = make_problem(203, 8, 5)
     path = write_zarr(X, 10)  # 21 chunks, the last of 3 rows
     reference = _eval_bits(open_dataset(da.from_zarr(path)), params, strategy)
@@ -291,11 +294,13 @@ def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_proble
     for min_tasks, stream_bytes in [(8, 0), (8, 2**30), (1, 2**30), (1, 3 * 10 * 8 * 8)]:
         monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
         monkeypatch.setattr(_engine, "STREAM_BYTES", stream_bytes)
-        for read_ahead in (0, 1, 3):
+        for read_ahead, read_bytes in [(0, 0), (1, 0), (3, 0), (2, 2**20)]:
+            monkeypatch.setattr(_chunkread, "READ_BYTES", read_bytes)
             for scheduler in ("threads", "synchronous"):
                 tasks, bits = _eval_bits(open_dataset(path), params, strategy,
                                          read_ahead=read_ahead, scheduler=scheduler)
-                assert bits == reference[1], (min_tasks, stream_bytes, read_ahead, scheduler)
+                assert bits == reference[1], (min_tasks, stream_bytes, read_ahead, read_bytes,
+                                              scheduler)
                 seen.setdefault((min_tasks, stream_bytes), tasks)
     assert list(seen.values()) == [21, 7, 3, 7]  # groups of 1, 3, 9 and 3 chunks
 
@@ -340,7 +345,7 @@ def test_an_unreadable_chunk_is_named_with_its_rows(make_problem, write_zarr, hy
     path = write_zarr(X, 10)  # compressed (zstd): a damaged chunk cannot be decoded
     with open(os.path.join(path, "c", "3", "0"), "wb") as f:
         f.write(b"not zstd")
-    for read_ahead in (0, 2):
+    for read_ahead in (0, 2):  # chunks read together, then found one by one
         with pytest.raises(DataError) as info:
             Evaluator(open_dataset(path), make_hyper(**hyper_kw), read_ahead=read_ahead,
                       strategy="one-pass")(params)
