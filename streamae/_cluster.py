@@ -31,6 +31,8 @@ How the work is shipped (see docs/cluster.md)
 - Each kernel task reads its own chunk: the chunk-read task and the kernel
   task are fused into one (``optimization.fuse.delayed``), so the chunk is
   read where the kernel runs; on a cluster the data never passes the client.
+  (Tasks that stream a Zarr store's chunks read them themselves: the engine
+  computes those with ``fuse_reads=False``.)
 - The parameters are one key per evaluation: a literal in the graph (sent
   once, fetched by workers from each other), or, above
   ``scatter_threshold`` bytes on a cluster, scattered once and broadcast to

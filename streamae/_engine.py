@@ -1,9 +1,15 @@
 """Passes over chunks: one evaluation of (cost, gradient) as Dask graphs.
 
-Each pass is one kernel task per row chunk followed by a tree reduction of
-the small partial sums. The tree's shape is fixed by chunk index (groups of
-``split_every`` consecutive chunks), never by task completion order, so the
-floating-point result does not depend on the scheduler or on timing.
+Each pass is a set of kernel tasks followed by a tree reduction of the small
+partial sums. For a Zarr store, a task streams a fixed run of consecutive
+batches (row chunks), reading ahead while its kernels compute
+(`streamae._chunkread.RowSource`); the runs are planned once per evaluator
+from the store's layout (`stream_group`), so the tasks per evaluation grow
+with the data's bytes, not its number of chunks. Other Dask arrays run one
+task per chunk. The tree's shape is fixed by batch index (groups of
+``split_every`` consecutive batches; a run is one subtree of it, reduced
+inside its task), never by task completion order, so the floating-point
+result does not depend on the scheduler, the grouping or the read-ahead.
 
 Strategies
 ----------
