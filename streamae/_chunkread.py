@@ -25,8 +25,10 @@ Stores larger than memory
 A store that cannot stay in the page cache only churns it: every byte read
 goes through the cache, evicting other pages, and is evicted before the next
 evaluation needs it. `CACHE_MODE` says how local uncompressed chunks are read:
-``"auto"`` (default) reads around the cache when the store is larger than
-half the machine's memory and through it otherwise; ``"direct"`` reads with
+``"auto"`` (default) drops the pages it read when the store is larger than
+half the machine's memory (measured on cold data: faster than O_DIRECT into
+fresh aligned buffers, and than leaving the pages, see docs/benchmarks.md)
+and reads through the cache otherwise; ``"direct"`` reads with
 O_DIRECT into page-aligned buffers (falling back to ``"drop"`` where the file
 system refuses O_DIRECT, as tmpfs does, or a chunk's size is not a multiple
 of the page); ``"drop"`` reads through the cache and then drops the file's
@@ -247,7 +249,7 @@ def _cache_mode(array, direct):
     if mode == "auto":
         import psutil
 
-        mode = "direct" if array.nbytes > psutil.virtual_memory().total // 2 else "cached"
+        mode = "drop" if array.nbytes > psutil.virtual_memory().total // 2 else "cached"
     if not direct or not hasattr(os, "posix_fadvise"):
         return "cached"  # read through Zarr, or a system without these calls
     return "drop" if mode == "direct" and not hasattr(os, "O_DIRECT") else mode

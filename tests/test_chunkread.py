@@ -252,6 +252,6 @@ def test_auto_mode_bypasses_the_cache_only_for_stores_larger_than_memory(tmp_pat
     assert LocalChunks.for_array(z).cache_mode == "cached"
     total = psutil.virtual_memory().total
     monkeypatch.setattr(type(z), "nbytes", property(lambda self: total))
-    assert LocalChunks.for_array(z).cache_mode == "direct"
+    assert LocalChunks.for_array(z).cache_mode == "drop"
     compressed = _store(tmp_path / "y.zarr", paged, (128, 8))
     assert LocalChunks.for_array(compressed).cache_mode == "cached"
