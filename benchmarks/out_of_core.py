@@ -174,6 +174,8 @@ def main(argv=None):
     p.add_argument("--dir", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="a tiny store, one repeat (CI)")
+    p.add_argument("--stores", default="uncompressed,zstd",
+                   help="comma-separated: uncompressed, zstd")
     args = p.parse_args(argv)
     if args.quick:
         args.gb, args.chunk_rows, args.repeats = 0.02, 8192, 1
@@ -187,6 +189,8 @@ def main(argv=None):
               "read_ahead_default": _chunkread.READ_AHEAD, "cpu_count": os.cpu_count(),
               "load_average_before": os.getloadavg(), "stores": {}}
     for label, compressed in (("uncompressed", False), ("zstd", True)):
+        if label not in args.stores.split(","):
+            continue
         path = make_store(os.path.join(workdir, f"x{rows}-{args.chunk_rows}-{label}.zarr"),
                           rows, args.chunk_rows, compressed)
         print(f"{label} ({path}):", file=sys.stderr)
