@@ -247,8 +247,10 @@ def test_data_persisted_on_the_workers(cluster, store, reference):
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory):
-    """40 chunks: evaluations long enough to be caught in the middle."""
-    return make_store(tmp_path_factory.mktemp("big") / "x.zarr", 40_000, N, 1000, seed=3)
+    """40 chunks, streamed 3 to a task: evaluations long enough to be caught
+    in the middle (tasks of several chunks make fewer, longer tasks, so the
+    chunks are larger than the 1,000 rows one task per chunk needed)."""
+    return make_store(tmp_path_factory.mktemp("big") / "x.zarr", 400_000, N, 10_000, seed=3)
 
 
 def _kill_a_busy_worker(client, go, done, report):
