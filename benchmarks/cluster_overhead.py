@@ -15,10 +15,20 @@ Measures, in one run on one machine, on a Zarr store of ``--rows`` x
 Both schedulers evaluate the same parameters; the script checks the results
 are bit-identical. Everything listens on 127.0.0.1 only.
 
+With ``--sweep 16,1000,4000,10000`` it measures instead, for stores of the
+same ``--rows`` x ``--cols`` in that many chunks each (zstd, or with
+``--uncompressed`` none) (one kernel batch per
+chunk: ``chunk_rows`` set to the store's chunk, the case where the chunk
+count matters most), seconds per evaluation on threads and on the
+LocalCluster, and the client's time per evaluation: the CPU time of the
+calling thread (building, optimising and submitting the graph, collecting
+the result; waiting is not counted).
+
 Usage::
 
     python benchmarks/cluster_overhead.py                 # 1,000,000 x 64, 16 chunks
     python benchmarks/cluster_overhead.py --rows 200000 --repeats 5
+    python benchmarks/cluster_overhead.py --sweep 16,1000,4000,10000 --repeats 5
 """
 
 import argparse
@@ -40,13 +50,14 @@ from streamae._engine import Evaluator, make_hyper
 from streamae._objective import PARAM_NAMES, init_params
 
 
-def make_store(path, m, n, chunk_rows, seed=0):
+def make_store(path, m, n, chunk_rows, seed=0, compressed=True):
     if os.path.exists(path):
         z = zarr.open_array(path, mode="r")
         if z.shape == (m, n) and z.chunks[0] == chunk_rows:
             return path
         raise SystemExit(f"{path} exists with another shape or chunking; remove it")
-    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32")
+    kw = {} if compressed else {"compressors": None}
+    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32", **kw)
     rng = np.random.default_rng(seed)
     for start in range(0, m, chunk_rows):
         stop = min(m, start + chunk_rows)
@@ -215,6 +226,63 @@ def run(args):
     return report
 
 
+def timed(evaluate, p):
+    """(wall seconds, calling thread's CPU seconds, result) of one evaluation."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    result = evaluate(p)
+    return time.perf_counter() - w0, time.thread_time() - c0, result
+
+
+def sweep(args):
+    """Seconds and client seconds per evaluation against the number of chunks."""
+    from distributed import Client, LocalCluster
+
+    workdir = args.dir or tempfile.mkdtemp(prefix="streamae-cluster-bench-")
+    hyper = make_hyper(0.01, 3.0, 1e-4)
+    params = init_params(args.cols, args.hidden, np.random.default_rng(0))
+    counts = [int(c) for c in args.sweep.split(",")]
+    report = {"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
+              "strategy": args.strategy, "workers": args.workers, "repeats": args.repeats,
+              "compressed": not args.uncompressed, "cpu_count": os.cpu_count(),
+              "load_average_before": os.getloadavg(), "chunks": {}}
+    threads = Runner("threads", workers=args.workers)
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client, threads.session():
+        client.wait_for_workers(args.workers)
+        runner = Runner(client)
+        with runner.session():
+            for count in counts:
+                rows = -(-args.rows // count)
+                name = f"x{args.rows}-{rows}{'-raw' if args.uncompressed else ''}.zarr"
+                path = make_store(os.path.join(workdir, name), args.rows, args.cols, rows,
+                                  compressed=not args.uncompressed)
+                evs = {name: Evaluator(open_dataset(path, chunk_rows=rows), hyper,
+                                       dtype="float32", strategy=args.strategy, scheduler=r)
+                       for name, r in (("threads", threads), ("local_cluster", runner))}
+                for p in points(params, args.warmup, start=1000):
+                    for ev in evs.values():
+                        ev(p)
+                times = {name: {"seconds": [], "client_seconds": []} for name in evs}
+                results = {}
+                for p in points(params, args.repeats):
+                    for name, ev in evs.items():
+                        wall, cpu, results[name] = timed(ev, p)
+                        times[name]["seconds"].append(wall)
+                        times[name]["client_seconds"].append(cpu)
+                entry = {name: {k + "_median": statistics.median(v) for k, v in t.items()}
+                         | {k + "_all": v for k, v in t.items()} for name, t in times.items()}
+                entry["bit_identical"] = bits(results["threads"]) == bits(
+                    results["local_cluster"])
+                report["chunks"][str(count)] = entry
+                print(f"{count:6d} chunks: " + ", ".join(
+                    f"{name} {e['seconds_median']:.3f} s (client "
+                    f"{e['client_seconds_median'] * 1e3:.1f} ms)"
+                    for name, e in entry.items() if name in evs), file=sys.stderr)
+    report["load_average_after"] = os.getloadavg()
+    return report
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -227,7 +295,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the report here")
+    p.add_argument("--sweep", default=None,
+                   help="comma-separated chunk counts: time per evaluation against chunks")
+    p.add_argument("--uncompressed", action="store_true",
+                   help="sweep stores without compression (read straight from their files)")
     args = p.parse_args(argv)
+    if args.sweep:
+        text = json.dumps(sweep(args), indent=2)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+        return 0
     report = run(args)
     text = json.dumps(report, indent=2)
     print(text)

@@ -19,10 +19,41 @@ chunk that was never written but silently wrong when the whole store has
 gone: moved or deleted during training, or not visible on a Dask worker.
 Every read of a local store therefore checks, when a chunk file is missing or
 after a read through Zarr, that the array's metadata is still there.
+
+Stores larger than memory
+-------------------------
+A store that cannot stay in the page cache only churns it: every byte read
+goes through the cache, evicting other pages, and is evicted before the next
+evaluation needs it. `CACHE_MODE` says how local uncompressed chunks are read:
+``"auto"`` (default) drops the pages it read when the store is larger than
+half the machine's memory (measured on cold data: faster than O_DIRECT into
+fresh aligned buffers, and than leaving the pages, see docs/benchmarks.md)
+and reads through the cache otherwise; ``"direct"`` reads with
+O_DIRECT into page-aligned buffers (falling back to ``"drop"`` where the file
+system refuses O_DIRECT, as tmpfs does, or a chunk's size is not a multiple
+of the page); ``"drop"`` reads through the cache and then drops the file's
+pages (``posix_fadvise(POSIX_FADV_DONTNEED)``); ``"cached"`` reads through
+the cache and leaves it be.
+
+Streaming with read-ahead
+-------------------------
+A `RowSource` reads the batches of rows the kernels work on (one or more
+whole chunks each) by index; `RowSource.stream` yields a run of consecutive
+batches while the next ``read_ahead`` batches are already being read (and,
+for a compressed store, decoded) in a small per-process thread pool, so
+reads overlap the kernels' compute. A task streaming its batches holds at
+most ``read_ahead + 1`` reads at once (a read is one batch, or consecutive
+batches of up to `READ_BYTES` together). The batches are the same whatever
+the read-ahead, so results do not depend on it.
 """
 
+import collections
+import errno
+import mmap
 import os
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import dask.array as da
 import numpy as np
@@ -31,6 +62,29 @@ from dask.base import tokenize
 from ._errors import DataError
 
 _METADATA = {3: "zarr.json", 2: ".zarray"}
+
+#: Reads ahead of the one being computed, per streaming task (memory:
+#: ``(READ_AHEAD + 1) x max(batch bytes, READ_BYTES)`` per running task). Two keep a local
+#: disk or a compressed store busy while the kernels compute; object stores
+#: with a long latency per request may want more.
+READ_AHEAD = 2
+
+#: Threads of the per-process pool that does the reads ahead.
+READ_THREADS = 8
+
+#: Consecutive batches smaller than this (bytes) are read together, in one
+#: read of their rows: a read through Zarr costs about 0.5 ms whatever its
+#: size, and a hand-over between threads tens of microseconds.
+READ_BYTES = 8 * 2**20
+
+#: How local uncompressed chunks are read (see the module notes): "auto",
+#: "direct", "drop" or "cached".
+CACHE_MODE = "auto"
+_CACHE_MODES = ("auto", "direct", "drop", "cached")
+_PAGE = mmap.PAGESIZE
+
+_pool_lock = threading.Lock()
+_pool = {}  # pid -> ThreadPoolExecutor (a forked child starts its own)
 
 
 class LocalChunks:
@@ -57,6 +111,7 @@ class LocalChunks:
         self.metadata = os.path.join(self.root, _METADATA.get(array.metadata.zarr_format,
                                                               "zarr.json"))
         self.direct = _direct_layout(array)
+        self.cache_mode = _cache_mode(array, self.direct)
 
     @classmethod
     def for_array(cls, array):
@@ -71,7 +126,7 @@ class LocalChunks:
 
     def __dask_tokenize__(self):
         return ("streamae-local-chunks", self.root, self.shape, self.dtype.str,
-                self.chunk_rows)
+                self.chunk_rows, self.cache_mode)
 
     def __getitem__(self, selection):
         data = self._read_whole_chunks(selection) if self.direct else None
@@ -113,33 +168,100 @@ class LocalChunks:
             return None
         if cols.indices(n) != (0, n, 1):
             return None
-        out = np.empty((stop - start, n), self.dtype)
         chunk_bytes = cr * n * self.dtype.itemsize  # edge chunks are stored full size
+        direct = self.cache_mode == "direct"
+        if direct:  # whole chunks into a page-aligned buffer, the batch a view of it
+            out = _aligned_empty(-(-(stop - start) // cr) * cr, n, self.dtype)
+        else:
+            out = np.empty((stop - start, n), self.dtype)
         for first in range(start, stop, cr):
             key = self.array.metadata.encode_chunk_key((first // cr, 0))
-            part = out[first - start:min(first + cr, stop) - start]
+            part = out[first - start:(first + cr if direct else min(first + cr, stop)) - start]
             if not self._read_file(os.path.join(self.root, *key.split("/")), part,
                                    chunk_bytes):
                 return None
-        return out
+        return out[:stop - start]
 
     def _read_file(self, path, out, size):
         """Read the first ``out.nbytes`` bytes of ``path`` (of ``size`` bytes) into ``out``."""
         try:
+            if self.cache_mode == "direct":
+                done = _read_direct(path, out, size)
+                if done is not None:
+                    return done
+                self.cache_mode = "drop"  # O_DIRECT refused here: the next best
             with open(path, "rb", buffering=0) as f:
                 if os.fstat(f.fileno()).st_size != size:
                     return False
-                view = memoryview(out).cast("B")
-                done = 0
-                while done < out.nbytes:  # readinto may return less than asked
-                    got = f.readinto(view[done:])
-                    if not got:
-                        return False
-                    done += got
+                done = _read_into(f, out)
+                if self.cache_mode != "cached":
+                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                return done
         except FileNotFoundError:  # never written (Zarr fills it), or the store is gone
             self._require_store()
             return False
-        return True
+
+
+def _read_into(f, out):
+    """Fill ``out`` from the file object ``f``; False if the file ends first."""
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < out.nbytes:  # readinto may return less than asked
+        got = f.readinto(view[done:])
+        if not got:
+            return False
+        done += got
+    return True
+
+
+def _read_direct(path, out, size):
+    """Read ``path`` (``size`` bytes) into ``out`` with O_DIRECT.
+
+    True or False as `LocalChunks._read_file`; None if O_DIRECT cannot be used
+    here (the file system refuses it, or sizes or addresses are not aligned).
+    """
+    address = out.__array_interface__["data"][0]
+    if size % _PAGE or address % _PAGE or out.nbytes != size or not out.flags.c_contiguous:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+    try:
+        if os.fstat(fd).st_size != size:
+            return False
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            return _read_into(f, out)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _aligned_empty(rows, n, dtype):
+    """An uninitialised ndarray of shape (rows, n) on fresh pages (page-aligned)."""
+    nbytes = rows * n * np.dtype(dtype).itemsize
+    buffer = mmap.mmap(-1, max(nbytes, 1))
+    return np.frombuffer(buffer, dtype, rows * n).reshape(rows, n)
+
+
+def _cache_mode(array, direct):
+    """`CACHE_MODE` for ``array`` ("auto" decided by its size against the memory)."""
+    if CACHE_MODE not in _CACHE_MODES:
+        raise ValueError(f"CACHE_MODE must be one of {', '.join(_CACHE_MODES)}, "
+                         f"got {CACHE_MODE!r}")
+    mode = CACHE_MODE
+    if mode == "auto":
+        import psutil
+
+        mode = "drop" if array.nbytes > psutil.virtual_memory().total // 2 else "cached"
+    if not direct or not hasattr(os, "posix_fadvise"):
+        return "cached"  # read through Zarr, or a system without these calls
+    return "drop" if mode == "direct" and not hasattr(os, "O_DIRECT") else mode
 
 
 def chunk_error(store, index, start, stop, exc):
@@ -236,3 +358,128 @@ def as_dask(array, rows):
     name = "read-zarr-" + tokenize(local, rows)
     return da.from_array(local, chunks=(rows, n), name=name, asarray=False, fancy=False,
                          lock=False, inline_array=False, meta=np.empty((0, 0), local.dtype))
+
+
+def _read_pool():
+    """This process's pool of `READ_THREADS` reader threads (started on first use)."""
+    pid = os.getpid()
+    with _pool_lock:
+        pool = _pool.get(pid)
+        if pool is None:
+            _pool.clear()
+            pool = _pool[pid] = ThreadPoolExecutor(READ_THREADS,
+                                                   thread_name_prefix="streamae-read")
+        return pool
+
+
+class RowSource:
+    """Batches of rows of a Zarr array, read by index inside the tasks that use them.
+
+    Picklable (it travels to processes and cluster workers once per
+    evaluation, as one graph key shared by every task).
+
+    Parameters
+    ----------
+    reader : LocalChunks or zarr.Array of shape (m, n)
+        What ``reader[rows, cols]`` is read from.
+    starts : sequence of int, length batches + 1
+        First row of each batch, then m.
+    source : str
+        How messages name the store.
+    unit_rows : int
+        Rows per chunk (or shard) of the store, the chunks messages name.
+    """
+
+    def __init__(self, reader, starts, source, unit_rows):
+        self.reader = reader
+        self.starts = np.asarray(starts, np.int64)
+        self.source = source
+        self.unit_rows = int(unit_rows)
+        self.n = int(reader.shape[1])
+
+    def __len__(self):
+        return len(self.starts) - 1
+
+    def rows(self, i):
+        """[start, stop) rows of batch ``i``."""
+        return int(self.starts[i]), int(self.starts[i + 1])
+
+    def read(self, i, stop=None):
+        """Batches [i, stop) (default: batch ``i`` alone), each an ndarray of shape
+        (rows, n), read in one read of their rows.
+
+        Raises
+        ------
+        DataError
+            Naming the store, its chunks and rows, if the read fails for a
+            reason other than a missing or forbidden file (those are left to
+            the caller, who knows where the read ran).
+        """
+        stop = i + 1 if stop is None else stop
+        start, end = int(self.starts[i]), int(self.starts[stop])
+        try:
+            rows = np.asarray(self.reader[slice(start, end), slice(0, self.n)])
+        except (DataError, FileNotFoundError, PermissionError):
+            raise
+        except Exception as exc:
+            raise self._unreadable(start, end, exc) from None
+        return [rows[self.starts[k] - start:self.starts[k + 1] - start] for k in range(i, stop)]
+
+    def _unreadable(self, start, end, exc):
+        """DataError naming the first of the store's chunks in rows [start, end)
+        that cannot be read (each is read again on its own to find it)."""
+        unit = self.unit_rows
+        for first in range(start - start % unit, end, unit):
+            rows = max(first, start), min(first + unit, end)
+            try:
+                self.reader[slice(*rows), slice(0, self.n)]
+            except Exception as chunk_exc:
+                exc = chunk_exc
+                break
+        else:
+            rows = start, end
+        first, last = rows[0] // unit, (rows[1] - 1) // unit
+        chunks = f"chunk {first}" if first == last else f"chunks {first}-{last}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return DataError(f"{self.source}, {chunks} (rows {rows[0]}-{rows[1] - 1}): cannot read "
+                         f"the data ({type(exc).__name__}: {reason}); check that the store "
+                         "is complete and readable")
+
+    def reads(self, first, stop):
+        """[i, j) runs of batches in [first, stop) read together: a batch, or
+        consecutive batches of fewer than `READ_BYTES` bytes in all."""
+        row_bytes = self.n * np.dtype(self.reader.dtype).itemsize
+        runs, i = [], first
+        while i < stop:
+            j = i + 1
+            while j < stop and (self.starts[j + 1] - self.starts[i]) * row_bytes <= READ_BYTES:
+                j += 1
+            runs.append((i, j))
+            i = j
+        return runs
+
+    def stream(self, first, stop, read_ahead=READ_AHEAD):
+        """Yield (i, batch i) for i in [first, stop), ``read_ahead`` reads ahead.
+
+        The consumer should drop each batch before asking for the next, so
+        that at most ``read_ahead + 1`` reads (see `reads`) are alive.
+        """
+        runs = self.reads(first, stop)
+        if read_ahead < 1 or len(runs) < 2:
+            for i, j in runs:
+                yield from zip(range(i, j), self.read(i, j))
+            return
+        pool = _read_pool()
+        pending = collections.deque()
+        ahead = 0
+        try:
+            for k, (i, j) in enumerate(runs):
+                while ahead < len(runs) and ahead <= k + read_ahead:
+                    pending.append(pool.submit(self.read, *runs[ahead]))
+                    ahead += 1
+                batches = pending.popleft().result()
+                yield from zip(range(i, j), batches)
+                batches = None
+        finally:
+            for future in pending:
+                future.cancel()

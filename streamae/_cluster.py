@@ -34,6 +34,8 @@ How the work is shipped (see docs/cluster.md)
 - Each kernel task reads its own chunk: the chunk-read task and the kernel
   task are fused into one (``optimization.fuse.delayed``), so the chunk is
   read where the kernel runs; on a cluster the data never passes the client.
+  (Tasks that stream a Zarr store's chunks read them themselves: the engine
+  computes those with ``fuse_reads=False``.)
 - The parameters are one key per evaluation: a literal in the graph (sent
   once, fetched by workers from each other), or, above
   ``scatter_threshold`` bytes on a cluster, scattered once and broadcast to
@@ -664,14 +666,16 @@ class Runner:
             self._open()
 
     # ------------------------------------------------------------ work
-    def compute(self, *objs):
-        """``dask.compute`` on this scheduler, chunk reads fused into their kernel tasks."""
+    def compute(self, *objs, fuse_reads=True):
+        """``dask.compute`` on this scheduler, chunk reads fused into their kernel
+        tasks (unless ``fuse_reads`` is False: tasks that read their own data)."""
         self._ensure_open()
         if len(objs) > 1 and all(isinstance(o, Delayed) for o in objs):
             # One root: dask's delayed fusion cannot take several output keys.
-            (values,) = self._compute(dask.delayed(_pack, pure=True)(*objs))
+            (values,) = self._compute(dask.delayed(_pack, pure=True)(*objs),
+                                      fuse_reads=fuse_reads)
             return values
-        return self._compute(*objs)
+        return self._compute(*objs, fuse_reads=fuse_reads)
 
     def _check_connected(self):
         """Fail fast if the client has lost its scheduler (it would otherwise wait
@@ -679,10 +683,12 @@ class Runner:
         if self.kind == "distributed" and self.client.status != "running":
             raise self._lost(f"the connection to it was lost; client {self.client.status}")
 
-    def _compute(self, *objs):
+    def _compute(self, *objs, fuse_reads=True):
         self._check_connected()
         optimize = True
-        if len(objs) == 1 and isinstance(objs[0], Delayed) and not (
+        if not fuse_reads:
+            optimize = False
+        elif len(objs) == 1 and isinstance(objs[0], Delayed) and not (
                 self.kind == "distributed" and _holds_futures(objs)):
             objs, optimize = (fuse_chunk_reads(objs[0]),), False
         with self._translated_errors():
@@ -701,13 +707,14 @@ class Runner:
                 raise
             raise error from None
 
-    def persist(self, *objs):
+    def persist(self, *objs, fuse_reads=True):
         """Delayed objects whose values are computed (kept on the workers on a cluster)."""
         self._ensure_open()
         if self.kind != "distributed":
             # Computed values become literal keys (DataNode), which graph
             # fusion handles (a persisted tuple would not be).
-            return tuple(dask.delayed(v, traverse=False) for v in self.compute(*objs))
+            return tuple(dask.delayed(v, traverse=False)
+                         for v in self.compute(*objs, fuse_reads=fuse_reads))
         # No fusion here: futures (persisted data) cannot be fused.
         # The chunk-read tasks run on the workers all the same.
         self._check_connected()

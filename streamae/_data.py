@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ._chunkread import as_dask
+from ._chunkread import LocalChunks, RowSource, as_dask
 from ._errors import DataError
 from ._validation import check_int
 
@@ -43,11 +43,16 @@ class Dataset:
     unit_rows : int or None
         Rows per chunk (or shard) of the Zarr array the data comes from, the
         chunks that messages name; None for other inputs.
+    reader : RowSource or None
+        For a Zarr array: reads the row chunks of ``array`` by index inside the
+        tasks that stream them (see `streamae._chunkread`); None for other
+        inputs, whose chunks are read as tasks of ``array``'s graph.
     """
 
     array: da.Array
     source: str
     unit_rows: int = None
+    reader: RowSource = None
 
     @property
     def shape(self):
@@ -247,11 +252,13 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
 
     _check_array_like(data, source)
     m, n = data.shape
-    unit = None
+    unit = reader = None
     if isinstance(data, zarr.Array):
         unit = int((data.shards or data.chunks)[0])
         rows = chunk_rows or task_rows(unit, n * np.dtype(data.dtype).itemsize, m)
         array = as_dask(data, rows)
+        starts = np.concatenate([[0], np.cumsum(array.chunks[0])])
+        reader = RowSource(LocalChunks.for_array(data) or data, starts, source, unit)
     elif isinstance(data, da.Array):
         array = data.rechunk({0: chunk_rows or data.chunks[0], 1: -1})
     else:
@@ -260,7 +267,7 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     readable = readable_dtype(array.dtype, source)
     if readable != array.dtype:
         array = array.astype(readable)  # per chunk, as each task reads it
-    return Dataset(array, source, unit)
+    return Dataset(array, source, unit, reader)
 
 
 def readable_dtype(dtype, source):

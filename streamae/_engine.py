@@ -1,9 +1,15 @@
 """Passes over chunks: one evaluation of (cost, gradient) as Dask graphs.
 
-Each pass is one kernel task per row chunk followed by a tree reduction of
-the small partial sums. The tree's shape is fixed by chunk index (groups of
-``split_every`` consecutive chunks), never by task completion order, so the
-floating-point result does not depend on the scheduler or on timing.
+Each pass is a set of kernel tasks followed by a tree reduction of the small
+partial sums. For a Zarr store, a task streams a fixed run of consecutive
+batches (row chunks), reading ahead while its kernels compute
+(`streamae._chunkread.RowSource`); the runs are planned once per evaluator
+from the store's layout (`stream_group`), so the tasks per evaluation grow
+with the data's bytes, not its number of chunks. Other Dask arrays run one
+task per chunk. The tree's shape is fixed by batch index (groups of
+``split_every`` consecutive batches; a run is one subtree of it, reduced
+inside its task), never by task completion order, so the floating-point
+result does not depend on the scheduler, the grouping or the read-ahead.
 
 Strategies
 ----------
@@ -18,6 +24,7 @@ cached
     X W1^T. Reads the data twice and holds m x s activations.
 """
 
+import uuid
 from dataclasses import dataclass, field
 
 import dask
@@ -25,8 +32,9 @@ import numpy as np
 import psutil
 
 from . import _kernels as K
+from ._chunkread import READ_AHEAD, RowSource
 from ._cluster import make_runner
-from ._data import describe_bad_values
+from ._data import MIN_TASKS, describe_bad_values
 from ._errors import (
     DataError,
     LostInputError,
@@ -39,6 +47,11 @@ from ._progress import chunk_progress
 from ._validation import check_int
 
 STRATEGIES = ("two-pass", "one-pass", "cached")
+#: A task streams consecutive batches of a Zarr store, up to about this many
+#: bytes (see `stream_group`): tasks per evaluation grow with the data's bytes,
+#: not with its number of chunks, and each lasts long enough (about a second)
+#: that the scheduler's cost per task (about 1 ms on a cluster) is small.
+STREAM_BYTES = 2**30
 PASSES = {"two-pass": 2, "one-pass": 1, "cached": 2}
 
 
@@ -68,39 +81,110 @@ def _as_input(block, dtype):
     return np.ascontiguousarray(block, dtype=dtype)
 
 
-def _task_hidden_sum(block, p, block_rows):
+def _kernel(kind, block, row0, p, c, block_rows, a2=None):
+    """The partial sums of one batch of rows (a tuple), by pass ``kind``.
+
+    Parameters
+    ----------
+    kind : {"hidden", "keep", "backprop", "cached", "one-pass"}
+        Pass 1 of two-pass (sum of a2), pass 1 of cached (a2 and its sum),
+        pass 2 of two-pass, pass 2 of cached (with ``a2``), one-pass.
+    block : ndarray of shape (rows, n)
+    row0 : int
+        Global index of the batch's first row (for error reports).
+    p : dict of ndarrays W1 (s, n), b1 (s,), W2 (n, s), b2 (n,), and ``linear`` (bool)
+    c : ndarray of shape (s,) or None
+        Sparsity term of d2 (pass 2 only).
+    block_rows : int
+    a2 : ndarray of shape (rows, s), optional
+        Hidden activations kept by pass 1 of cached.
+    """
     X = _as_input(block, p["W1"].dtype)
-    return (K.hidden_sum(X, p["W1"], p["b1"], block_rows),)
-
-
-def _task_backprop(block, p, c, row0, block_rows, linear=False):
-    X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows, linear)
-
-
-def _task_one_pass(block, p, row0, block_rows, linear=False):
-    X = _as_input(block, p["W1"].dtype)
+    linear = bool(p.get("linear", False))  # the decoder: a compile-time flag of the kernels
+    if kind == "hidden":
+        return (K.hidden_sum(X, p["W1"], p["b1"], block_rows),)
+    if kind == "keep":
+        a2_kept, sum_a2 = K.hidden_activations(X, p["W1"], p["b1"], block_rows)
+        return [a2_kept], (sum_a2,)
+    if kind == "backprop":
+        return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows,
+                               linear)
+    if kind == "cached":
+        return K.backprop_sums_cached(X, a2, p["W2"], p["b2"], c, row0, block_rows, linear)
     return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows, linear)
 
 
-def _task_hidden_keep(block, p, block_rows):
-    X = _as_input(block, p["W1"].dtype)
-    return K.hidden_activations(X, p["W1"], p["b1"], block_rows)
+def _task(kind, data, where, p, c, block_rows, split_every, read_ahead, kept=None):
+    """The reduced partial sums of one task of a pass.
+
+    Parameters
+    ----------
+    kind : str
+        As in `_kernel`.
+    data : RowSource or ndarray of shape (rows, n)
+        A Zarr store's batches, streamed; or one chunk of a Dask array.
+    where : (int, int) or int
+        [first, stop) batches of ``data`` (a `RowSource`), read in order with
+        ``read_ahead`` batches read ahead and reduced in the same tree as
+        `tree_sum`; or the chunk's first row (global).
+    kept : tuple, optional
+        For ``kind`` "cached": this task's result of the "keep" pass.
+
+    Returns
+    -------
+    tuple of partial sums; for ``kind`` "keep", ``(a2 of each batch, sums)``.
+    """
+    if not isinstance(data, RowSource):
+        return _kernel(kind, data, where, p, c, block_rows, None if kept is None else kept[0][0])
+    first, stop = where
+    tree = _TreeSum(split_every)
+    activations = []
+    for i, block in data.stream(first, stop, read_ahead):
+        a2 = None if kept is None else kept[0][i - first]
+        sums = _kernel(kind, block, int(data.starts[i]), p, c, block_rows, a2)
+        del block  # before the next read completes: read_ahead + 1 batches at most
+        if kind == "keep":
+            activations += sums[0]
+            sums = sums[1]
+        tree.add(sums)
+    total = tree.result()
+    return (activations, total) if kind == "keep" else total
 
 
-def _task_backprop_cached(block, kept, p, c, row0, block_rows, linear=False):
-    X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums_cached(X, kept[0], p["W2"], p["b2"], c, row0, block_rows, linear)
+# One function per pass, so that task names say which pass runs (dashboard,
+# progress bars).
+def _task_hidden_sum(*args):
+    return _task("hidden", *args)
+
+
+def _task_hidden_keep(*args):
+    return _task("keep", *args)
+
+
+def _task_backprop(*args):
+    return _task("backprop", *args)
+
+
+def _task_backprop_cached(*args):
+    return _task("cached", *args)
+
+
+def _task_one_pass(*args):
+    return _task("one-pass", *args)
+
+
+_TASKS = {"hidden": _task_hidden_sum, "keep": _task_hidden_keep, "backprop": _task_backprop,
+          "cached": _task_backprop_cached, "one-pass": _task_one_pass}
+
+
+def _kept_sums(kept):
+    return kept[1]
 
 
 def _first_non_finite_row(block):
     """[[index of the block's first row holding NaN or Inf, or -1]]."""
     rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
     return np.array([[rows[0] if rows.size else -1]], np.int64)
-
-
-def _second(pair):
-    return (pair[1],)
 
 
 def _merge_bad(records):
@@ -123,6 +207,62 @@ def _combine(*parts):
             total = total + v
         out.append(total)
     return tuple(out)
+
+
+class _TreeSum:
+    """`tree_sum` done eagerly as the parts arrive, holding O(split_every x
+    depth) partial sums: parts are combined in groups of ``split_every``
+    consecutive ones, then groups of those, in index order, exactly as
+    `tree_sum` does, so the result has the same bits."""
+
+    def __init__(self, split_every):
+        self.split_every = split_every
+        self.pending = []  # per level: parts not yet combined
+        self.counts = []   # per level: parts added so far
+
+    def add(self, part, level=0):
+        if level == len(self.pending):
+            self.pending.append([])
+            self.counts.append(0)
+        self.pending[level].append(part)
+        self.counts[level] += 1
+        if len(self.pending[level]) == self.split_every:
+            group, self.pending[level] = self.pending[level], []
+            self.add(_combine(*group), level + 1)
+
+    def result(self):
+        level = 0
+        while self.counts[level] > 1:  # as tree_sum: stop at a level of one part
+            if self.pending[level]:
+                group, self.pending[level] = self.pending[level], []
+                self.add(_combine(*group), level + 1)
+            level += 1
+        return self.pending[level][0]
+
+
+def stream_group(batches, batch_bytes, split_every):
+    """Batches per streaming task (a function of the data's layout only).
+
+    The largest power of ``split_every`` not above ``STREAM_BYTES /
+    batch_bytes`` nor ``batches / MIN_TASKS`` (at least 1). A power of
+    ``split_every``, so that a task's batches are exactly one subtree of the
+    tree `tree_sum` builds over all batches: the task reduces them in the same
+    order, and results have the same bits whatever the grouping.
+
+    Parameters
+    ----------
+    batches : int
+        Row chunks (kernel batches) in the data.
+    batch_bytes : int
+        Bytes of one (full) batch.
+    split_every : int
+        Fan-in of the reduction tree.
+    """
+    want = min(STREAM_BYTES // max(1, batch_bytes), -(-batches // MIN_TASKS))
+    group = 1
+    while group * split_every <= want:
+        group *= split_every
+    return group
 
 
 def tree_sum(parts, split_every=8):
@@ -159,10 +299,22 @@ class Evaluator:
         Fan-in of the reduction tree.
     cache_limit : int, optional
         Bytes the ``cached`` strategy may keep; default half the available RAM.
+    read_ahead : int, optional
+        Batches each task reads ahead of the one its kernels work on (a Zarr
+        store; 0: none). Default `streamae._chunkread.READ_AHEAD` (2). Memory:
+        ``read_ahead + 1`` batches per running task. Results do not depend on it.
+
+    Notes
+    -----
+    For a Zarr store, each task streams a fixed run of consecutive batches
+    (`stream_group`: a function of the store's layout and `STREAM_BYTES`,
+    never of the scheduler), so the tasks per evaluation do not grow with the
+    number of chunks; the runs are described once per evaluator and only the
+    parameters change between evaluations.
     """
 
     def __init__(self, dataset, hyper, dtype="float32", strategy="two-pass", scheduler=None,
-                 block_rows=2048, split_every=8, cache_limit=None):
+                 block_rows=2048, split_every=8, cache_limit=None, read_ahead=None):
         if strategy not in STRATEGIES:
             raise ParameterError(
                 f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -174,6 +326,9 @@ class Evaluator:
         self.runner = make_runner(scheduler)
         self._array = None  # the data as the runner reads it, prepared on first use
         self._block_list = None
+        self._plan = None
+        read_ahead = READ_AHEAD if read_ahead is None else read_ahead
+        self.read_ahead = check_int("read_ahead", read_ahead, 0)
         self.block_rows = check_int("block_rows", block_rows, 1)
         self.split_every = check_int("split_every", split_every, 2)
         self.m = dataset.shape[0]
@@ -225,13 +380,39 @@ class Evaluator:
             self._block_list = self.array.to_delayed().ravel().tolist()
         return self._block_list
 
+    def _stream_plan(self):
+        """(the store's `RowSource` as one graph key, [first, stop) batches of
+        each task), built once per evaluator; None for data not in a Zarr store."""
+        reader = self.dataset.reader
+        if reader is None:
+            return None
+        if self._plan is None:
+            batches = len(reader)
+            batch_bytes = (reader.starts[1] - reader.starts[0]) * reader.n * self.dtype.itemsize
+            group = stream_group(batches, int(batch_bytes), self.split_every)
+            # One key for the store handle, named as dask names the array object
+            # that from_array reads ("original-...").
+            source = dask.delayed(reader, name=f"original-streamae-source-{uuid.uuid4().hex}",
+                                  traverse=False)
+            self._plan = source, [(i, min(i + group, batches))
+                                  for i in range(0, batches, group)]
+        return self._plan
+
+    @property
+    def tasks_per_pass(self):
+        """Kernel tasks in one pass over the data."""
+        plan = self._stream_plan()
+        return len(plan[1]) if plan is not None else len(self.row_starts)
+
     def _compute(self, *objs):
-        return self.runner.compute(*objs)
+        # Streaming tasks read their own batches: nothing to fuse (and fusing
+        # would merge them into the reduction tasks).
+        return self.runner.compute(*objs, fuse_reads=self._stream_plan() is None)
 
     def pass_progress(self, label):
         """Context showing chunks done in a pass (local schedulers, ``progress`` on)."""
         enabled = self.progress and getattr(self.runner, "kind", "") != "distributed"
-        return chunk_progress(label, len(self.row_starts), enabled)
+        return chunk_progress(label, self.tasks_per_pass, enabled)
 
     def compile_kernels(self, n_hidden):
         """Compile this strategy's kernels in this process (or load them from Numba's
@@ -241,14 +422,17 @@ class Evaluator:
         p = {"W1": np.zeros((n_hidden, n), self.dtype), "b1": np.zeros(n_hidden, self.dtype),
              "W2": np.zeros((n, n_hidden), self.dtype), "b2": np.zeros(n, self.dtype)}
         c = np.zeros(n_hidden, self.dtype)
+        if self.hyper.linear:
+            p["linear"] = True
+        br = self.block_rows
         if self.strategy == "one-pass":
-            _task_one_pass(X, p, 0, self.block_rows)
+            _kernel("one-pass", X, 0, p, None, br)
         elif self.strategy == "two-pass":
-            _task_hidden_sum(X, p, self.block_rows)
-            _task_backprop(X, p, c, 0, self.block_rows)
+            _kernel("hidden", X, 0, p, None, br)
+            _kernel("backprop", X, 0, p, c, br)
         else:
-            kept = _task_hidden_keep(X, p, self.block_rows)
-            _task_backprop_cached(X, kept, p, c, 0, self.block_rows)
+            kept, _ = _kernel("keep", X, 0, p, None, br)
+            _kernel("cached", X, 0, p, c, br, kept[0])
 
     def _check_data(self, bad):
         if bad[0] > 0:
@@ -281,6 +465,8 @@ class Evaluator:
         Evaluation
         """
         p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
+        if self.hyper.linear:
+            p["linear"] = True
         run = {"two-pass": self._two_pass, "one-pass": self._one_pass,
                "cached": self._cached}[self.strategy]
         result = self._retry_lost_params(run, p, params)
@@ -301,30 +487,40 @@ class Evaluator:
                 if attempt == 2:
                     raise
 
+    def _tasks(self, kind, pd, cd=None, kept=None):
+        """Delayed partial sums of one pass: one task per streamed group of
+        batches (a Zarr store) or per chunk (other data), in index order."""
+        task = dask.delayed(_TASKS[kind], pure=True)
+        consts = (pd, cd, self.block_rows, self.split_every, self.read_ahead)
+        plan = self._stream_plan()
+        if plan is not None:
+            source, ranges = plan
+            kept = kept or [None] * len(ranges)
+            return [task(source, where, *consts, k) for where, k in zip(ranges, kept)]
+        kept = kept or [None] * len(self.row_starts)
+        return [task(b, r0, *consts, k)
+                for b, r0, k in zip(self._blocks(), self.row_starts, kept)]
+
+    def _reduce(self, kind, pd, cd=None, kept=None):
+        """One pass: its tasks, reduced by `tree_sum`, computed."""
+        sums, = self._compute(tree_sum(self._tasks(kind, pd, cd, kept), self.split_every))
+        return sums
+
     def _two_pass(self, p, params):
-        blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
         with self.pass_progress("two-pass 1/2"):
-            (sum_a2,), = self._compute(tree_sum(
-                [dask.delayed(_task_hidden_sum, pure=True)(b, pd, br) for b in blocks],
-                self.split_every))
+            (sum_a2,) = self._reduce("hidden", pd)
         rho_hat, kl, c = self._sparsity(sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("two-pass 2/2"):
-            sums, = self._compute(tree_sum(
-                [dask.delayed(_task_backprop, pure=True)(b, pd, cd, r0, br, self.hyper.linear)
-                 for b, r0 in zip(blocks, self.row_starts)], self.split_every))
-        sq, gW1, gb1, gW2, gb2, bad = sums
+            sq, gW1, gb1, gW2, gb2, bad = self._reduce("backprop", pd, cd)
         self._check_data(bad)
         return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
 
     def _one_pass(self, p, params):
-        blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
         with self.pass_progress("one-pass"):
-            sums, = self._compute(tree_sum(
-                [dask.delayed(_task_one_pass, pure=True)(b, pd, r0, br, self.hyper.linear)
-                 for b, r0 in zip(blocks, self.row_starts)], self.split_every))
+            sums = self._reduce("one-pass", pd)
         sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = sums
         self._check_data(bad)
         rho_hat, kl, c = self._sparsity(sum_a2)
@@ -334,20 +530,16 @@ class Evaluator:
 
     def _cached(self, p, params):
         self._require_cache_fits(p["W1"].shape[0])
-        blocks, br = self._blocks(), self.block_rows
         pd = self.runner.put(p)
         with self.pass_progress("cached 1/2"):
-            kept = self.runner.persist(*[dask.delayed(_task_hidden_keep, pure=True)(b, pd, br)
-                                         for b in blocks])
+            kept = self.runner.persist(*self._tasks("keep", pd),
+                                       fuse_reads=self._stream_plan() is None)
         (sum_a2,), = self._compute(tree_sum(
-            [dask.delayed(_second, pure=True)(k) for k in kept], self.split_every))
+            [dask.delayed(_kept_sums, pure=True)(k) for k in kept], self.split_every))
         rho_hat, kl, c = self._sparsity(sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("cached 2/2"):
-            sums, = self._compute(tree_sum(
-                [dask.delayed(_task_backprop_cached, pure=True)(b, k, pd, cd, r0, br,
-                                                                 self.hyper.linear)
-                 for b, k, r0 in zip(blocks, kept, self.row_starts)], self.split_every))
+            sums = self._reduce("cached", pd, cd, list(kept))
         del kept
         sq, gW1, gb1, gW2, gb2, bad = sums
         self._check_data(bad)

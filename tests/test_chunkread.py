@@ -185,3 +185,74 @@ def test_small_chunks_are_grouped_into_tasks_and_messages_name_the_chunk(tmp_pat
                                            rho=0.1, beta=3.0, weight_decay=1e-3)
     with pytest.raises(DataError, match=r"chunk 3 \(rows 60-79\): 1 NaN value\(s\) in rows 75"):
         model.cost_and_grad(str(tmp_path / "y.zarr"))
+
+
+# ----------------------------------------------------------------- around the page cache
+
+@pytest.fixture
+def paged(rng):
+    """1,000 x 8 float32 in chunks of 128 rows: 4 KiB, a page, per chunk file."""
+    return rng.random((1000, 8)).astype(np.float32)
+
+
+def _read_all(z, rows):
+    local = LocalChunks.for_array(z)
+    blocks = [local[slice(a, min(a + rows, z.shape[0])), slice(0, z.shape[1])]
+              for a in range(0, z.shape[0], rows)]
+    return local, np.concatenate(blocks)
+
+
+@pytest.mark.parametrize("mode", ["direct", "drop", "cached"])
+def test_every_cache_mode_reads_the_same_values(tmp_path, paged, mode, monkeypatch):
+    from streamae import _chunkread
+
+    monkeypatch.setattr(_chunkread, "CACHE_MODE", mode)
+    z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
+    for rows in (128, 384):  # one chunk, three chunks (the last partial) per read
+        local, got = _read_all(z, rows)
+        assert local.cache_mode == mode
+        np.testing.assert_array_equal(got, paged)
+
+
+def test_o_direct_refused_falls_back_to_dropping_pages(tmp_path, paged, monkeypatch):
+    """A file system that refuses O_DIRECT (EINVAL, as tmpfs before Linux 6.6):
+    the reads go through the cache and drop it, with the same values."""
+    import errno
+
+    from streamae import _chunkread
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(_chunkread, "CACHE_MODE", "direct")
+    monkeypatch.setattr(_chunkread.os, "open", refusing_open)
+    z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
+    local, got = _read_all(z, 256)
+    np.testing.assert_array_equal(got, paged)
+    assert local.cache_mode == "drop"
+
+
+def test_unaligned_chunks_are_read_without_o_direct(tmp_path, X, monkeypatch):
+    from streamae import _chunkread
+
+    monkeypatch.setattr(_chunkread, "CACHE_MODE", "direct")
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)  # 560-byte chunks
+    np.testing.assert_array_equal(_read_all(z, 60)[1], X)
+
+
+def test_auto_mode_bypasses_the_cache_only_for_stores_larger_than_memory(tmp_path, paged,
+                                                                         monkeypatch):
+    import psutil
+
+
+    z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
+    assert LocalChunks.for_array(z).cache_mode == "cached"
+    total = psutil.virtual_memory().total
+    monkeypatch.setattr(type(z), "nbytes", property(lambda self: total))
+    assert LocalChunks.for_array(z).cache_mode == "drop"
+    compressed = _store(tmp_path / "y.zarr", paged, (128, 8))
+    assert LocalChunks.for_array(compressed).cache_mode == "cached"

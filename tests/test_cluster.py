@@ -214,6 +214,25 @@ def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
                for p in prefixes), prefixes
 
 
+def test_streaming_tasks_bit_identical_on_a_cluster(cluster, store, point, reference,
+                                                    monkeypatch):
+    """Tasks that stream 9 and then 3 chunks each (with read-ahead) on the
+    cluster: the bits of one task per chunk on the synchronous scheduler."""
+    from streamae import _engine
+
+    monkeypatch.setattr(_engine, "MIN_TASKS", 1)
+    scale(cluster, 2)
+    for read_ahead in (0, 2):
+        monkeypatch.setattr(_engine, "READ_AHEAD", read_ahead)
+        runner = Runner(cluster)
+        got = {s: eval_bits(*point.cost_and_grad(store, strategy=s, scheduler=runner,
+                                                 split_every=SPLIT))
+               for s in STRATEGIES}
+        assert got == reference["eval"], read_ahead
+    dataset = open_dataset(store)
+    assert Evaluator(dataset, point.hyper, split_every=SPLIT).tasks_per_pass == 2
+
+
 def _blas_threads():
     from threadpoolctl import threadpool_info
 
@@ -242,8 +261,10 @@ def test_data_persisted_on_the_workers(cluster, store, reference):
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory):
-    """40 chunks: evaluations long enough to be caught in the middle."""
-    return make_store(tmp_path_factory.mktemp("big") / "x.zarr", 40_000, N, 1000, seed=3)
+    """40 chunks, streamed 3 to a task: evaluations long enough to be caught
+    in the middle (tasks of several chunks make fewer, longer tasks, so the
+    chunks are larger than the 1,000 rows one task per chunk needed)."""
+    return make_store(tmp_path_factory.mktemp("big") / "x.zarr", 400_000, N, 10_000, seed=3)
 
 
 def _kill_a_busy_worker(client, go, done, report):

@@ -22,10 +22,11 @@ from streamae import (
     DataError,
     NumericalError,
     SparseAutoencoder,
+    _engine,
     reference_cost_and_grad,
 )
 from streamae._data import open_dataset
-from streamae._engine import _merge_bad, tree_sum
+from streamae._engine import Evaluator, _merge_bad, _TreeSum, make_hyper, stream_group, tree_sum
 from streamae._objective import PARAM_NAMES
 
 RTOL64 = 1e-12
@@ -273,3 +274,89 @@ def test_saturated_hidden_unit_is_an_error_not_nan(strategy, dtype, make_problem
         evaluate(model_for(params, hyper_kw, dtype), X, strategy=strategy, chunk_rows=13)
     msg = str(info.value)
     assert "\n" not in msg and "rho_hat" in msg and "[2]" in msg
+
+
+# ----------------------------------------------------------------- streaming tasks
+
+def _eval_bits(dataset, params, strategy, **kw):
+    ev = Evaluator(dataset, make_hyper(0.1, 3.0, 1e-3), dtype="float64", strategy=strategy,
+                   split_every=3, **kw)
+    result = ev(params)
+    return ev.tasks_per_pass, (np.float64(result.cost).tobytes(),
+                               *(result.grad[k].tobytes() for k in PARAM_NAMES))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_problem,
+                                                           write_zarr, monkeypatch):
+    """One task per chunk, tasks streaming 3 or 9 chunks (split_every 3), the
+    last task partial, any read-ahead, chunks read one by one or together,
+    threads or synchronous, and the chunks as tasks of a Dask array: the same
+    bits."""
+    from streamae import _chunkread
+
+    X, params = make_problem(203, 8, 5)
+    path = write_zarr(X, 10)  # 21 chunks, the last of 3 rows
+    reference = _eval_bits(open_dataset(da.from_zarr(path)), params, strategy)
+    assert reference[0] == 21  # a Dask array: one task per chunk
+    seen = {}
+    for min_tasks, stream_bytes in [(8, 0), (8, 2**30), (1, 2**30), (1, 3 * 10 * 8 * 8)]:
+        monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
+        monkeypatch.setattr(_engine, "STREAM_BYTES", stream_bytes)
+        for read_ahead, read_bytes in [(0, 0), (1, 0), (3, 0), (2, 2**20)]:
+            monkeypatch.setattr(_chunkread, "READ_BYTES", read_bytes)
+            for scheduler in ("threads", "synchronous"):
+                tasks, bits = _eval_bits(open_dataset(path), params, strategy,
+                                         read_ahead=read_ahead, scheduler=scheduler)
+                assert bits == reference[1], (min_tasks, stream_bytes, read_ahead, read_bytes,
+                                              scheduler)
+                seen.setdefault((min_tasks, stream_bytes), tasks)
+    assert list(seen.values()) == [21, 7, 3, 7]  # groups of 1, 3, 9 and 3 chunks
+
+
+def test_eager_tree_sum_matches_tree_sum():
+    for count in (1, 2, 3, 7, 8, 9, 17, 64, 65):
+        parts = [(np.array([0.1 * i]), 0.3 / (i + 1), np.array([i % 3, 100 - i]))
+                 for i in range(count)]
+        for split_every in (2, 3, 8):
+            tree = _TreeSum(split_every)
+            for part in parts:
+                tree.add(part)
+            eager = tree.result()
+            lazy = dask.compute(tree_sum([dask.delayed(q) for q in parts], split_every),
+                                scheduler="synchronous")[0]
+            assert eager[0].tobytes() == lazy[0].tobytes() and eager[1] == lazy[1]
+            assert_array_equal(eager[2], lazy[2])
+
+
+def test_stream_group_is_a_power_of_split_every_set_by_the_layout(monkeypatch):
+    monkeypatch.setattr(_engine, "STREAM_BYTES", 2**30)
+    assert stream_group(16, 16 * 2**20, 8) == 1         # 16 chunks: 16 tasks
+    assert stream_group(4000, 64_000, 8) == 64          # 4,000 chunks: 63 tasks
+    assert stream_group(10_000, 25_600, 8) == 512       # 10,000 chunks: 20 tasks
+    assert stream_group(640_000, 16 * 2**20, 8) == 64   # 10 TB of 16 MiB: 1 GiB tasks
+    assert stream_group(100, 2**31, 8) == 1             # chunks over STREAM_BYTES
+    assert stream_group(1000, 1000, 3) == 81
+
+
+def test_read_ahead_is_validated(make_problem, write_zarr):
+    X, _ = make_problem(20, 4, 2)
+    dataset = open_dataset(write_zarr(X, 5))
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="read_ahead must be an integer >= 0"):
+            Evaluator(dataset, make_hyper(0.1, 3.0, 0.0), read_ahead=bad)
+
+
+def test_an_unreadable_chunk_is_named_with_its_rows(make_problem, write_zarr, hyper_kw):
+    import os
+
+    X, params = make_problem(M, 8, 5)
+    path = write_zarr(X, 10)  # compressed (zstd): a damaged chunk cannot be decoded
+    with open(os.path.join(path, "c", "3", "0"), "wb") as f:
+        f.write(b"not zstd")
+    for read_ahead in (0, 2):  # chunks read together, then found one by one
+        with pytest.raises(DataError) as info:
+            Evaluator(open_dataset(path), make_hyper(**hyper_kw), read_ahead=read_ahead,
+                      strategy="one-pass")(params)
+        msg = str(info.value)
+        assert "\n" not in msg and path in msg and "chunk 3 (rows 30-39): cannot read" in msg

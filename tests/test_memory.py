@@ -131,3 +131,21 @@ def test_cached_strategy_holds_the_activations_and_nothing_more(model, stores):
     assert growth > 0.9 * activations  # visible: the instrument sees kernel results
     # Measured growth: 5.3 chunks for 4.7 chunks of activations (+ graph).
     assert growth < activations + 2 * CHUNK_BYTES  # and the data itself is not kept
+
+
+@pytest.mark.parametrize("read_ahead", [0, 2])
+def test_streaming_tasks_hold_read_ahead_plus_one_chunk(read_ahead, model, stores,
+                                                        monkeypatch):
+    """Tasks that stream 8 chunks each, read one chunk at a time, ``read_ahead``
+    chunks ahead: (read_ahead + 1) chunks are alive, plus the read's own
+    copy, whatever the size of the dataset."""
+    from streamae import _chunkread, _engine
+
+    monkeypatch.setattr(_engine, "MIN_TASKS", 1)       # 20 chunks: tasks of 8
+    monkeypatch.setattr(_engine, "READ_AHEAD", read_ahead)
+    monkeypatch.setattr(_chunkread, "READ_BYTES", 0)   # one chunk per read
+    small = peak_bytes(model, stores[10], "one-pass")
+    peak = peak_bytes(model, stores[20], "one-pass")
+    large = peak_bytes(model, stores[40], "one-pass")
+    assert peak < (read_ahead + 3) * CHUNK_BYTES + 512 * 2**10, peak / CHUNK_BYTES
+    assert large - small < CHUNK_BYTES, (small / CHUNK_BYTES, large / CHUNK_BYTES)

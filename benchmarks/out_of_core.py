@@ -1,0 +1,209 @@
+"""Evaluations on cold data: a store read from the disk, not the page cache.
+
+Measures, in one run on one machine, for a Zarr store of ``--gb`` GB of
+float32 rows (64 columns, 64 -> 25 units, chunks of ``--chunk-rows`` rows),
+uncompressed and zstd:
+
+- the disk limit: O_DIRECT reads of the same chunk files with ``--threads``
+  threads, pages evicted first (seconds for the whole store);
+- the compute limit: a one-pass evaluation with the store in the page cache;
+- cold evaluations, pages evicted before each one
+  (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every chunk file, which needs no
+  privileges): one-pass with read-ahead (default) and without, one-pass
+  with O_DIRECT and through the page cache instead of dropping the pages it
+  read (streamae's default for a store larger than memory), two-pass, and
+  cached.
+
+Each cold figure is also given against max(disk limit, compute limit), the
+best a pass can do when reads and compute overlap fully. The store goes to
+``--dir`` (default: a directory under /work/tmp or /tmp) and is kept for the
+next run.
+
+Usage::
+
+    python benchmarks/out_of_core.py                 # 3 GB, 2 repeats
+    python benchmarks/out_of_core.py --gb 8 --repeats 3 --json out.json
+    python benchmarks/out_of_core.py --quick         # seconds: a smoke test
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import zarr
+from threadpoolctl import threadpool_limits
+
+from streamae import _chunkread
+from streamae._chunkread import _aligned_empty
+from streamae._data import open_dataset
+from streamae._engine import Evaluator, make_hyper
+from streamae._objective import init_params
+
+COLS, HIDDEN = 64, 25
+
+
+def make_store(path, rows, chunk_rows, compressed, seed=0):
+    """A store of ``rows`` x 64 float32 in [0.05, 0.95] (kept if it exists)."""
+    if os.path.exists(path):
+        z = zarr.open_array(path, mode="r")
+        if z.shape == (rows, COLS) and z.chunks[0] == chunk_rows:
+            return path
+        raise SystemExit(f"{path} exists with another shape or chunking; remove it")
+    kw = {} if compressed else {"compressors": None}
+    z = zarr.create_array(path, shape=(rows, COLS), chunks=(chunk_rows, COLS),
+                          dtype="float32", **kw)
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, chunk_rows):
+        stop = min(rows, start + chunk_rows)
+        # Values on a grid of 1/256: zstd finds something to compress, as in images.
+        block = rng.integers(13, 243, size=(stop - start, COLS)).astype(np.float32) / 256
+        z[start:stop] = block
+    os.sync()  # written back: dirty pages cannot be evicted
+    return path
+
+
+def chunk_files(path):
+    out = []
+    for root, _, files in os.walk(path):
+        out += [os.path.join(root, f) for f in files if not f.startswith(("zarr.json", "."))]
+    return sorted(out)
+
+
+def evict(files):
+    """Drop the files' pages from the page cache (no privileges needed)."""
+    for name in files:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def disk_limit(files, threads):
+    """Seconds to read ``files`` with O_DIRECT on ``threads`` threads, cold."""
+    evict(files)
+    size = max(os.path.getsize(f) for f in files)
+    page = 4096
+
+    def read(name):
+        buffer = _aligned_empty(-(-size // page) * page, 1, np.uint8).ravel()
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECT)
+        try:
+            done = 0
+            while True:
+                got = os.readv(fd, [memoryview(buffer)[done:]])
+                if not got:
+                    return done
+                done += got
+        finally:
+            os.close(fd)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(read, files))
+    return time.perf_counter() - t0, total
+
+
+def evaluate(path, params, strategy="one-pass", cache_mode="auto", read_ahead=None,
+             cold=True):
+    """Seconds of one evaluation (pages evicted first if ``cold``)."""
+    _chunkread.CACHE_MODE = cache_mode
+    try:
+        ev = Evaluator(open_dataset(path), make_hyper(0.01, 3.0, 1e-4), dtype="float32",
+                       strategy=strategy, read_ahead=read_ahead)
+    finally:
+        _chunkread.CACHE_MODE = "auto"
+    if cold:
+        evict(chunk_files(path))
+    t0 = time.perf_counter()
+    result = ev(params)
+    seconds = time.perf_counter() - t0
+    assert np.isfinite(result.cost)
+    return seconds, result.cost
+
+
+CASES = [  # name, strategy, cache mode, read-ahead, cold
+    # The cache mode applies to uncompressed stores only; "drop" is what
+    # streamae does by default for a store larger than half the memory.
+    ("cached data (compute limit)", "one-pass", "cached", None, False),
+    ("cold one-pass", "one-pass", "drop", None, True),
+    ("cold one-pass, no read-ahead", "one-pass", "drop", 0, True),
+    ("cold one-pass, O_DIRECT", "one-pass", "direct", None, True),
+    ("cold one-pass, through the page cache", "one-pass", "cached", None, True),
+    ("cold two-pass", "two-pass", "drop", None, True),
+    ("cold cached strategy", "cached", "drop", None, True),
+]
+
+
+def run_store(path, params, args):
+    """The limits and every case for one store; medians of ``--repeats``."""
+    files = chunk_files(path)
+    disk = [disk_limit(files, args.threads) for _ in range(args.repeats)]
+    out = {"bytes_on_disk": disk[0][1], "disk_limit_s": statistics.median(d[0] for d in disk)}
+    evaluate(path, params, "one-pass", "cached", cold=False)  # warm: cache, Numba
+    costs = set()
+    for name, strategy, mode, ahead, cold in CASES:
+        times = []
+        for _ in range(args.repeats):
+            seconds, cost = evaluate(path, params, strategy, mode, ahead, cold)
+            times.append(seconds)
+            costs.add((strategy, cost))
+        out[name] = {"median_s": statistics.median(times), "all_s": times}
+        print(f"  {name}: {statistics.median(times):.3f} s", file=sys.stderr)
+    out["compute_limit_s"] = out["cached data (compute limit)"]["median_s"]
+    bound = max(out["disk_limit_s"], out["compute_limit_s"])
+    for name, *_ in CASES:
+        out[name]["over_max_limit"] = out[name]["median_s"] / bound
+    # Same strategy, same bits, whatever the cache mode and read-ahead.
+    out["same_cost_across_modes"] = len({s for s, _ in costs}) == len(costs)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gb", type=float, default=3.0, help="store size (uncompressed)")
+    p.add_argument("--chunk-rows", type=int, default=262_144)
+    p.add_argument("--threads", type=int, default=8, help="threads of the disk limit")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--dir", default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--quick", action="store_true", help="a tiny store, one repeat (CI)")
+    p.add_argument("--stores", default="uncompressed,zstd",
+                   help="comma-separated: uncompressed, zstd")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.gb, args.chunk_rows, args.repeats = 0.02, 8192, 1
+    base = "/work/tmp" if os.path.isdir("/work/tmp") else tempfile.gettempdir()
+    workdir = args.dir or os.path.join(base, "streamae-out-of-core")
+    os.makedirs(workdir, exist_ok=True)
+    rows = int(args.gb * 1e9) // (COLS * 4)
+    params = init_params(COLS, HIDDEN, np.random.default_rng(0))
+    report = {"gb": args.gb, "rows": rows, "cols": COLS, "hidden": HIDDEN,
+              "chunk_rows": args.chunk_rows, "repeats": args.repeats, "quick": args.quick,
+              "read_ahead_default": _chunkread.READ_AHEAD, "cpu_count": os.cpu_count(),
+              "load_average_before": os.getloadavg(), "stores": {}}
+    for label, compressed in (("uncompressed", False), ("zstd", True)):
+        if label not in args.stores.split(","):
+            continue
+        path = make_store(os.path.join(workdir, f"x{rows}-{args.chunk_rows}-{label}.zarr"),
+                          rows, args.chunk_rows, compressed)
+        print(f"{label} ({path}):", file=sys.stderr)
+        with threadpool_limits(limits=1, user_api="blas"):  # as a fit does
+            report["stores"][label] = run_store(path, params, args)
+    report["load_average_after"] = os.getloadavg()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
