@@ -359,4 +359,5 @@ def test_an_unreadable_chunk_is_named_with_its_rows(make_problem, write_zarr, hy
             Evaluator(open_dataset(path), make_hyper(**hyper_kw), read_ahead=read_ahead,
                       strategy="one-pass")(params)
         msg = str(info.value)
-        assert "\n" not in msg and path in msg and "chunk 3 (rows 30-39): cannot read" in msg
+        assert "\n" not in msg and path in msg and "chunk 3 (rows 30-39)" in msg
+        assert "cannot read" in msg
