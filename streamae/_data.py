@@ -319,8 +319,8 @@ def _check_array_like(data, source):
         )
     if dtype.kind == "c":
         raise DataError(
-            f"{source} has complex dtype {dtype}; streamae trains on real values in [0, 1]: "
-            "keep the real part or the magnitude (numpy.abs) and save that")
+            f"{source} has complex dtype {dtype}; streamae trains on real values (Complex "
+            "data not supported): keep the real part or the magnitude (numpy.abs) and save that")
     if dtype.kind not in "fiub":
         raise DataError(
             f"{source} has non-numeric dtype {dtype}; convert it to float32 or float64 "

@@ -642,7 +642,9 @@ def _as_data(model, X, *, reset):
         raise DataError("sparse input is not supported: the kernels read dense rows; pass "
                         "X.toarray() if it fits in memory, or write it to a Zarr array")
     if isinstance(X, np.ndarray) and X.dtype.kind != "O":
-        return X  # shape, dtype and values: open_dataset and the passes name what is wrong
+        # Shape, dtype (complex too) and values: open_dataset and the passes name
+        # what is wrong.
+        return X
     # Lists and object arrays become numbers.
     try:
         return check_array(X, dtype="numeric", ensure_all_finite=False, ensure_2d=False,

@@ -95,8 +95,9 @@ ROWS = [
     ("data-chunk-corrupt", "compressed bytes that do not decompress (chunk 1)", "CLI",
      ERR + "cannot read 'corrupt.zarr', chunk 1 (rows 10-19): …" + DAMAGED, "2"),
     ("data-complex", "complex values", "CLI",
-     ERR + "'complex.zarr' has complex dtype complex128; streamae trains on real values in "
-     "[0, 1]: keep the real part or the magnitude (numpy.abs) and save that", "2"),
+     ERR + "'complex.zarr' has complex dtype complex128; streamae trains on real values "
+     "(Complex data not supported): keep the real part or the magnitude (numpy.abs) and "
+     "save that", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
      "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",

@@ -225,9 +225,7 @@ def test_streaming_tasks_bit_identical_on_a_cluster(cluster, store, point, refer
     for read_ahead in (0, 2):
         monkeypatch.setattr(_engine, "READ_AHEAD", read_ahead)
         runner = Runner(cluster)
-        got = {s: eval_bits(*point.cost_and_grad(store, strategy=s, scheduler=runner,
-                                                 split_every=SPLIT))
-               for s in STRATEGIES}
+        got = evaluate_all(point, store, runner)
         assert got == reference["eval"], read_ahead
     dataset = open_dataset(store)
     assert Evaluator(dataset, point.hyper, split_every=SPLIT).tasks_per_pass == 2

@@ -132,13 +132,15 @@ def _terminal_lines(text):
 
 
 _BAR = re.compile(r"^(fit one-pass|data variance):.*\|")
+#: Progress as plain log lines (stderr is not a terminal here): streamae._progress.
+_LOG = re.compile(r"^streamae: (compiling kernels|data variance|fit one-pass|warm-up)[^:]*: ")
 
 
 def check_messages(lines, sig, out, bars=False):
     """streamae's lines and nothing else; returns the checkpoint's iteration or None."""
     name = signal.Signals(sig).name
     if bars:  # the bars, and the cluster's line if its start-up was complete
-        lines = [line for line in lines if not _BAR.match(line)
+        lines = [line for line in lines if not _BAR.match(line) and not _LOG.match(line)
                  and not line.startswith("streamae: Dask cluster tcp://127.0.0.1:")]
     received = f"streamae: {name} received: stopping after the current evaluation" + (
         " (Ctrl-C again to stop at once)" if sig == signal.SIGINT else "")
