@@ -512,6 +512,18 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
 
 
 @njit(**_NJIT)
+def _column_means(X):
+    """Column means of ``X`` (m, n) in float64, summed row by row (zeros if m is 0)."""
+    m, n = X.shape
+    mean = np.zeros(n, np.float64)
+    for i in range(m):
+        for j in range(n):
+            mean[j] += X[i, j]
+    mean /= max(m, 1)
+    return mean
+
+
+@njit(**_NJIT)
 def column_moments(X):
     """Per-column mean and centred sum of squares of a chunk, in float64.
 
@@ -530,11 +542,7 @@ def column_moments(X):
         sum_i (x_ij - mean_j)^2.
     """
     m, n = X.shape
-    mean = np.zeros(n, np.float64)
-    for i in range(m):
-        for j in range(n):
-            mean[j] += X[i, j]
-    mean /= max(m, 1)
+    mean = _column_means(X)
     m2 = np.zeros(n, np.float64)
     for i in range(m):
         for j in range(n):
@@ -571,11 +579,7 @@ def centred_scatter(X, block_rows):
     C : ndarray of shape (n, n), float64
     """
     m, n = X.shape
-    mean = np.zeros(n, np.float64)
-    for i in range(m):
-        for j in range(n):
-            mean[j] += X[i, j]
-    mean /= max(m, 1)
+    mean = _column_means(X)
     C = np.zeros((n, n), np.float64)
     br = max(1, min(block_rows, m))
     buf = np.empty((br, n), np.float64)

@@ -374,6 +374,14 @@ def cmd_gradcheck(args):
 # streamae patches / import / encode / show (docs/tutorial.md)
 
 def _add_data_parsers(sub):
+    """patches, import, encode and show (docs/tutorial.md)."""
+    _add_patches_parser(sub)
+    _add_import_parser(sub)
+    _add_encode_parser(sub)
+    _add_show_parser(sub)
+
+
+def _add_patches_parser(sub):
     p = _command(sub, "patches", "random image patches, normalised as the exercise, into a "
                  "Zarr store", "Each patch has its mean removed, is clipped at 3 standard "
                  "deviations and mapped to [0.1, 0.9], ready for `streamae train`.")
@@ -400,6 +408,8 @@ def _add_data_parsers(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
+
+def _add_import_parser(sub):
     p = _command(sub, "import", "a .npy file or Zarr array into a store ready to train on",
                  "Copies the rows chunk by chunk (never the whole array in memory), "
                  "optionally min-max scaled into [0, 1]; the scale is recorded so that other "
@@ -419,18 +429,28 @@ def _add_data_parsers(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
+
+def _add_encode_parser(sub):
     p = _command(sub, "encode", "hidden activations of every row into a Zarr store",
                  "The features f(W1 x + b1) of a trained model, computed chunk by chunk.")
     p.add_argument("model", help="model directory (from `streamae train`)")
     p.add_argument("data", help="Zarr array (path or URL) as wide as the model's input")
     p.add_argument("out", help="Zarr array to write, chunked like DATA")
+    _add_store_output_options(p, "DATA")
+
+
+def _add_store_output_options(p, source):
+    """--chunk-rows, --scheduler, --quiet and --overwrite of a command that writes
+    a store chunked like its input ``source``."""
     p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: DATA's chunks)")
+                   help=f"rows per chunk (default: {source}'s chunks)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler: threads (the default), synchronous, processes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
+
+def _add_show_parser(sub):
     p = _command(sub, "show", "PNG pictures of a model: filters, cost curve, rho_hat",
                  "Writes filters.png (one tile per hidden unit), cost.png and rho_hat.png.")
     p.add_argument("model", help="model directory (from `streamae train`)")
@@ -562,12 +582,7 @@ def _add_whiten_parser(sub):
                         "as the exercises; 0 requires every column to vary)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="output dtype (default: IN's float dtype)")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: IN's chunks)")
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler: threads, synchronous, processes (default: threads)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_store_output_options(p, "IN")
 
 
 def cmd_whiten(args):
