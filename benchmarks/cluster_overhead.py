@@ -226,6 +226,13 @@ def run(args):
     return report
 
 
+def memory_data(args):
+    """The sweep's data as one NumPy array: the values of the stores, in memory
+    (on the LocalCluster, held in the workers' memory once per evaluator)."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.05, 0.95, size=(args.rows, args.cols)).astype(np.float32)
+
+
 def timed(evaluate, p):
     """(wall seconds, calling thread's CPU seconds, result) of one evaluation."""
     w0, c0 = time.perf_counter(), time.thread_time()
@@ -243,6 +250,7 @@ def sweep(args):
     counts = [int(c) for c in args.sweep.split(",")]
     report = {"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
               "strategy": args.strategy, "workers": args.workers, "repeats": args.repeats,
+              "data": "memory" if args.memory else "store",
               "compressed": not args.uncompressed, "cpu_count": os.cpu_count(),
               "load_average_before": os.getloadavg(), "chunks": {}}
     threads = Runner("threads", workers=args.workers)
@@ -252,12 +260,16 @@ def sweep(args):
         client.wait_for_workers(args.workers)
         runner = Runner(client)
         with runner.session():
+            memory = memory_data(args) if args.memory else None
             for count in counts:
                 rows = -(-args.rows // count)
-                name = f"x{args.rows}-{rows}{'-raw' if args.uncompressed else ''}.zarr"
-                path = make_store(os.path.join(workdir, name), args.rows, args.cols, rows,
-                                  compressed=not args.uncompressed)
-                evs = {name: Evaluator(open_dataset(path, chunk_rows=rows), hyper,
+                if memory is None:
+                    name = f"x{args.rows}-{rows}{'-raw' if args.uncompressed else ''}.zarr"
+                    data = make_store(os.path.join(workdir, name), args.rows, args.cols, rows,
+                                      compressed=not args.uncompressed)
+                else:
+                    data = memory
+                evs = {name: Evaluator(open_dataset(data, chunk_rows=rows), hyper,
                                        dtype="float32", strategy=args.strategy, scheduler=r)
                        for name, r in (("threads", threads), ("local_cluster", runner))}
                 for p in points(params, args.warmup, start=1000):
@@ -299,6 +311,9 @@ def main(argv=None):
                    help="comma-separated chunk counts: time per evaluation against chunks")
     p.add_argument("--uncompressed", action="store_true",
                    help="sweep stores without compression (read straight from their files)")
+    p.add_argument("--memory", action="store_true",
+                   help="sweep a NumPy array held in memory (on the LocalCluster, in the "
+                        "workers' memory) instead of stores")
     args = p.parse_args(argv)
     if args.sweep:
         text = json.dumps(sweep(args), indent=2)

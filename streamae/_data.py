@@ -47,12 +47,16 @@ class Dataset:
         For a Zarr array: reads the row chunks of ``array`` by index inside the
         tasks that stream them (see `streamae._chunkread`); None for other
         inputs, whose chunks are read as tasks of ``array``'s graph.
+    memory : ndarray of shape (m, n) or None
+        For NumPy input: the array itself (``array`` is a chunked view of it),
+        which the tasks take in runs of consecutive chunks.
     """
 
     array: da.Array
     source: str
     unit_rows: int = None
     reader: RowSource = None
+    memory: np.ndarray = None
 
     @property
     def shape(self):
@@ -252,7 +256,7 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
 
     _check_array_like(data, source)
     m, n = data.shape
-    unit = reader = None
+    unit = reader = memory = None
     if isinstance(data, zarr.Array):
         unit = int((data.shards or data.chunks)[0])
         rows = chunk_rows or task_rows(unit, n * np.dtype(data.dtype).itemsize, m)
@@ -264,10 +268,11 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     else:
         rows = chunk_rows or max(1, _NUMPY_TASK_BYTES // max(1, n * data.dtype.itemsize))
         array = da.from_array(data, chunks=(min(rows, m), n))
+        memory = data
     readable = readable_dtype(array.dtype, source)
     if readable != array.dtype:
         array = array.astype(readable)  # per chunk, as each task reads it
-    return Dataset(array, source, unit, reader)
+    return Dataset(array, source, unit, reader, memory)
 
 
 def readable_dtype(dtype, source):

@@ -1,12 +1,13 @@
 """Passes over chunks: one evaluation of (cost, gradient) as Dask graphs.
 
 Each pass is a set of kernel tasks followed by a tree reduction of the small
-partial sums. For a Zarr store, a task streams a fixed run of consecutive
-batches (row chunks), reading ahead while its kernels compute
-(`streamae._chunkread.RowSource`); the runs are planned once per evaluator
-from the store's layout (`stream_group`), so the tasks per evaluation grow
-with the data's bytes, not its number of chunks. Other Dask arrays run one
-task per chunk. The tree's shape is fixed by batch index (groups of
+partial sums. A task takes a fixed run of consecutive batches (row chunks):
+from a Zarr store it streams them, reading ahead while its kernels compute
+(`streamae._chunkread.RowSource`); NumPy input is held as one block per run
+(on a cluster's workers, once per evaluator); a Dask array's task takes its
+run's chunks. The runs are planned once per evaluator from the data's layout
+(`stream_group`), so the tasks per evaluation grow with the data's bytes, not
+its number of chunks. The tree's shape is fixed by batch index (groups of
 ``split_every`` consecutive batches; a run is one subtree of it, reduced
 inside its task), never by task completion order, so the floating-point
 result does not depend on the scheduler, the grouping or the read-ahead.
@@ -28,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import dask
+import dask.array as da
 import numpy as np
 import psutil
 
@@ -114,41 +116,76 @@ def _kernel(kind, block, row0, p, c, block_rows, a2=None):
     return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows, linear)
 
 
-def _task(kind, data, where, p, c, block_rows, split_every, read_ahead, kept=None):
-    """The reduced partial sums of one task of a pass.
+def _batches(data, where, read_ahead):
+    """Yield (k, first row, batch k) for a task's batches, in order.
+
+    Parameters
+    ----------
+    data : RowSource, ndarray of shape (rows, n) or list of ndarrays
+        A Zarr store's batches, streamed; one block of consecutive batches in
+        memory; or the batches themselves (chunks of a Dask array).
+    where : (int, int) or sequence of int
+        For a `RowSource`: its [first, stop) batches, read in order with
+        ``read_ahead`` reads ahead. Otherwise: the global first row of each
+        batch, then the row after the last.
+    """
+    if isinstance(data, RowSource):
+        first, stop = where
+        for i, block in data.stream(first, stop, read_ahead):
+            yield i - first, int(data.starts[i]), block
+        return
+    starts = [int(w) for w in where]
+    for k in range(len(starts) - 1):
+        if isinstance(data, list):
+            yield k, starts[k], data[k]
+        else:
+            yield k, starts[k], data[starts[k] - starts[0]:starts[k + 1] - starts[0]]
+
+
+def _task(kind, data, where, p, c, block_rows, split_every, read_ahead, subtree, kept=None):
+    """The partial sums of one task of a pass: its batches' sums reduced in
+    subtrees of ``subtree`` batches, each as `tree_sum` reduces them over all
+    batches.
 
     Parameters
     ----------
     kind : str
         As in `_kernel`.
-    data : RowSource or ndarray of shape (rows, n)
-        A Zarr store's batches, streamed; or one chunk of a Dask array.
-    where : (int, int) or int
-        [first, stop) batches of ``data`` (a `RowSource`), read in order with
-        ``read_ahead`` batches read ahead and reduced in the same tree as
-        `tree_sum`; or the chunk's first row (global).
+    data, where
+        The task's batches, as in `_batches`.
+    subtree : int
+        A power of ``split_every``: batches per subtree of the reduction tree.
     kept : tuple, optional
         For ``kind`` "cached": this task's result of the "keep" pass.
 
     Returns
     -------
-    tuple of partial sums; for ``kind`` "keep", ``(a2 of each batch, sums)``.
+    list of partial-sum tuples, one per subtree; for ``kind`` "keep",
+    ``(a2 of each batch, that list)``.
     """
-    if not isinstance(data, RowSource):
-        return _kernel(kind, data, where, p, c, block_rows, None if kept is None else kept[0][0])
-    first, stop = where
-    tree = _TreeSum(split_every)
+    trees = []
     activations = []
-    for i, block in data.stream(first, stop, read_ahead):
-        a2 = None if kept is None else kept[0][i - first]
-        sums = _kernel(kind, block, int(data.starts[i]), p, c, block_rows, a2)
+    for k, row0, block in _batches(data, where, read_ahead):
+        a2 = None if kept is None else kept[0][k]
+        sums = _kernel(kind, block, row0, p, c, block_rows, a2)
         del block  # before the next read completes: read_ahead + 1 batches at most
         if kind == "keep":
             activations += sums[0]
             sums = sums[1]
-        tree.add(sums)
-    total = tree.result()
-    return (activations, total) if kind == "keep" else total
+        if k % subtree == 0:
+            trees.append(_TreeSum(split_every))
+        trees[-1].add(sums)
+    totals = [tree.result() for tree in trees]
+    return (activations, totals) if kind == "keep" else totals
+
+
+def _first_bad_row(data, where, read_ahead):
+    """Global index of the first row of a task's batches holding NaN or Inf, or -1."""
+    for _, row0, block in _batches(data, where, read_ahead):
+        rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if rows.size:
+            return row0 + int(rows[0])
+    return -1
 
 
 # One function per pass, so that task names say which pass runs (dashboard,
@@ -179,12 +216,6 @@ _TASKS = {"hidden": _task_hidden_sum, "keep": _task_hidden_keep, "backprop": _ta
 
 def _kept_sums(kept):
     return kept[1]
-
-
-def _first_non_finite_row(block):
-    """[[index of the block's first row holding NaN or Inf, or -1]]."""
-    rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
-    return np.array([[rows[0] if rows.size else -1]], np.int64)
 
 
 def _merge_bad(records):
@@ -243,11 +274,14 @@ class _TreeSum:
 def stream_group(batches, batch_bytes, split_every):
     """Batches per streaming task (a function of the data's layout only).
 
-    The largest power of ``split_every`` not above ``STREAM_BYTES /
-    batch_bytes`` nor ``batches / MIN_TASKS`` (at least 1). A power of
-    ``split_every``, so that a task's batches are exactly one subtree of the
-    tree `tree_sum` builds over all batches: the task reduces them in the same
-    order, and results have the same bits whatever the grouping.
+    ``g m``: ``g`` the largest power of ``split_every`` and ``m`` the largest
+    divisor of ``split_every`` (below it) such that ``g m`` is not above
+    ``STREAM_BYTES / batch_bytes`` nor ``batches / MIN_TASKS`` (at least 1).
+    A task's batches are then ``m`` whole subtrees of ``g`` batches of the
+    tree `tree_sum` builds over all batches, and ``split_every / m`` tasks
+    make one node above them (see `reduce_runs`): results have the same bits
+    whatever the grouping, and a pass has ``MIN_TASKS`` to ``2 MIN_TASKS``
+    tasks when ``split_every`` is a power of two.
 
     Parameters
     ----------
@@ -262,7 +296,40 @@ def stream_group(batches, batch_bytes, split_every):
     group = 1
     while group * split_every <= want:
         group *= split_every
-    return group
+    subtrees = max(m for m in range(1, split_every)
+                   if split_every % m == 0 and (m == 1 or group * m <= want))
+    return group * subtrees
+
+
+def subtree_size(run, split_every):
+    """The largest power of ``split_every`` dividing ``run`` (a `stream_group`):
+    batches per subtree inside a task."""
+    size = 1
+    while run % (size * split_every) == 0:
+        size *= split_every
+    return size
+
+
+def _combine_runs(*runs):
+    """`_combine` of the subtree sums of consecutive tasks, in order."""
+    return _combine(*[part for run in runs for part in run])
+
+
+def reduce_runs(runs, per_task, split_every):
+    """Delayed total of the tasks' lists of subtree sums: ``split_every /
+    per_task`` consecutive tasks make one node of the tree, then `tree_sum`.
+
+    Parameters
+    ----------
+    runs : list of Delayed
+        Each a list of ``per_task`` subtree sums (the last task's maybe fewer).
+    per_task : int
+        Subtrees per task, a divisor of ``split_every``.
+    """
+    step = split_every // per_task
+    nodes = [dask.delayed(_combine_runs, pure=True)(*runs[i:i + step])
+             for i in range(0, len(runs), step)]
+    return tree_sum(nodes, split_every)
 
 
 def tree_sum(parts, split_every=8):
@@ -306,10 +373,10 @@ class Evaluator:
 
     Notes
     -----
-    For a Zarr store, each task streams a fixed run of consecutive batches
-    (`stream_group`: a function of the store's layout and `STREAM_BYTES`,
-    never of the scheduler), so the tasks per evaluation do not grow with the
-    number of chunks; the runs are described once per evaluator and only the
+    Each task takes a fixed run of consecutive batches (`stream_group`: a
+    function of the data's layout and `STREAM_BYTES`, never of the
+    scheduler), so the tasks per evaluation do not grow with the number of
+    chunks; the runs are described once per evaluator and only the
     parameters change between evaluations.
     """
 
@@ -324,9 +391,8 @@ class Evaluator:
         self.strategy = strategy
         self.scheduler = scheduler or "threads"
         self.runner = make_runner(scheduler)
-        self._array = None  # the data as the runner reads it, prepared on first use
-        self._block_list = None
-        self._plan = None
+        self._plan = None  # the tasks' data, prepared on first use
+        self._prepared = None
         read_ahead = READ_AHEAD if read_ahead is None else read_ahead
         self.read_ahead = check_int("read_ahead", read_ahead, 0)
         self.block_rows = check_int("block_rows", block_rows, 1)
@@ -367,47 +433,58 @@ class Evaluator:
                 "'two-pass', which keep only one chunk per task"
             )
 
-    @property
-    def array(self):
-        """The data as the scheduler reads it (in-memory data is shipped once)."""
-        if self._array is None:
-            self._array = self.runner.prepare(self.dataset.array)
-        return self._array
-
-    def _blocks(self):
-        # Built once: to_delayed costs ~50 us a chunk, every evaluation.
-        if self._block_list is None:
-            self._block_list = self.array.to_delayed().ravel().tolist()
-        return self._block_list
-
     def _stream_plan(self):
-        """(the store's `RowSource` as one graph key, [first, stop) batches of
-        each task), built once per evaluator; None for data not in a Zarr store."""
-        reader = self.dataset.reader
-        if reader is None:
-            return None
+        """[(data, where)] of each task of a pass, in index order (see `_batches`),
+        built once per evaluator: tasks are runs of `stream_group` consecutive
+        batches, whatever the data's kind."""
         if self._plan is None:
-            batches = len(reader)
-            batch_bytes = (reader.starts[1] - reader.starts[0]) * reader.n * self.dtype.itemsize
-            group = stream_group(batches, int(batch_bytes), self.split_every)
-            # One key for the store handle, named as dask names the array object
-            # that from_array reads ("original-...").
-            source = dask.delayed(reader, name=f"original-streamae-source-{uuid.uuid4().hex}",
-                                  traverse=False)
-            self._plan = source, [(i, min(i + group, batches))
-                                  for i in range(0, batches, group)]
+            batches = len(self.row_starts)
+            n = self.dataset.shape[1]
+            batch_bytes = int(self.dataset.array.chunks[0][0]) * n * self.dtype.itemsize
+            group = stream_group(batches, batch_bytes, self.split_every)
+            self._subtree = subtree_size(group, self.split_every)
+            self._per_task = group // self._subtree
+            ranges = [(i, min(i + group, batches)) for i in range(0, batches, group)]
+            if self.dataset.reader is not None:
+                # One key for the store handle, named as dask names the array
+                # object that from_array reads ("original-...").
+                source = dask.delayed(
+                    self.dataset.reader, traverse=False,
+                    name=f"original-streamae-source-{uuid.uuid4().hex}")
+                self._plan = [(source, r) for r in ranges]
+            else:
+                self._plan = self._memory_runs(ranges)
         return self._plan
+
+    def _memory_runs(self, ranges):
+        """The plan of data not in a Zarr store. NumPy input: one block per run
+        (views; held on the workers once per evaluator on a cluster). A Dask
+        array: each task takes its run's chunks."""
+        starts = self.dataset.row_starts.astype(np.int64)
+        # Arrays, not tuples: Dask neither traverses nor hashes them element by element.
+        wheres = [starts[i:j + 1] for i, j in ranges]
+        memory = self.dataset.memory
+        if memory is None:
+            self._prepared = self.runner.prepare(self.dataset.array)
+            chunks = self._prepared.to_delayed().ravel().tolist()
+            return [(chunks[i:j], w) for (i, j), w in zip(ranges, wheres)]
+        rows = tuple(w[-1] - w[0] for w in wheres)
+        runs = da.from_array(memory, chunks=(rows, memory.shape[1]),
+                             name=f"streamae-runs-{uuid.uuid4().hex}")
+        runs = runs.astype(self.dataset.array.dtype)  # float16, bool: as open_dataset reads them
+        # Held here: on a cluster, the persisted blocks live as long as this reference.
+        self._prepared = self.runner.prepare(runs)
+        return list(zip(self._prepared.to_delayed().ravel().tolist(), wheres))
 
     @property
     def tasks_per_pass(self):
         """Kernel tasks in one pass over the data."""
-        plan = self._stream_plan()
-        return len(plan[1]) if plan is not None else len(self.row_starts)
+        return len(self._stream_plan())
 
     def _compute(self, *objs):
-        # Streaming tasks read their own batches: nothing to fuse (and fusing
-        # would merge them into the reduction tasks).
-        return self.runner.compute(*objs, fuse_reads=self._stream_plan() is None)
+        # Tasks read their own batches: nothing to fuse (and fusing would
+        # merge them into the reduction tasks).
+        return self.runner.compute(*objs, fuse_reads=False)
 
     def pass_progress(self, label):
         """Context showing chunks done in a pass (local schedulers, ``progress`` on)."""
@@ -449,13 +526,11 @@ class Evaluator:
 
     def _find_bad_rows(self):
         """rho_hat is not finite: look for NaN/Inf in the data to name them."""
-        bad = self.array.map_blocks(_first_non_finite_row, chunks=(1, 1), dtype=np.int64)
-        rows = np.asarray(self._compute(bad)[0]).ravel()
-        found = np.flatnonzero(rows >= 0)
-        if found.size:
-            i = int(found[0])
-            raise DataError(describe_bad_values(self.dataset, self.row_starts[i] + rows[i],
-                                                self.hyper.decoder))
+        find = dask.delayed(_first_bad_row, pure=True)
+        rows = self._compute(*[find(d, w, self.read_ahead) for d, w in self._stream_plan()])
+        found = [r for r in rows if r >= 0]
+        if found:
+            raise DataError(describe_bad_values(self.dataset, min(found), self.hyper.decoder))
 
     def __call__(self, params):
         """Evaluate at ``params`` (dict W1, b1, W2, b2; any float dtype).
@@ -481,6 +556,7 @@ class Evaluator:
         evaluation is submitted again, up to twice. The result is the same.
         """
         for attempt in range(3):
+            self._token = uuid.uuid4().hex  # new task keys for every submission
             try:
                 return run(p, params)
             except LostInputError:
@@ -488,22 +564,27 @@ class Evaluator:
                     raise
 
     def _tasks(self, kind, pd, cd=None, kept=None):
-        """Delayed partial sums of one pass: one task per streamed group of
-        batches (a Zarr store) or per chunk (other data), in index order."""
-        task = dask.delayed(_TASKS[kind], pure=True)
-        consts = (pd, cd, self.block_rows, self.split_every, self.read_ahead)
+        """Delayed partial sums of one pass: one task per run of batches, in index order.
+
+        Keys are named, not hashed from the arguments: the client's work per
+        evaluation is a few objects per task, whatever the data's chunks.
+        """
+        function = _TASKS[kind]
+        task = dask.delayed(function)
         plan = self._stream_plan()
-        if plan is not None:
-            source, ranges = plan
-            kept = kept or [None] * len(ranges)
-            return [task(source, where, *consts, k) for where, k in zip(ranges, kept)]
-        kept = kept or [None] * len(self.row_starts)
-        return [task(b, r0, *consts, k)
-                for b, r0, k in zip(self._blocks(), self.row_starts, kept)]
+        consts = (pd, cd, self.block_rows, self.split_every, self.read_ahead, self._subtree)
+        kept = kept or [None] * len(plan)
+        name = f"{function.__name__}-{self._token}"
+        return [task(data, where, *consts, k, dask_key_name=(name, i))
+                for i, ((data, where), k) in enumerate(zip(plan, kept))]
+
+    def _total(self, runs):
+        """Delayed total of a pass's tasks (each a list of subtree sums)."""
+        return reduce_runs(runs, self._per_task, self.split_every)
 
     def _reduce(self, kind, pd, cd=None, kept=None):
-        """One pass: its tasks, reduced by `tree_sum`, computed."""
-        sums, = self._compute(tree_sum(self._tasks(kind, pd, cd, kept), self.split_every))
+        """One pass: its tasks, reduced by `reduce_runs`, computed."""
+        sums, = self._compute(self._total(self._tasks(kind, pd, cd, kept)))
         return sums
 
     def _two_pass(self, p, params):
@@ -532,10 +613,9 @@ class Evaluator:
         self._require_cache_fits(p["W1"].shape[0])
         pd = self.runner.put(p)
         with self.pass_progress("cached 1/2"):
-            kept = self.runner.persist(*self._tasks("keep", pd),
-                                       fuse_reads=self._stream_plan() is None)
-        (sum_a2,), = self._compute(tree_sum(
-            [dask.delayed(_kept_sums, pure=True)(k) for k in kept], self.split_every))
+            kept = self.runner.persist(*self._tasks("keep", pd), fuse_reads=False)
+        (sum_a2,), = self._compute(self._total(
+            [dask.delayed(_kept_sums, pure=True)(k) for k in kept]))
         rho_hat, kl, c = self._sparsity(sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("cached 2/2"):

@@ -202,16 +202,16 @@ def test_local_cluster_bit_identical_with_1_2_3_workers(cluster, store, point, r
 def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
     """One task per chunk reads and reduces it (no separate read tasks whose
     output would travel), plus the reduction tree; nothing else."""
+    from dask.utils import key_split
     from distributed import get_task_stream
 
     with get_task_stream(cluster) as stream:
         on(point, cluster, strategy="one-pass").cost_and_grad(store)
-    prefixes = sorted(t["key"].rsplit("-", 1)[0] for t in stream.data
-                      if isinstance(t["key"], str))
-    kernels = [p for p in prefixes if p == "_task_one_pass"]
+    prefixes = sorted(key_split(t["key"]) for t in stream.data)
+    kernels = [p for p in prefixes if p == "task_one_pass"]
     assert len(kernels) == M // CHUNK
-    assert all(p in ("_task_one_pass", "_combine") or p.startswith(("dict", "original-"))
-               for p in prefixes), prefixes
+    assert all(p in ("task_one_pass", "combine", "combine_runs") or p.startswith(
+        ("dict", "original-")) for p in prefixes), prefixes
 
 
 def test_streaming_tasks_bit_identical_on_a_cluster(cluster, store, point, reference,

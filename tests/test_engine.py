@@ -26,7 +26,8 @@ from streamae import (
     reference_cost_and_grad,
 )
 from streamae._data import open_dataset
-from streamae._engine import Evaluator, _merge_bad, _TreeSum, make_hyper, stream_group, tree_sum
+from streamae._engine import (Evaluator, _merge_bad, _TreeSum, make_hyper, stream_group,
+                              subtree_size, tree_sum)
 from streamae._objective import PARAM_NAMES
 
 RTOL64 = 1e-12
@@ -278,9 +279,9 @@ def test_saturated_hidden_unit_is_an_error_not_nan(strategy, dtype, make_problem
 
 # ----------------------------------------------------------------- streaming tasks
 
-def _eval_bits(dataset, params, strategy, **kw):
+def _eval_bits(dataset, params, strategy, split_every=3, **kw):
     ev = Evaluator(dataset, make_hyper(0.1, 3.0, 1e-3), dtype="float64", strategy=strategy,
-                   split_every=3, **kw)
+                   split_every=split_every, **kw)
     result = ev(params)
     return ev.tasks_per_pass, (np.float64(result.cost).tobytes(),
                                *(result.grad[k].tobytes() for k in PARAM_NAMES))
@@ -291,18 +292,24 @@ def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_proble
                                                            write_zarr, monkeypatch):
     """One task per chunk, tasks streaming 3 or 9 chunks (split_every 3), the
     last task partial, any read-ahead, chunks read one by one or together,
-    threads or synchronous, and the chunks as tasks of a Dask array: the same
-    bits."""
+    threads or synchronous; the data in a Zarr store, a Dask array or a NumPy
+    array: the same bits."""
     from streamae import _chunkread
 
     X, params = make_problem(203, 8, 5)
     path = write_zarr(X, 10)  # 21 chunks, the last of 3 rows
-    reference = _eval_bits(open_dataset(da.from_zarr(path)), params, strategy)
-    assert reference[0] == 21  # a Dask array: one task per chunk
+    monkeypatch.setattr(_engine, "STREAM_BYTES", 0)  # one task per chunk
+    reference = _eval_bits(open_dataset(path), params, strategy, read_ahead=0)
+    assert reference[0] == 21
     seen = {}
     for min_tasks, stream_bytes in [(8, 0), (8, 2**30), (1, 2**30), (1, 3 * 10 * 8 * 8)]:
         monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
         monkeypatch.setattr(_engine, "STREAM_BYTES", stream_bytes)
+        for data in (da.from_zarr(path), np.asarray(X)):
+            for scheduler in ("threads", "synchronous"):
+                tasks, bits = _eval_bits(open_dataset(data, chunk_rows=10), params, strategy,
+                                         scheduler=scheduler)
+                assert bits == reference[1], (min_tasks, stream_bytes, type(data), scheduler)
         for read_ahead, read_bytes in [(0, 0), (1, 0), (3, 0), (2, 2**20)]:
             monkeypatch.setattr(_chunkread, "READ_BYTES", read_bytes)
             for scheduler in ("threads", "synchronous"):
@@ -312,6 +319,36 @@ def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_proble
                                               scheduler)
                 seen.setdefault((min_tasks, stream_bytes), tasks)
     assert list(seen.values()) == [21, 7, 3, 7]  # groups of 1, 3, 9 and 3 chunks
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_tasks_of_several_subtrees_give_the_same_bits(strategy, make_problem, write_zarr,
+                                                      monkeypatch):
+    """split_every 4: tasks of 2 subtrees (of 1 or 4 chunks), the last task
+    partial; a Zarr store, a NumPy array and a Dask array: the bits of one task
+    per chunk."""
+    X, params = make_problem(203, 8, 5)
+    path = write_zarr(X, 10)  # 21 chunks
+    monkeypatch.setattr(_engine, "STREAM_BYTES", 0)
+    tasks, reference = _eval_bits(open_dataset(path), params, strategy, split_every=4)
+    assert tasks == 21
+    monkeypatch.setattr(_engine, "STREAM_BYTES", 2**30)
+    for min_tasks, expected in [(8, 11), (2, 3)]:  # runs of 2 x 1 and 2 x 4 chunks
+        monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
+        for data in (path, np.asarray(X), da.from_zarr(path)):
+            tasks, bits = _eval_bits(open_dataset(data, chunk_rows=10), params, strategy,
+                                     split_every=4)
+            assert (tasks, bits) == (expected, reference), (min_tasks, type(data))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_in_memory_data_runs_in_streamed_tasks(kind, make_problem):
+    """NumPy and Dask input in many small chunks: a few tasks per pass (runs
+    of chunks), not one per chunk."""
+    X, params = make_problem(4000, 8, 5)
+    data = np.asarray(X) if kind == "numpy" else da.from_array(np.asarray(X), chunks=(10, 8))
+    tasks, _ = _eval_bits(open_dataset(data, chunk_rows=10), params, "one-pass")
+    assert tasks == 15  # 400 chunks in runs of 27 (split_every 3)
 
 
 def test_eager_tree_sum_matches_tree_sum():
@@ -329,14 +366,18 @@ def test_eager_tree_sum_matches_tree_sum():
             assert_array_equal(eager[2], lazy[2])
 
 
-def test_stream_group_is_a_power_of_split_every_set_by_the_layout(monkeypatch):
+def test_stream_group_is_whole_subtrees_set_by_the_layout(monkeypatch):
     monkeypatch.setattr(_engine, "STREAM_BYTES", 2**30)
-    assert stream_group(16, 16 * 2**20, 8) == 1         # 16 chunks: 16 tasks
-    assert stream_group(4000, 64_000, 8) == 64          # 4,000 chunks: 63 tasks
-    assert stream_group(10_000, 25_600, 8) == 512       # 10,000 chunks: 20 tasks
+    assert stream_group(16, 16 * 2**20, 8) == 2         # 16 chunks: 8 tasks
+    assert stream_group(1000, 256_000, 8) == 64         # 1,000 chunks: 16 tasks
+    assert stream_group(4000, 64_000, 8) == 256         # 4,000 chunks: 16 tasks
+    assert stream_group(10_000, 25_600, 8) == 1024      # 10,000 chunks: 10 tasks
     assert stream_group(640_000, 16 * 2**20, 8) == 64   # 10 TB of 16 MiB: 1 GiB tasks
     assert stream_group(100, 2**31, 8) == 1             # chunks over STREAM_BYTES
-    assert stream_group(1000, 1000, 3) == 81
+    assert stream_group(7, 2**20, 8) == 1               # fewer chunks than MIN_TASKS
+    assert stream_group(1000, 1000, 3) == 81            # 3 has no divisor but 1
+    assert [subtree_size(r, 8) for r in (1, 2, 4, 8, 64, 256, 1024)] == [1, 1, 1, 8, 64, 64,
+                                                                         512]
 
 
 def test_read_ahead_is_validated(make_problem, write_zarr):

@@ -25,6 +25,12 @@ exceeds the 10-chunk one by 0.26-0.34 chunk (the Dask graph's bookkeeping,
 ~10 KiB per task). Single calls sometimes show up to one more chunk: zarr read
 buffers that wait for the garbage collector (hence the smallest of two).
 
+Reads here are one chunk each, with no read-ahead (`one_chunk_at_a_time`):
+a task of a pass takes a run of consecutive chunks, and by default reads up
+to 8 MiB of small chunks together and two reads ahead, a fixed bound (tested
+by `test_streaming_tasks_hold_read_ahead_plus_one_chunk`) that these 1 MiB
+chunks would only reach in the larger stores.
+
 Only memory is asserted, never time.
 """
 
@@ -69,6 +75,14 @@ def model():
         rho=0.1, beta=3.0, weight_decay=1e-4, dtype="float64")
 
 
+@pytest.fixture
+def one_chunk_at_a_time(monkeypatch):
+    from streamae import _chunkread, _engine
+
+    monkeypatch.setattr(_engine, "READ_AHEAD", 0)
+    monkeypatch.setattr(_chunkread, "READ_BYTES", 0)
+
+
 def peak_bytes(model, path, strategy, repeats=2):
     """tracemalloc peak of one evaluation (the smallest of ``repeats``; a
     retained dataset would show in every one of them)."""
@@ -104,7 +118,7 @@ def test_tracemalloc_sees_numba_allocations():
 
 
 @pytest.mark.parametrize("strategy", ["one-pass", "two-pass"])
-def test_peak_is_about_one_chunk(strategy, model, stores):
+def test_peak_is_about_one_chunk(strategy, model, stores, one_chunk_at_a_time):
     # 20 MiB of data. Allowed: 3 chunks (the chunk being read is briefly there
     # twice, as file bytes and as the decoded array, plus slack for one more)
     # + 512 KiB (kernel blocks of 1/8 chunk, graph, partial sums).
@@ -114,14 +128,15 @@ def test_peak_is_about_one_chunk(strategy, model, stores):
 
 
 @pytest.mark.parametrize("strategy", ["one-pass", "two-pass"])
-def test_peak_does_not_grow_with_the_dataset(strategy, model, stores):
+def test_peak_does_not_grow_with_the_dataset(strategy, model, stores, one_chunk_at_a_time):
     small = peak_bytes(model, stores[10], strategy)
     large = peak_bytes(model, stores[40], strategy)
     # 30 more chunks (30 MiB) add less than one chunk (graph bookkeeping only).
     assert large - small < CHUNK_BYTES, (small / CHUNK_BYTES, large / CHUNK_BYTES)
 
 
-def test_cached_strategy_holds_the_activations_and_nothing_more(model, stores):
+def test_cached_strategy_holds_the_activations_and_nothing_more(model, stores,
+                                                               one_chunk_at_a_time):
     """The cached strategy keeps m x s activations (by design, and counted by its
     memory budget): the peak grows by those, not by the data."""
     small = peak_bytes(model, stores[10], "cached", repeats=1)
