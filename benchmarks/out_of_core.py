@@ -113,12 +113,8 @@ def disk_limit(files, threads):
 def evaluate(path, params, strategy="one-pass", cache_mode="auto", read_ahead=None,
              cold=True):
     """Seconds of one evaluation (pages evicted first if ``cold``)."""
-    _chunkread.CACHE_MODE = cache_mode
-    try:
-        ev = Evaluator(open_dataset(path), make_hyper(0.01, 3.0, 1e-4), dtype="float32",
-                       strategy=strategy, read_ahead=read_ahead)
-    finally:
-        _chunkread.CACHE_MODE = "auto"
+    ev = Evaluator(open_dataset(path, page_cache=cache_mode), make_hyper(0.01, 3.0, 1e-4),
+                   dtype="float32", strategy=strategy, read_ahead=read_ahead)
     if cold:
         evict(chunk_files(path))
     t0 = time.perf_counter()
@@ -131,11 +127,11 @@ def evaluate(path, params, strategy="one-pass", cache_mode="auto", read_ahead=No
 CASES = [  # name, strategy, cache mode, read-ahead, cold
     # The cache mode applies to uncompressed stores only; "drop" is what
     # streamae does by default for a store larger than half the memory.
-    ("cached data (compute limit)", "one-pass", "cached", None, False),
+    ("cached data (compute limit)", "one-pass", "keep", None, False),
     ("cold one-pass", "one-pass", "drop", None, True),
     ("cold one-pass, no read-ahead", "one-pass", "drop", 0, True),
     ("cold one-pass, O_DIRECT", "one-pass", "direct", None, True),
-    ("cold one-pass, through the page cache", "one-pass", "cached", None, True),
+    ("cold one-pass, through the page cache", "one-pass", "keep", None, True),
     ("cold two-pass", "two-pass", "drop", None, True),
     ("cold cached strategy", "cached", "drop", None, True),
 ]
@@ -146,7 +142,7 @@ def run_store(path, params, args):
     files = chunk_files(path)
     disk = [disk_limit(files, args.threads) for _ in range(args.repeats)]
     out = {"bytes_on_disk": disk[0][1], "disk_limit_s": statistics.median(d[0] for d in disk)}
-    evaluate(path, params, "one-pass", "cached", cold=False)  # warm: cache, Numba
+    evaluate(path, params, "one-pass", "keep", cold=False)  # warm: cache, Numba
     costs = set()
     for name, strategy, mode, ahead, cold in CASES:
         times = []

@@ -24,7 +24,8 @@ Stores larger than memory
 -------------------------
 A store that cannot stay in the page cache only churns it: every byte read
 goes through the cache, evicting other pages, and is evicted before the next
-evaluation needs it. `CACHE_MODE` says how local uncompressed chunks are read:
+evaluation needs it. The page-cache mode (`PAGE_CACHE_MODES`; the run option
+``page_cache``) says how local uncompressed chunks are read:
 ``"auto"`` (default) drops the pages it read when the store is larger than
 half the machine's memory (measured on cold data: faster than O_DIRECT into
 fresh aligned buffers, and than leaving the pages, see docs/benchmarks.md)
@@ -32,7 +33,7 @@ and reads through the cache otherwise; ``"direct"`` reads with
 O_DIRECT into page-aligned buffers (falling back to ``"drop"`` where the file
 system refuses O_DIRECT, as tmpfs does, or a chunk's size is not a multiple
 of the page); ``"drop"`` reads through the cache and then drops the file's
-pages (``posix_fadvise(POSIX_FADV_DONTNEED)``); ``"cached"`` reads through
+pages (``posix_fadvise(POSIX_FADV_DONTNEED)``); ``"keep"`` reads through
 the cache and leaves it be.
 
 Streaming with read-ahead
@@ -60,6 +61,7 @@ import numpy as np
 from dask.base import tokenize
 
 from ._errors import DataError
+from ._options import PAGE_CACHE_MODES
 
 _METADATA = {3: "zarr.json", 2: ".zarray"}
 
@@ -77,10 +79,6 @@ READ_THREADS = 8
 #: size, and a hand-over between threads tens of microseconds.
 READ_BYTES = 8 * 2**20
 
-#: How local uncompressed chunks are read (see the module notes): "auto",
-#: "direct", "drop" or "cached".
-CACHE_MODE = "auto"
-_CACHE_MODES = ("auto", "direct", "drop", "cached")
 _PAGE = mmap.PAGESIZE
 
 _pool_lock = threading.Lock()
@@ -97,9 +95,11 @@ class LocalChunks:
     Parameters
     ----------
     array : zarr.Array of shape (m, n), in a ``zarr.storage.LocalStore``
+    page_cache : {"auto", "direct", "drop", "keep"}
+        How whole chunks read from their files use the page cache (module notes).
     """
 
-    def __init__(self, array):
+    def __init__(self, array, page_cache="auto"):
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
@@ -111,10 +111,10 @@ class LocalChunks:
         self.metadata = os.path.join(self.root, _METADATA.get(array.metadata.zarr_format,
                                                               "zarr.json"))
         self.direct = _direct_layout(array)
-        self.cache_mode = _cache_mode(array, self.direct)
+        self.cache_mode = _cache_mode(array, self.direct, page_cache)
 
     @classmethod
-    def for_array(cls, array):
+    def for_array(cls, array, page_cache="auto"):
         """A `LocalChunks` for ``array``, or None if it is not in a local store."""
         try:
             from zarr.storage import LocalStore
@@ -122,7 +122,7 @@ class LocalChunks:
             return None
         if array.ndim != 2 or not isinstance(array.store_path.store, LocalStore):
             return None
-        return cls(array)
+        return cls(array, page_cache)
 
     def __dask_tokenize__(self):
         return ("streamae-local-chunks", self.root, self.shape, self.dtype.str,
@@ -194,7 +194,7 @@ class LocalChunks:
                 if os.fstat(f.fileno()).st_size != size:
                     return False
                 done = _read_into(f, out)
-                if self.cache_mode != "cached":
+                if self.cache_mode != "keep":
                     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                 return done
         except FileNotFoundError:  # never written (Zarr fills it), or the store is gone
@@ -249,18 +249,17 @@ def _aligned_empty(rows, n, dtype):
     return np.frombuffer(buffer, dtype, rows * n).reshape(rows, n)
 
 
-def _cache_mode(array, direct):
-    """`CACHE_MODE` for ``array`` ("auto" decided by its size against the memory)."""
-    if CACHE_MODE not in _CACHE_MODES:
-        raise ValueError(f"CACHE_MODE must be one of {', '.join(_CACHE_MODES)}, "
-                         f"got {CACHE_MODE!r}")
-    mode = CACHE_MODE
+def _cache_mode(array, direct, mode):
+    """The page-cache mode for ``array`` ("auto" decided by its size against the memory)."""
+    if mode not in PAGE_CACHE_MODES:
+        raise ValueError(f"page_cache must be one of {', '.join(PAGE_CACHE_MODES)}, "
+                         f"got {mode!r}")
     if mode == "auto":
         import psutil
 
-        mode = "drop" if array.nbytes > psutil.virtual_memory().total // 2 else "cached"
+        mode = "drop" if array.nbytes > psutil.virtual_memory().total // 2 else "keep"
     if not direct or not hasattr(os, "posix_fadvise"):
-        return "cached"  # read through Zarr, or a system without these calls
+        return "keep"  # read through Zarr, or a system without these calls
     return "drop" if mode == "direct" and not hasattr(os, "O_DIRECT") else mode
 
 
@@ -341,15 +340,16 @@ def _direct_layout(array):
     return getattr(array.metadata, "order", "C") == "C"
 
 
-def as_dask(array, rows):
+def as_dask(array, rows, local=None):
     """``array`` (zarr.Array of shape (m, n)) as a Dask array of ``rows``-row chunks.
 
-    Local stores are read through `LocalChunks` (direct whole-chunk reads
-    where possible, a check that the store is still there); other stores
-    through `ZarrChunks`.
+    Local stores are read through ``local`` (a `LocalChunks`: direct
+    whole-chunk reads where possible, a check that the store is still
+    there; default: one in the "auto" page-cache mode); other stores through
+    `ZarrChunks`.
     """
     n = array.shape[1]
-    local = LocalChunks.for_array(array)
+    local = local or LocalChunks.for_array(array)
     if local is None:
         remote = ZarrChunks(array)
         return da.from_array(remote, chunks=(rows, n), name="read-zarr-" + tokenize(remote, rows),

@@ -224,7 +224,7 @@ def missing_bucket(url, storage_options=None):
         return None
 
 
-def open_dataset(data, chunk_rows=None, storage_options=None):
+def open_dataset(data, chunk_rows=None, storage_options=None, page_cache="auto"):
     """Wrap the user's data as a `Dataset` without reading it.
 
     Parameters
@@ -237,6 +237,10 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
         Dask array's own row chunks; about 32 MiB per task for NumPy input.
     storage_options : dict, optional
         Passed to fsspec for URLs (endpoint, credentials).
+    page_cache : {"auto", "direct", "drop", "keep"}
+        How chunks of a local uncompressed store use the page cache (see
+        `streamae._chunkread`): "auto" drops the pages of a store larger than
+        half the memory after reading them.
 
     Returns
     -------
@@ -260,9 +264,10 @@ def open_dataset(data, chunk_rows=None, storage_options=None):
     if isinstance(data, zarr.Array):
         unit = int((data.shards or data.chunks)[0])
         rows = chunk_rows or task_rows(unit, n * np.dtype(data.dtype).itemsize, m)
-        array = as_dask(data, rows)
+        local = LocalChunks.for_array(data, page_cache)
+        array = as_dask(data, rows, local)
         starts = np.concatenate([[0], np.cumsum(array.chunks[0])])
-        reader = RowSource(LocalChunks.for_array(data) or data, starts, source, unit)
+        reader = RowSource(local or data, starts, source, unit)
     elif isinstance(data, da.Array):
         array = data.rechunk({0: chunk_rows or data.chunks[0], 1: -1})
     else:

@@ -158,7 +158,8 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
         rows, shard = int(chunk_rows), None
     task_rows = shard or rows
     data, whitened = _whitened_input(whitening, dtype, data, task_rows, storage_options)
-    dataset = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options)
+    dataset = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options,
+                           page_cache=options.page_cache)
     # One line (DataError) if the widths differ, before anything is written.
     check_width(dataset, W1.shape[1])
     H = hidden_graph(dataset, W1, b1, dtype, options.block_rows, decoder)

@@ -404,6 +404,15 @@ class Evaluator:
         if strategy == "cached":
             self._check_cache_budget(cache_limit)
 
+    @classmethod
+    def with_options(cls, dataset, hyper, options, **kwargs):
+        """An evaluator with the kernel batches, reduction, cache budget and
+        read-ahead of ``options`` (a `streamae.RunOptions`); ``kwargs``: the
+        other constructor arguments."""
+        return cls(dataset, hyper, block_rows=options.block_rows,
+                   split_every=options.split_every, cache_limit=options.cache_limit,
+                   read_ahead=options.read_ahead, **kwargs)
+
     @property
     def passes(self):
         """Reads of the whole dataset per evaluation."""

@@ -268,7 +268,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             require_fitted(self)
         data = _as_data(self, X, reset=reset)
         dataset = open_dataset(data, chunk_rows=options.chunk_rows,
-                               storage_options=options.storage_options)
+                               storage_options=options.storage_options,
+                               page_cache=options.page_cache)
         if self.clip:
             array = dataset.array.map_blocks(_clip_unit, dtype=dataset.array.dtype)
             dataset = Dataset(array, dataset.source, dataset.unit_rows)
@@ -426,9 +427,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         options = as_run_options(self.run_options)
         _, dataset = self._dataset(X, options, reset=False)
         runner = make_runner(options.scheduler, options.workers)
-        evaluator = Evaluator(dataset, self.hyper, dtype=str(self.dtype), strategy=self.strategy,
-                              scheduler=runner, block_rows=options.block_rows,
-                              split_every=options.split_every, cache_limit=options.cache_limit)
+        evaluator = Evaluator.with_options(dataset, self.hyper, options, dtype=str(self.dtype),
+                                           strategy=self.strategy, scheduler=runner)
         with runner.session():
             result = evaluator(self.params_)
         return result.cost, result.grad, result

@@ -146,10 +146,9 @@ class TrainingRun:
         self.options = options
         self.stride = settings.warmup_stride(dataset.shape)
         self.runner = make_runner(options.scheduler, options.workers, announcer(verbose))
-        self.evaluator = Evaluator(
-            dataset, settings.hyper, dtype=settings.dtype, strategy=settings.strategy,
-            scheduler=self.runner, block_rows=options.block_rows,
-            split_every=options.split_every, cache_limit=options.cache_limit)
+        self.evaluator = Evaluator.with_options(
+            dataset, settings.hyper, options, dtype=settings.dtype, strategy=settings.strategy,
+            scheduler=self.runner)
         self.evaluator.progress = self.verbose
         self.store = None
         self.state = None

@@ -12,6 +12,8 @@ from ._errors import ParameterError
 from ._validation import check_int
 
 DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
+#: How a local store's chunk reads may use the page cache (`streamae._chunkread`).
+PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class RunOptions:
         Bytes the "cached" strategy may keep; default half the available memory.
     storage_options : dict, optional
         fsspec options for URLs (endpoint, credentials).
+    read_ahead : int, optional
+        Reads each task has in flight ahead of the batch its kernels work on
+        (0: none); default 2. Memory: ``read_ahead + 1`` reads (a chunk, or 8
+        MiB of small chunks) per running task. Results do not depend on it.
+    page_cache : {"auto", "direct", "drop", "keep"}, default "auto"
+        How a local uncompressed store's chunks use the page cache: "auto"
+        drops the pages of a store larger than half the memory after reading
+        them (it could not stay cached) and keeps the others; "direct" reads
+        with O_DIRECT; "drop" always drops; "keep" never does.
+        docs/benchmarks.md, "Data larger than memory", compares them.
 
     Notes
     -----
@@ -54,6 +66,8 @@ class RunOptions:
     split_every: int = 8
     cache_limit: int = None
     storage_options: dict = None
+    read_ahead: int = None
+    page_cache: str = "auto"
 
     def __post_init__(self):
         check_int("workers", self.workers, 1, allow_none=True)
@@ -61,6 +75,10 @@ class RunOptions:
         check_int("block_rows", self.block_rows, 1)
         check_int("split_every", self.split_every, 2)
         check_int("cache_limit", self.cache_limit, 0, allow_none=True)
+        check_int("read_ahead", self.read_ahead, 0, allow_none=True)
+        if self.page_cache not in PAGE_CACHE_MODES:
+            raise ParameterError(f"page_cache must be one of {', '.join(PAGE_CACHE_MODES)}, "
+                                 f"got {self.page_cache!r}")
         if self.storage_options is not None and not isinstance(self.storage_options, dict):
             raise ParameterError(f"storage_options must be a dict of fsspec options, got "
                                  f"{type(self.storage_options).__name__}")

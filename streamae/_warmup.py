@@ -86,6 +86,5 @@ def evaluator(rows, settings, runner, options):
     """An `Evaluator` (one-pass: the rows are in memory) of the subsample ``rows``."""
     chunk_rows = max(1, math.ceil(rows.shape[0] / TASKS))
     dataset = open_dataset(rows, chunk_rows=chunk_rows)
-    return Evaluator(dataset, settings.hyper, dtype=settings.dtype, strategy="one-pass",
-                     scheduler=runner, block_rows=options.block_rows,
-                     split_every=options.split_every)
+    return Evaluator.with_options(dataset, settings.hyper, options, dtype=settings.dtype,
+                                  strategy="one-pass", scheduler=runner)

@@ -20,10 +20,12 @@ import time
 # what they need.
 from . import __version__
 
-# The choices of --strategy and --optimizer, as streamae._engine.STRATEGIES and
-# streamae._optim.OPTIMIZERS (tests/test_cli_help.py checks they agree).
+# The choices of --strategy, --optimizer and --page-cache, as
+# streamae._engine.STRATEGIES, streamae._optim.OPTIMIZERS and
+# streamae._options.PAGE_CACHE_MODES (tests/test_cli_help.py checks they agree).
 STRATEGIES = ("two-pass", "one-pass", "cached")
 OPTIMIZERS = ("lbfgs", "gd")
+PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
 
 DOCS = ("docs: README.md and docs/ in the streamae source (docs/cli.md: every command; "
         "docs/tutorial.md: a first run; docs/bad-inputs.md: every error message)")
@@ -42,11 +44,15 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def _positive_int(text):
+def _positive_int(text, least=1):
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text}")
     return value
+
+
+def _non_negative_int(text):
+    return _positive_int(text, least=0)
 
 
 def _add_model_options(p):
@@ -79,6 +85,13 @@ def _add_run_options(p):
                    help="L-BFGS corrections kept (100 as minFunc)")
     g.add_argument("--chunk-rows", type=_positive_int, default=None,
                    help="rows per task (default: the store's chunks)")
+    g.add_argument("--read-ahead", type=_non_negative_int, default=2, metavar="N",
+                   help="chunk reads each task has in flight while its kernels compute "
+                        "(memory: N + 1 chunks per task; 0: none)")
+    g.add_argument("--page-cache", choices=PAGE_CACHE_MODES, default="auto",
+                   help="how a local uncompressed store's reads use the page cache: auto drops "
+                        "the pages of a store larger than half the memory, direct reads with "
+                        "O_DIRECT, drop always drops, keep never does")
     _add_cluster_options(p)
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -268,7 +281,8 @@ def _train_model(args, options):
         max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
         warmup=args.warmup, decoder=args.decoder,
         run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
-                               chunk_rows=args.chunk_rows, storage_options=options))
+                               chunk_rows=args.chunk_rows, storage_options=options,
+                               read_ahead=args.read_ahead, page_cache=args.page_cache))
     if args.init is None:
         return SparseAutoencoder(n_hidden=args.hidden, **params)
     model = SparseAutoencoder.load(args.init, storage_options=options)

@@ -195,21 +195,18 @@ def paged(rng):
     return rng.random((1000, 8)).astype(np.float32)
 
 
-def _read_all(z, rows):
-    local = LocalChunks.for_array(z)
+def _read_all(z, rows, page_cache="auto"):
+    local = LocalChunks.for_array(z, page_cache)
     blocks = [local[slice(a, min(a + rows, z.shape[0])), slice(0, z.shape[1])]
               for a in range(0, z.shape[0], rows)]
     return local, np.concatenate(blocks)
 
 
-@pytest.mark.parametrize("mode", ["direct", "drop", "cached"])
-def test_every_cache_mode_reads_the_same_values(tmp_path, paged, mode, monkeypatch):
-    from streamae import _chunkread
-
-    monkeypatch.setattr(_chunkread, "CACHE_MODE", mode)
+@pytest.mark.parametrize("mode", ["direct", "drop", "keep"])
+def test_every_cache_mode_reads_the_same_values(tmp_path, paged, mode):
     z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
     for rows in (128, 384):  # one chunk, three chunks (the last partial) per read
-        local, got = _read_all(z, rows)
+        local, got = _read_all(z, rows, mode)
         assert local.cache_mode == mode
         np.testing.assert_array_equal(got, paged)
 
@@ -228,20 +225,16 @@ def test_o_direct_refused_falls_back_to_dropping_pages(tmp_path, paged, monkeypa
             raise OSError(errno.EINVAL, "Invalid argument", path)
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(_chunkread, "CACHE_MODE", "direct")
     monkeypatch.setattr(_chunkread.os, "open", refusing_open)
     z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
-    local, got = _read_all(z, 256)
+    local, got = _read_all(z, 256, "direct")
     np.testing.assert_array_equal(got, paged)
     assert local.cache_mode == "drop"
 
 
-def test_unaligned_chunks_are_read_without_o_direct(tmp_path, X, monkeypatch):
-    from streamae import _chunkread
-
-    monkeypatch.setattr(_chunkread, "CACHE_MODE", "direct")
+def test_unaligned_chunks_are_read_without_o_direct(tmp_path, X):
     z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)  # 560-byte chunks
-    np.testing.assert_array_equal(_read_all(z, 60)[1], X)
+    np.testing.assert_array_equal(_read_all(z, 60, "direct")[1], X)
 
 
 def test_auto_mode_bypasses_the_cache_only_for_stores_larger_than_memory(tmp_path, paged,
@@ -250,9 +243,27 @@ def test_auto_mode_bypasses_the_cache_only_for_stores_larger_than_memory(tmp_pat
 
 
     z = _store(tmp_path / "x.zarr", paged, (128, 8), compressors=None)
-    assert LocalChunks.for_array(z).cache_mode == "cached"
+    assert LocalChunks.for_array(z).cache_mode == "keep"
     total = psutil.virtual_memory().total
     monkeypatch.setattr(type(z), "nbytes", property(lambda self: total))
     assert LocalChunks.for_array(z).cache_mode == "drop"
     compressed = _store(tmp_path / "y.zarr", paged, (128, 8))
-    assert LocalChunks.for_array(compressed).cache_mode == "cached"
+    assert LocalChunks.for_array(compressed).cache_mode == "keep"
+
+
+def test_read_ahead_and_page_cache_options_change_no_bits(tmp_path, rng):
+    """A fit on an uncompressed store with every page-cache mode and read-ahead
+    0, 1 and 5 (tasks of several chunks): the same model, bit for bit."""
+    X = rng.uniform(0.1, 0.9, size=(1200, 8))
+    path = str(tmp_path / "x.zarr")
+    z = zarr.create_array(path, shape=X.shape, chunks=(100, 8), dtype="float64",
+                          compressors=None)
+    z[...] = X
+    fits = {}
+    for page_cache, read_ahead in [("auto", None), ("direct", 0), ("drop", 1), ("keep", 5)]:
+        model = SparseAutoencoder(n_hidden=3, max_iter=5, dtype="float64", warmup="none",
+                                  run_options={"page_cache": page_cache,
+                                               "read_ahead": read_ahead, "split_every": 2})
+        model.fit(path)
+        fits[page_cache] = model.W1_.tobytes() + model.b2_.tobytes()
+    assert len(set(fits.values())) == 1

@@ -53,9 +53,11 @@ def test_every_option_has_help_and_its_default(command):
 def test_strategy_and_optimizer_choices_match_the_library():
     from streamae._engine import STRATEGIES
     from streamae._optim import OPTIMIZERS
+    from streamae._options import PAGE_CACHE_MODES
 
     assert cli.STRATEGIES == STRATEGIES
     assert cli.OPTIMIZERS == OPTIMIZERS
+    assert cli.PAGE_CACHE_MODES == PAGE_CACHE_MODES
 
 
 @pytest.mark.parametrize("argv", [[], ["help"]])

@@ -26,8 +26,15 @@ from streamae import (
     reference_cost_and_grad,
 )
 from streamae._data import open_dataset
-from streamae._engine import (Evaluator, _merge_bad, _TreeSum, make_hyper, stream_group,
-                              subtree_size, tree_sum)
+from streamae._engine import (
+    Evaluator,
+    _merge_bad,
+    _TreeSum,
+    make_hyper,
+    stream_group,
+    subtree_size,
+    tree_sum,
+)
 from streamae._objective import PARAM_NAMES
 
 RTOL64 = 1e-12

@@ -371,8 +371,12 @@ def test_path_to_a_group_is_not_an_array(tmp_path, hyper_kw):
      ["chunk_rows", "0"]),
     (lambda X: new_model({}).set_params(max_iter=2, run_options={"split_every": 1}).fit(X),
      ["split_every", "1"]),
+    (lambda X: new_model({}).set_params(max_iter=2, run_options={"read_ahead": -1}).fit(X),
+     ["read_ahead", "-1"]),
+    (lambda X: new_model({}).set_params(max_iter=2, run_options={"page_cache": "off"}).fit(X),
+     ["page_cache", "'off'", "auto, direct, drop, keep"]),
 ], ids=["seed-negative", "seed-float", "max-iter-float", "block-rows", "chunk-rows",
-        "split-every"])
+        "split-every", "read-ahead", "page-cache"])
 def test_run_options_are_checked_before_any_work(make, words, data):
     with pytest.raises(StreamaeError) as info:
         make(data)
