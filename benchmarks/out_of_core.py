@@ -24,6 +24,12 @@ Usage::
     python benchmarks/out_of_core.py                 # 3 GB, 2 repeats
     python benchmarks/out_of_core.py --gb 8 --repeats 3 --json out.json
     python benchmarks/out_of_core.py --quick         # seconds: a smoke test
+    python benchmarks/out_of_core.py --stores "" --larger-than-memory 32
+
+With ``--larger-than-memory GB``, one cold evaluation of each kind over an
+uncompressed store of that size (larger than the machine's memory, so it
+cannot stay cached whatever is done), against the disk limit and the compute
+limit of the ``--gb`` store scaled by rows, and the process's peak RSS.
 """
 
 import argparse
@@ -161,6 +167,46 @@ def run_store(path, params, args):
     return out
 
 
+def larger_than_memory(args, params, workdir):
+    """Cold one-pass (with and without read-ahead) and two-pass over an
+    uncompressed store of ``--larger-than-memory`` GB, larger than the
+    machine's memory, against the disk limit and the compute limit (the
+    cached one-pass rate of a ``--gb`` store of the same chunks, scaled by
+    rows); one evaluation each. Skipped, saying so, when the disk has no room."""
+    import resource
+    import shutil
+
+    import psutil
+
+    rows = int(args.larger_than_memory * 1e9) // (COLS * 4)
+    data_bytes = rows * COLS * 4
+    memory = psutil.virtual_memory().total
+    out = {"gb": args.larger_than_memory, "rows": rows, "machine_memory_bytes": memory}
+    path = os.path.join(workdir, f"x{rows}-{args.chunk_rows}-uncompressed.zarr")
+    if not os.path.exists(path) and shutil.disk_usage(workdir).free < 1.05 * data_bytes:
+        out["skipped"] = f"no room: {shutil.disk_usage(workdir).free / 1e9:.1f} GB free"
+        return out
+    make_store(path, rows, args.chunk_rows, compressed=False)
+    small_rows = int(args.gb * 1e9) // (COLS * 4)
+    small = make_store(os.path.join(workdir, f"x{small_rows}-{args.chunk_rows}-uncompressed.zarr"),
+                       small_rows, args.chunk_rows, compressed=False)
+    evaluate(small, params, "one-pass", "keep", cold=False)  # warm: cache, Numba
+    cached = statistics.median(evaluate(small, params, "one-pass", "keep", cold=False)[0]
+                               for _ in range(args.repeats))
+    out["compute_limit_s"] = cached * rows / small_rows
+    out["disk_limit_s"], out["bytes_on_disk"] = disk_limit(chunk_files(path), args.threads)
+    for name, strategy, ahead in [("cold one-pass", "one-pass", None),
+                                  ("cold one-pass, no read-ahead", "one-pass", 0),
+                                  ("cold two-pass", "two-pass", None)]:
+        out[name] = {"seconds": evaluate(path, params, strategy, "auto", ahead)[0]}
+        print(f"  {name}: {out[name]['seconds']:.1f} s", file=sys.stderr)
+    bound = max(out["disk_limit_s"], out["compute_limit_s"])
+    for name in ("cold one-pass", "cold one-pass, no read-ahead", "cold two-pass"):
+        out[name]["over_max_limit"] = out[name]["seconds"] / bound
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gb", type=float, default=3.0, help="store size (uncompressed)")
@@ -171,7 +217,10 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="a tiny store, one repeat (CI)")
     p.add_argument("--stores", default="uncompressed,zstd",
-                   help="comma-separated: uncompressed, zstd")
+                   help="comma-separated: uncompressed, zstd (empty: none)")
+    p.add_argument("--larger-than-memory", type=float, default=0, metavar="GB",
+                   help="also one cold evaluation of each kind over an uncompressed store "
+                        "of GB gigabytes (make it larger than the machine's memory)")
     args = p.parse_args(argv)
     if args.quick:
         args.gb, args.chunk_rows, args.repeats = 0.02, 8192, 1
@@ -192,6 +241,10 @@ def main(argv=None):
         print(f"{label} ({path}):", file=sys.stderr)
         with threadpool_limits(limits=1, user_api="blas"):  # as a fit does
             report["stores"][label] = run_store(path, params, args)
+    if args.larger_than_memory:
+        print(f"larger than memory ({args.larger_than_memory} GB):", file=sys.stderr)
+        with threadpool_limits(limits=1, user_api="blas"):
+            report["larger_than_memory"] = larger_than_memory(args, params, workdir)
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)

@@ -143,7 +143,7 @@ def test_out_of_core_benchmark_runs(tmp_path):
     out = tmp_path / "out_of_core.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "out_of_core.py"), "--quick",
-         "--dir", str(tmp_path / "stores"), "--json", str(out)],
+         "--larger-than-memory", "0.03", "--dir", str(tmp_path / "stores"), "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     if proc.returncode != 0 and "Invalid argument" in proc.stderr:
         pytest.skip("O_DIRECT refused here")
@@ -155,3 +155,7 @@ def test_out_of_core_benchmark_runs(tmp_path):
         assert store["same_cost_across_modes"]
         for name in ("cold one-pass", "cold two-pass", "cold cached strategy"):
             assert store[name]["median_s"] > 0 and store[name]["over_max_limit"] > 0
+    big = report["larger_than_memory"]  # here a store of 0.03 GB, the same measurements
+    assert big["disk_limit_s"] > 0 and big["compute_limit_s"] > 0 and big["peak_rss_bytes"] > 0
+    for name in ("cold one-pass", "cold one-pass, no read-ahead", "cold two-pass"):
+        assert big[name]["seconds"] > 0 and big[name]["over_max_limit"] > 0
