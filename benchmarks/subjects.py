@@ -28,6 +28,12 @@ read-only, read-only-zstd
 read-only-zarr
     The same pass through ``dask.array.from_zarr`` (Zarr's own chunk reads)
     instead of streamae's direct reads of uncompressed local chunks.
+streamae-one-pass-cold, streamae-two-pass-cold
+    As streamae-one-pass and two-pass, with the store's pages evicted from
+    the page cache before every evaluation (not timed): read from the disk.
+disk-cold
+    The disk's own rate: O_DIRECT reads of the store's chunk files on 8
+    threads, pages evicted first; no compute, no page cache.
 gemm, gemm-one-pass
     Only the matrix products that an evaluation needs, at the same shapes,
     with NumPy's BLAS on whole in-memory arrays: the practical limit.
@@ -57,6 +63,9 @@ PRODUCTS = {
     "read-only": 0,
     "read-only-zstd": 0,
     "read-only-zarr": 0,
+    "streamae-one-pass-cold": 6,
+    "streamae-two-pass-cold": 6,
+    "disk-cold": 0,
 }
 
 # Reads of the whole store per evaluation (0: the data is already in memory).
@@ -72,6 +81,9 @@ PASSES = {
     "read-only": 1,
     "read-only-zstd": 1,
     "read-only-zarr": 1,
+    "streamae-one-pass-cold": 1,
+    "streamae-two-pass-cold": 2,
+    "disk-cold": 1,
 }
 
 TORCH_HINT = "torch is not installed (pip install torch==2.13.0 to include it)"
@@ -94,13 +106,16 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _timed(evaluate, repeats, warmup):
-    """Run ``evaluate`` warmup + repeats times; seconds of the timed runs and the last value."""
+def _timed(evaluate, repeats, warmup, before=None):
+    """Run ``evaluate`` warmup + repeats times (each after ``before()``, not timed);
+    seconds of the timed runs and the last value."""
     value = None
     for _ in range(warmup):
         value = evaluate()
     seconds = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         value = evaluate()
         seconds.append(time.perf_counter() - t0)
@@ -118,8 +133,14 @@ def _load(store):
 def run_streamae(case, subject, repeats, warmup):
     from streamae import SparseAutoencoder
 
-    strategy = subject.removeprefix("streamae-").removesuffix("-zstd")
+    strategy = subject.removeprefix("streamae-").removesuffix("-zstd").removesuffix("-cold")
     store = case["store_zstd"] if subject.endswith("-zstd") else case["store"]
+    before = None
+    if subject.endswith("-cold"):
+        from cold import chunk_files, evict
+
+        files = chunk_files(store)
+        before = lambda: evict(files)  # noqa: E731
     rho, beta, lam = case["hyper"]
     model = SparseAutoencoder.from_weights(**init_params(case["n"], case["s"]), rho=rho,
                                            beta=beta, weight_decay=lam, dtype="float32",
@@ -130,7 +151,7 @@ def run_streamae(case, subject, repeats, warmup):
         cost, grad = model.cost_and_grad(store)
         return cost, float(np.sqrt(sum(np.sum(g * g) for g in grad.values())))
 
-    seconds, (cost, gnorm) = _timed(evaluate, repeats, warmup)
+    seconds, (cost, gnorm) = _timed(evaluate, repeats, warmup, before)
     rss_timed = peak_rss_bytes()
     # More untimed evaluations, as a training run does: the C allocator keeps
     # some freed chunk buffers, so RSS creeps up over the first evaluations
@@ -272,6 +293,14 @@ def run_read_only(case, subject, repeats, warmup):
             "rss_before_bytes": rss_before}
 
 
+def run_disk(case, subject, repeats, warmup):
+    from cold import chunk_files, disk_limit
+
+    files = chunk_files(case["store"])
+    seconds = [disk_limit(files, 8)[0] for _ in range(repeats)]
+    return {"seconds": seconds, "cost": None, "grad_norm": None}
+
+
 RUNNERS = {
     "streamae-one-pass": run_streamae,
     "streamae-one-pass-zstd": run_streamae,
@@ -284,6 +313,9 @@ RUNNERS = {
     "read-only": run_read_only,
     "read-only-zstd": run_read_only,
     "read-only-zarr": run_read_only,
+    "streamae-one-pass-cold": run_streamae,
+    "streamae-two-pass-cold": run_streamae,
+    "disk-cold": run_disk,
 }
 
 

@@ -31,18 +31,18 @@ a cluster object (``LocalCluster``, ``SSHCluster``, ...)
 
 How the work is shipped (see docs/cluster.md)
 ---------------------------------------------
-- Each kernel task reads its own chunk: the chunk-read task and the kernel
-  task are fused into one (``optimization.fuse.delayed``), so the chunk is
-  read where the kernel runs; on a cluster the data never passes the client.
-  (Tasks that stream a Zarr store's chunks read them themselves: the engine
-  computes those with ``fuse_reads=False``.)
+- Data is read where the kernels run; on a cluster it never passes the
+  client. The evaluator's tasks take runs of chunks (a Zarr store's they
+  read themselves) and are computed with ``fuse_reads=False``; in the other
+  graphs (encoding, metrics) each chunk-read task is fused into its kernel
+  task (``optimization.fuse.delayed``).
 - The parameters are one key per evaluation: a literal in the graph (sent
   once, fetched by workers from each other), or, above
   ``scatter_threshold`` bytes on a cluster, scattered once and broadcast to
   every worker.
 - Only partial sums leave the kernel tasks, reduced in a tree whose shape is
-  fixed by chunk index (`streamae._engine.tree_sum`), so results do not depend
-  on the scheduler, the number of workers or the completion order.
+  fixed by chunk index (`streamae._engine.reduce_runs`), so results do not
+  depend on the scheduler, the number of workers or the completion order.
 - BLAS runs single-threaded in every worker (distributed workers, the
   process pool, and the threaded scheduler during a session); worker
   processes also get malloc settings that suit the kernels' temporaries

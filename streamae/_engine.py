@@ -133,6 +133,7 @@ def _batches(data, where, read_ahead):
         first, stop = where
         for i, block in data.stream(first, stop, read_ahead):
             yield i - first, int(data.starts[i]), block
+            del block  # before the next read starts: its buffer can be reused
         return
     starts = [int(w) for w in where]
     for k in range(len(starts) - 1):

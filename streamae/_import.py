@@ -191,6 +191,25 @@ def read_scale(store, storage_options=None):
     return scale
 
 
+def _scale_of(source, src, scale, scale_from, rows, scheduler, storage_options):
+    """The scale `import_array` applies, as recorded in the output's metadata:
+    ``scale_from``'s, none, or the data's min and max (one pass)."""
+    n = source.shape[1]
+    if scale_from is not None:
+        recorded = read_scale(scale_from, storage_options)
+        width = np.size(recorded.get("min", 0))
+        if recorded.get("method") == "minmax" and width != n:
+            raise DataError(f"'{src}' has {n} columns but the scale of '{scale_from}' has "
+                            f"{width}; use a store imported from data of the same width")
+        return {**recorded, "from": os.fspath(scale_from)}
+    if scale == "none":
+        return {"method": "none"}
+    lo, hi = data_range(source, rows, per_column=(scale == "minmax"), scheduler=scheduler)
+    return {"method": scale, "axis": "column" if scale == "minmax" else "all",
+            "min": np.asarray(lo).tolist(), "max": np.asarray(hi).tolist(),
+            "formula": "(x - min) / (max - min), 0 where max == min"}
+
+
 def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dtype=None,
                  overwrite=False, scheduler="threads", storage_options=None):
     """Copy a .npy file or Zarr array into a new row-chunked Zarr array.
@@ -232,21 +251,7 @@ def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dt
     out_dtype = _output_dtype(source.dtype, dtype)
     rows = min(m, int(chunk_rows or default_chunk_rows(m, n, out_dtype.itemsize)))
 
-    if scale_from is not None:
-        recorded = read_scale(scale_from, storage_options)
-        width = np.size(recorded.get("min", 0))
-        if recorded.get("method") == "minmax" and width != n:
-            raise DataError(f"'{src}' has {n} columns but the scale of '{scale_from}' has "
-                            f"{width}; use a store imported from data of the same width")
-        scale_meta = {**recorded, "from": os.fspath(scale_from)}
-    elif scale == "none":
-        scale_meta = {"method": "none"}
-    else:
-        lo, hi = data_range(source, rows, per_column=(scale == "minmax"), scheduler=scheduler)
-        scale_meta = {"method": scale, "axis": "column" if scale == "minmax" else "all",
-                      "min": np.asarray(lo).tolist(), "max": np.asarray(hi).tolist(),
-                      "formula": "(x - min) / (max - min), 0 where max == min"}
-
+    scale_meta = _scale_of(source, src, scale, scale_from, rows, scheduler, storage_options)
     src_d = dask.delayed(source, name=f"import-source-{id(source)}")
     with staged_array(out, shape=(m, n), chunks=(rows, n), dtype=out_dtype,
                       overwrite=overwrite, storage_options=storage_options,

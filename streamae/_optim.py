@@ -207,52 +207,18 @@ def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
         True when a stopping rule fired (``state.message`` says which).
     """
     g = state.grad
-    if optimizer == "lbfgs":
-        d = _two_loop(g, state.s_hist, state.y_hist)
-        if not state.s_hist:
-            d *= min(1.0, 1.0 / np.abs(g).sum())
-        t0 = 1.0
-    else:
-        d = -g
-        t0 = 2.0 * state.step if state.step else learning_rate
+    d, t0 = _direction(state, optimizer, learning_rate)
     if g.dot(d) > -change_tol * 1e-3:
         state.message = "the search direction is not a descent direction"
         return None, True
-
     obj = _CachedObjective(fun, state.theta, d)
-    t = None
-    if optimizer == "lbfgs":
-        obj.strict = True
-        try:
-            with warnings.catch_warnings():
-                # A failed Wolfe search warns and returns None; the Armijo fallback handles it.
-                # (The warning is attributed to this module: SciPy warns with stacklevel=2.)
-                warnings.filterwarnings("ignore", message="The line search algorithm did not "
-                                        "converge", category=RuntimeWarning)
-                warnings.filterwarnings("ignore", category=RuntimeWarning,
-                                        module="scipy.optimize")
-                t = line_search(obj.cost, obj.grad, state.theta, d, g, state.cost,
-                                c1=1e-4, c2=0.9, maxiter=20)[0]
-        except _NonFinite:
-            t = None
-        obj.strict = False
-    if t is None:
-        t = _armijo(obj, state.theta, state.cost, g, d, t0)
-
+    t = _line_search(obj, state, d, t0, wolfe=optimizer == "lbfgs")
     iteration = state.iteration + 1
     rejections = [{"iteration": iteration, **r} for r in obj.rejected]
     if t is None:
         state.evaluations += obj.evaluations
         state.rejections.extend(rejections)
-        if rejections:
-            units = sorted({u for r in rejections for u in r["units"]})
-            state.message = (
-                f"the line search found no finite point that decreases the cost at iteration "
-                f"{iteration}: {len(rejections)} trial step(s) were not finite"
-                + (f" (hidden unit(s) {units[:10]} saturated)" if units else "")
-                + f"; stopped with the last finite weights, from iteration {state.iteration}")
-        else:
-            state.message = "the line search found no decrease (converged to rounding precision)"
+        state.message = _no_step_message(rejections, iteration, state.iteration)
         return None, True
 
     theta = state.theta + t * d
@@ -269,11 +235,62 @@ def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
     state.step, state.iteration = float(t), iteration
     state.evaluations += obj.evaluations
     state.rejections.extend(rejections)
-
-    if np.abs(grad).max() <= grad_tol:
-        state.message = f"gradient below tolerance (max |g| <= {grad_tol:g})"
-    elif np.abs(s).max() <= change_tol:
-        state.message = f"step below tolerance (max |dtheta| <= {change_tol:g})"
-    elif abs(old_cost - cost) <= change_tol:
-        state.message = f"cost change below tolerance ({change_tol:g})"
+    state.message = _stop_message(grad, s, old_cost - cost, grad_tol, change_tol)
     return info, bool(state.message)
+
+
+def _direction(state, optimizer, learning_rate):
+    """(search direction, first trial step) from ``state``."""
+    g = state.grad
+    if optimizer == "lbfgs":
+        d = _two_loop(g, state.s_hist, state.y_hist)
+        if not state.s_hist:
+            d *= min(1.0, 1.0 / np.abs(g).sum())
+        return d, 1.0
+    return -g, (2.0 * state.step if state.step else learning_rate)
+
+
+def _line_search(obj, state, d, t0, wolfe):
+    """Step length along ``d``: a strong-Wolfe search (L-BFGS), else or on
+    its failure backtracking (Armijo) from ``t0``; None if neither finds one."""
+    t = None
+    if wolfe:
+        obj.strict = True
+        try:
+            with warnings.catch_warnings():
+                # A failed Wolfe search warns and returns None; the Armijo fallback handles it.
+                # (The warning is attributed to this module: SciPy warns with stacklevel=2.)
+                warnings.filterwarnings("ignore", message="The line search algorithm did not "
+                                        "converge", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                        module="scipy.optimize")
+                t = line_search(obj.cost, obj.grad, state.theta, d, state.grad, state.cost,
+                                c1=1e-4, c2=0.9, maxiter=20)[0]
+        except _NonFinite:
+            t = None
+        obj.strict = False
+    if t is None:
+        t = _armijo(obj, state.theta, state.cost, state.grad, d, t0)
+    return t
+
+
+def _no_step_message(rejections, iteration, last):
+    """Why the line search of ``iteration`` took no step."""
+    if not rejections:
+        return "the line search found no decrease (converged to rounding precision)"
+    units = sorted({u for r in rejections for u in r["units"]})
+    return (f"the line search found no finite point that decreases the cost at iteration "
+            f"{iteration}: {len(rejections)} trial step(s) were not finite"
+            + (f" (hidden unit(s) {units[:10]} saturated)" if units else "")
+            + f"; stopped with the last finite weights, from iteration {last}")
+
+
+def _stop_message(grad, s, decrease, grad_tol, change_tol):
+    """The stopping rule that fired after a step, or "" to go on."""
+    if np.abs(grad).max() <= grad_tol:
+        return f"gradient below tolerance (max |g| <= {grad_tol:g})"
+    if np.abs(s).max() <= change_tol:
+        return f"step below tolerance (max |dtheta| <= {change_tol:g})"
+    if abs(decrease) <= change_tol:
+        return f"cost change below tolerance ({change_tol:g})"
+    return ""

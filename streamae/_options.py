@@ -47,9 +47,10 @@ class RunOptions:
         MiB of small chunks) per running task. Results do not depend on it.
     page_cache : {"auto", "direct", "drop", "keep"}, default "auto"
         How a local uncompressed store's chunks use the page cache: "auto"
-        drops the pages of a store larger than half the memory after reading
-        them (it could not stay cached) and keeps the others; "direct" reads
-        with O_DIRECT; "drop" always drops; "keep" never does.
+        reads a store larger than half the memory (it could not stay cached)
+        with O_DIRECT and the others through the cache; "direct" always
+        reads with O_DIRECT; "drop" reads through the cache and drops the
+        pages; "keep" reads through the cache.
         docs/benchmarks.md, "Data larger than memory", compares them.
 
     Notes

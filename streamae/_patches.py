@@ -561,23 +561,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     """
     echo = echo or (lambda *a, **k: None)
     size, count, seed = int(size), int(count), int(seed)
-    if size < 2:
-        raise ParameterError(f"patch size must be at least 2 (`size`), got {size}; "
-                             "the exercise uses 8")
-    if count < 1:
-        raise ParameterError(f"the number of patches (`count`) must be >= 1, got {count}")
-    if channels not in CHANNELS:
-        raise ParameterError(f"channels must be 'gray' or 'rgb', got {channels!r}")
-    if dtype not in ("float32", "float64"):
-        raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    if seed < 0:
-        raise ParameterError(f"seed must be >= 0, got {seed}")
-    if max_side < 0 or 0 < max_side < size:
-        raise ParameterError(f"`max_side` must be 0 (no downscaling) or >= the patch size "
-                             f"{size}, got {max_side}")
-    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
-    if (images is None) == (not builtin):
-        raise ParameterError("give exactly one image source: `images=DIR` or `builtin=True`")
+    _check_patch_options(size, count, seed, channels, dtype, max_side, chunk_rows,
+                         images, builtin)
 
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")
@@ -599,3 +584,25 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
                 storage_options)
     return meta
+
+
+def _check_patch_options(size, count, seed, channels, dtype, max_side, chunk_rows, images,
+                         builtin):
+    """ParameterError naming the first bad argument of `write_patches`."""
+    if size < 2:
+        raise ParameterError(f"patch size must be at least 2 (`size`), got {size}; "
+                             "the exercise uses 8")
+    if count < 1:
+        raise ParameterError(f"the number of patches (`count`) must be >= 1, got {count}")
+    if channels not in CHANNELS:
+        raise ParameterError(f"channels must be 'gray' or 'rgb', got {channels!r}")
+    if dtype not in ("float32", "float64"):
+        raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if seed < 0:
+        raise ParameterError(f"seed must be >= 0, got {seed}")
+    if max_side < 0 or 0 < max_side < size:
+        raise ParameterError(f"`max_side` must be 0 (no downscaling) or >= the patch size "
+                             f"{size}, got {max_side}")
+    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
+    if (images is None) == (not builtin):
+        raise ParameterError("give exactly one image source: `images=DIR` or `builtin=True`")

@@ -89,9 +89,10 @@ def _add_run_options(p):
                    help="chunk reads each task has in flight while its kernels compute "
                         "(memory: N + 1 chunks per task; 0: none)")
     g.add_argument("--page-cache", choices=PAGE_CACHE_MODES, default="auto",
-                   help="how a local uncompressed store's reads use the page cache: auto drops "
-                        "the pages of a store larger than half the memory, direct reads with "
-                        "O_DIRECT, drop always drops, keep never does")
+                   help="how a local uncompressed store's reads use the page cache: auto reads a "
+                        "store larger than half the memory with O_DIRECT (direct) and others "
+                        "through the cache (keep); drop reads through the cache and drops the "
+                        "pages")
     _add_cluster_options(p)
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -246,7 +246,7 @@ def test_auto_mode_bypasses_the_cache_only_for_stores_larger_than_memory(tmp_pat
     assert LocalChunks.for_array(z).cache_mode == "keep"
     total = psutil.virtual_memory().total
     monkeypatch.setattr(type(z), "nbytes", property(lambda self: total))
-    assert LocalChunks.for_array(z).cache_mode == "drop"
+    assert LocalChunks.for_array(z).cache_mode == "direct"
     compressed = _store(tmp_path / "y.zarr", paged, (128, 8))
     assert LocalChunks.for_array(compressed).cache_mode == "keep"
 
@@ -267,3 +267,21 @@ def test_read_ahead_and_page_cache_options_change_no_bits(tmp_path, rng):
         model.fit(path)
         fits[page_cache] = model.W1_.tobytes() + model.b2_.tobytes()
     assert len(set(fits.values())) == 1
+
+
+def test_read_buffers_are_reused_only_when_nothing_refers_to_them():
+    from streamae._chunkread import ReadBuffers
+
+    buffers = ReadBuffers()
+    first = buffers.take(512, 8, np.float64)
+    assert first.ctypes.data % 4096 == 0 and first.shape == (512, 8)
+    view = first[100:200]  # a batch still in use, through a view
+    del first
+    second = buffers.take(512, 8, np.float64)
+    assert not np.shares_memory(second, view)
+    address = second.ctypes.data
+    del second
+    third = buffers.take(256, 8, np.float32)  # smaller: fits in the freed buffer
+    assert third.ctypes.data == address and third.ctypes.data % 4096 == 0
+    del view
+    assert len(buffers._allocations) == 2
