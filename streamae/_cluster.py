@@ -258,14 +258,11 @@ def embedded_bytes(array):
 
 def _split_literals(array):
     """The same array with one literal per row chunk (views of in-memory data)."""
-    import dask.array as da
+    from ._data import array_of_blocks
 
     blocks = array.to_delayed().ravel().tolist()
     values = dask.compute(*blocks, scheduler="synchronous")
-    token = dask.base.tokenize(array)
-    parts = [da.from_array(v, chunks=v.shape, name=f"streamae-chunk-{token}-{i}")
-             for i, v in enumerate(values)]
-    return da.concatenate(parts, axis=0)
+    return array_of_blocks(list(values), name=f"streamae-chunk-{dask.base.tokenize(array)}")
 
 
 # ---------------------------------------------------------------- backends

@@ -10,11 +10,13 @@ import asyncio
 import atexit
 import functools
 import os
+import uuid
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 import zarr
+from dask.highlevelgraph import HighLevelGraph
 
 from ._chunkread import LocalChunks, RowSource, as_dask
 from ._errors import DataError
@@ -272,12 +274,39 @@ def open_dataset(data, chunk_rows=None, storage_options=None, page_cache="auto")
         array = data.rechunk({0: chunk_rows or data.chunks[0], 1: -1})
     else:
         rows = chunk_rows or max(1, _NUMPY_TASK_BYTES // max(1, n * data.dtype.itemsize))
-        array = da.from_array(data, chunks=(min(rows, m), n))
+        array = in_memory_array(data, min(rows, m))
         memory = data
     readable = readable_dtype(array.dtype, source)
     if readable != array.dtype:
         array = array.astype(readable)  # per chunk, as each task reads it
     return Dataset(array, source, unit, reader, memory)
+
+
+def array_of_blocks(blocks, name=None):
+    """A Dask array whose row chunks are ``blocks`` themselves, not copies
+    (`dask.array.from_array` copies its input).
+
+    Parameters
+    ----------
+    blocks : list of ndarrays of shape (rows_i, n)
+    name : str, optional
+        The array's name; default a new random one (nothing is hashed).
+    """
+    name = name or f"streamae-blocks-{uuid.uuid4().hex}"
+    layer = {(name, i, 0): block for i, block in enumerate(blocks)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+    chunks = (tuple(b.shape[0] for b in blocks), (blocks[0].shape[1],))
+    return da.Array(graph, name, chunks=chunks, dtype=blocks[0].dtype)
+
+
+def in_memory_array(data, rows):
+    """``data`` (ndarray of shape (m, n)) as a Dask array of views of it, in
+    chunks of ``rows`` rows (an int, or a tuple of each chunk's rows)."""
+    m = data.shape[0]
+    sizes = rows if isinstance(rows, tuple) else (rows,) * (m // rows) + (
+        (m % rows,) if m % rows else ())
+    stops = np.cumsum(sizes).tolist()
+    return array_of_blocks([data[stop - size:stop] for size, stop in zip(sizes, stops)])
 
 
 def readable_dtype(dtype, source):

@@ -29,14 +29,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import dask
-import dask.array as da
 import numpy as np
 import psutil
 
 from . import _kernels as K
 from ._chunkread import READ_AHEAD, RowSource
 from ._cluster import make_runner
-from ._data import MIN_TASKS, describe_bad_values
+from ._data import MIN_TASKS, describe_bad_values, in_memory_array
 from ._errors import (
     DataError,
     LostInputError,
@@ -446,12 +445,13 @@ class Evaluator:
     def _stream_plan(self):
         """[(data, where)] of each task of a pass, in index order (see `_batches`),
         built once per evaluator: tasks are runs of `stream_group` consecutive
-        batches, whatever the data's kind."""
+        batches (one chunk each for `_chunk_tasks`)."""
         if self._plan is None:
             batches = len(self.row_starts)
             n = self.dataset.shape[1]
             batch_bytes = int(self.dataset.array.chunks[0][0]) * n * self.dtype.itemsize
-            group = stream_group(batches, batch_bytes, self.split_every)
+            group = 1 if self._chunk_tasks else stream_group(batches, batch_bytes,
+                                                             self.split_every)
             self._subtree = subtree_size(group, self.split_every)
             self._per_task = group // self._subtree
             ranges = [(i, min(i + group, batches)) for i in range(0, batches, group)]
@@ -477,14 +477,22 @@ class Evaluator:
         if memory is None:
             self._prepared = self.runner.prepare(self.dataset.array)
             chunks = self._prepared.to_delayed().ravel().tolist()
+            if self._chunk_tasks:
+                return [(chunks[i], w) for (i, _), w in zip(ranges, wheres)]
             return [(chunks[i:j], w) for (i, j), w in zip(ranges, wheres)]
-        rows = tuple(w[-1] - w[0] for w in wheres)
-        runs = da.from_array(memory, chunks=(rows, memory.shape[1]),
-                             name=f"streamae-runs-{uuid.uuid4().hex}")
-        runs = runs.astype(self.dataset.array.dtype)  # float16, bool: as open_dataset reads them
+        rows = tuple(int(w[-1] - w[0]) for w in wheres)
+        runs = in_memory_array(memory, rows).astype(self.dataset.array.dtype)  # as read
         # Held here: on a cluster, the persisted blocks live as long as this reference.
         self._prepared = self.runner.prepare(runs)
         return list(zip(self._prepared.to_delayed().ravel().tolist(), wheres))
+
+    @property
+    def _chunk_tasks(self):
+        """One task per chunk, its read fused into it: a Dask array on a cluster or
+        process pool, whose chunks are made (or persisted) wherever the scheduler
+        put them; a task taking several would fetch them from other workers."""
+        return (self.dataset.reader is None and self.dataset.memory is None
+                and getattr(self.runner, "kind", "") in ("distributed", "processes"))
 
     @property
     def tasks_per_pass(self):
@@ -492,9 +500,9 @@ class Evaluator:
         return len(self._stream_plan())
 
     def _compute(self, *objs):
-        # Tasks read their own batches: nothing to fuse (and fusing would
-        # merge them into the reduction tasks).
-        return self.runner.compute(*objs, fuse_reads=False)
+        # Runs read their own batches: nothing to fuse (and fusing would merge
+        # them into the reduction tasks). A chunk's read is fused into its task.
+        return self.runner.compute(*objs, fuse_reads=self._chunk_tasks)
 
     def pass_progress(self, label):
         """Context showing chunks done in a pass (local schedulers, ``progress`` on)."""
@@ -623,7 +631,7 @@ class Evaluator:
         self._require_cache_fits(p["W1"].shape[0])
         pd = self.runner.put(p)
         with self.pass_progress("cached 1/2"):
-            kept = self.runner.persist(*self._tasks("keep", pd), fuse_reads=False)
+            kept = self.runner.persist(*self._tasks("keep", pd), fuse_reads=self._chunk_tasks)
         (sum_a2,), = self._compute(self._total(
             [dask.delayed(_kept_sums, pure=True)(k) for k in kept]))
         rho_hat, kl, c = self._sparsity(sum_a2)

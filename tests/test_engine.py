@@ -409,3 +409,16 @@ def test_an_unreadable_chunk_is_named_with_its_rows(make_problem, write_zarr, hy
         msg = str(info.value)
         assert "\n" not in msg and path in msg and "chunk 3 (rows 30-39)" in msg
         assert "cannot read" in msg
+
+
+def test_numpy_input_is_used_in_place(make_problem):
+    """NumPy input is neither copied by open_dataset nor by the evaluator's runs
+    (dask.array.from_array would copy it): the tasks see views of the array."""
+    X, _ = make_problem(400, 8, 5)
+    X = np.asarray(X)
+    dataset = open_dataset(X, chunk_rows=10)
+    assert np.shares_memory(dataset.array.blocks[3].compute(scheduler="synchronous"), X)
+    ev = Evaluator(dataset, make_hyper(0.1, 3.0, 1e-3), dtype="float64")
+    (data, where), *_ = ev._stream_plan()
+    block, = dask.compute(data, scheduler="synchronous")
+    assert np.shares_memory(block, X) and block.shape == (where[-1] - where[0], 8)
