@@ -220,9 +220,11 @@ def _kept_sums(kept):
 
 def _merge_bad(records):
     """Combine [count, first_row] records: counts add, the first row is the smallest."""
-    count = sum(int(r[0]) for r in records)
-    rows = [int(r[1]) for r in records if r[0] > 0]
-    return np.array([count, min(rows) if rows else -1], np.int64)
+    counts = [int(r[0]) for r in records]
+    if not any(counts):
+        return np.array([0, -1], np.int64)
+    rows = [int(r[1]) for r, c in zip(records, counts) if c > 0]
+    return np.array([sum(counts), min(rows)], np.int64)
 
 
 def _combine(*parts):
@@ -230,13 +232,15 @@ def _combine(*parts):
     out = []
     for values in zip(*parts):
         first = values[0]
-        if isinstance(first, np.ndarray) and first.dtype == np.int64:
+        if not isinstance(first, np.ndarray):
+            out.append(sum(values[1:], first))
+        elif first.dtype == np.int64:
             out.append(_merge_bad(values))
-            continue
-        total = first.copy() if isinstance(first, np.ndarray) else first
-        for v in values[1:]:
-            total = total + v
-        out.append(total)
+        else:
+            total = first.copy()
+            for v in values[1:]:
+                np.add(total, v, out=total)  # in place: the same additions, no new arrays
+            out.append(total)
     return tuple(out)
 
 
