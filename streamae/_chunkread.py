@@ -85,6 +85,7 @@ _PAGE = mmap.PAGESIZE
 
 _pool_lock = threading.Lock()
 _pool = {}  # pid -> ThreadPoolExecutor (a forked child starts its own)
+_buffers = {}  # pid -> ReadBuffers
 
 
 class LocalChunks:
@@ -256,9 +257,12 @@ def _read_direct(path, out, size):
 class ReadBuffers:
     """Page-aligned read buffers, reused once no array refers to them.
 
-    A stream of reads (`RowSource.stream`) takes one per read; when the
-    consumer has dropped every view of a buffer, the next read reuses it
-    instead of allocating (and page-faulting) fresh memory. Thread-safe.
+    One pool per process (`read_buffers`): each read takes a buffer; when
+    the kernels have dropped every view of it, a later read reuses it
+    instead of allocating (and page-faulting) fresh memory, so a process
+    holds about as many buffers as it ever had reads in flight at once (at
+    most ``read_ahead + 2`` per running task) and its memory does not creep
+    from one evaluation to the next. Thread-safe.
     """
 
     def __init__(self):
@@ -269,16 +273,35 @@ class ReadBuffers:
         """An uninitialised page-aligned ndarray of shape (rows, n)."""
         nbytes = rows * n * np.dtype(dtype).itemsize
         with self._lock:
-            for raw in self._allocations:
-                # Every view of ``raw`` refers to it (NumPy collapses view chains to
-                # the owner): three references are the list's, ``raw`` and the call's.
-                if raw.nbytes >= nbytes + _PAGE and sys.getrefcount(raw) == 3:
-                    break
-            else:
+            pool = self._allocations
+            # Every view of a buffer refers to it (NumPy collapses view chains to
+            # the owner), so a free one has two references: the list's and the call's.
+            free = [i for i in range(len(pool)) if sys.getrefcount(pool[i]) == 2]
+            fits = [i for i in free if pool[i].nbytes >= nbytes + _PAGE]
+            if fits:
+                raw = pool[fits[0]]
+            else:  # free buffers too small for this read would never be used again
+                self._allocations = pool = [b for i, b in enumerate(pool) if i not in free]
                 raw = np.empty(nbytes + _PAGE, np.uint8)
-                self._allocations.append(raw)
+                pool.append(raw)
             skip = -raw.__array_interface__["data"][0] % _PAGE
             return raw[skip:skip + nbytes].view(dtype).reshape(rows, n)
+
+    def clear(self):
+        """Forget every buffer (those in use stay alive until their views go)."""
+        with self._lock:
+            self._allocations = []
+
+
+def read_buffers():
+    """This process's `ReadBuffers` (a forked child starts its own)."""
+    pid = os.getpid()
+    with _pool_lock:
+        buffers = _buffers.get(pid)
+        if buffers is None:
+            _buffers.clear()
+            buffers = _buffers[pid] = ReadBuffers()
+        return buffers
 
 
 def _aligned_empty(rows, n, dtype):
@@ -507,10 +530,11 @@ class RowSource:
 
         The consumer should drop each batch before asking for the next, so
         that at most ``read_ahead + 1`` reads (see `reads`) are alive; the
-        reads of a local store reuse the buffers of dropped batches.
+        reads of a local store reuse the buffers of dropped batches
+        (`read_buffers`).
         """
         runs = self.reads(first, stop)
-        buffers = ReadBuffers()
+        buffers = read_buffers()
         if read_ahead < 1 or len(runs) < 2:
             for i, j in runs:
                 yield from zip(range(i, j), self.read(i, j, buffers))

@@ -285,3 +285,7 @@ def test_read_buffers_are_reused_only_when_nothing_refers_to_them():
     assert third.ctypes.data == address and third.ctypes.data % 4096 == 0
     del view
     assert len(buffers._allocations) == 2
+    del third
+    held = buffers.take(512, 8, np.float64)
+    bigger = buffers.take(1024, 8, np.float64)  # the free one is too small: dropped
+    assert len(buffers._allocations) == 2 and not np.shares_memory(held, bigger)

@@ -43,6 +43,7 @@ import zarr
 
 from streamae import SparseAutoencoder
 from streamae import _kernels as K
+from streamae._chunkread import read_buffers
 
 ROWS, COLS, HIDDEN = 2048, 64, 10
 CHUNK_BYTES = ROWS * COLS * 8
@@ -91,6 +92,7 @@ def peak_bytes(model, path, strategy, repeats=2):
     model.cost_and_grad(path)  # warm-up: Numba cache, zarr metadata, imports
     peaks = []
     for _ in range(repeats):
+        read_buffers().clear()  # the reads' buffers are allocated, and traced, again
         gc.collect()
         tracemalloc.start()
         try:
