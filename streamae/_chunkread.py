@@ -293,15 +293,21 @@ class ReadBuffers:
             self._allocations = []
 
 
-def read_buffers():
-    """This process's `ReadBuffers` (a forked child starts its own)."""
+def _per_process(table, make):
+    """``table``'s object for this process, ``make()`` on first use (a forked
+    child makes its own)."""
     pid = os.getpid()
     with _pool_lock:
-        buffers = _buffers.get(pid)
-        if buffers is None:
-            _buffers.clear()
-            buffers = _buffers[pid] = ReadBuffers()
-        return buffers
+        obj = table.get(pid)
+        if obj is None:
+            table.clear()
+            obj = table[pid] = make()
+        return obj
+
+
+def read_buffers():
+    """This process's `ReadBuffers`."""
+    return _per_process(_buffers, ReadBuffers)
 
 
 def _aligned_empty(rows, n, dtype):
@@ -424,14 +430,8 @@ def as_dask(array, rows, local=None):
 
 def _read_pool():
     """This process's pool of `READ_THREADS` reader threads (started on first use)."""
-    pid = os.getpid()
-    with _pool_lock:
-        pool = _pool.get(pid)
-        if pool is None:
-            _pool.clear()
-            pool = _pool[pid] = ThreadPoolExecutor(READ_THREADS,
-                                                   thread_name_prefix="streamae-read")
-        return pool
+    return _per_process(_pool, lambda: ThreadPoolExecutor(READ_THREADS,
+                                                          thread_name_prefix="streamae-read"))
 
 
 class RowSource:
