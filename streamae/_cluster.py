@@ -381,7 +381,24 @@ class _Distributed(_Backend):
         self.runner.client = None
 
     def compute(self, objs, optimize):
+        _quiet_rescheduling()
         return dask.compute(*objs, scheduler=self.runner.client, optimize_graph=optimize)
+
+
+class _Rescheduling(logging.Filter):
+    """Drops distributed's warning that a result was lost with its worker and is
+    being recomputed: the cluster recomputes it and the evaluation's result is
+    the same, so the line says nothing the user can act on."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Couldn't gather")
+
+
+def _quiet_rescheduling():
+    """Install `_Rescheduling` on distributed's client logger (once)."""
+    logger = logging.getLogger("distributed.client")
+    if not any(isinstance(f, _Rescheduling) for f in logger.filters):
+        logger.addFilter(_Rescheduling())
 
 
 class _DefaultClient(_Distributed):

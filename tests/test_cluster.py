@@ -387,3 +387,19 @@ def test_scheduler_killed_error_then_resume(tmp_path, store, reference, subproce
                    checkpoint_every=1, resume=True)
     assert model.resumed_from_ == 3
     assert fit_bits(model) == reference["fit"]
+
+
+def test_results_recomputed_after_a_lost_worker_are_not_logged(caplog):
+    """distributed's "Couldn't gather ... rescheduling" (a result lost with its
+    worker, recomputed by the cluster) does not reach the user; other
+    warnings of its client do."""
+    import logging
+
+    from streamae._cluster import _quiet_rescheduling
+
+    _quiet_rescheduling()
+    logger = logging.getLogger("distributed.client")
+    with caplog.at_level(logging.WARNING, logger="distributed.client"):
+        logger.warning("Couldn't gather %s keys, rescheduling %s", 1, ("_combine_runs-0",))
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
