@@ -21,7 +21,7 @@ from ._cluster import make_runner
 from ._data import open_dataset, open_zarr_array
 from ._errors import DataError
 from ._options import as_run_options
-from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._output import default_chunk_rows, write_array
 from ._store import check_writable, read_model
 from ._validation import check_width, require_fitted
 
@@ -163,24 +163,17 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
     # One line (DataError) if the widths differ, before anything is written.
     check_width(dataset, W1.shape[1])
     H = hidden_graph(dataset, W1, b1, dtype, options.block_rows, decoder)
-    m, s = H.shape
-    rows, task_rows = min(rows, m), min(task_rows, m)
-    shards = (task_rows, s) if shard else None
-    with staged_array(out, shape=(m, s), chunks=(rows, s), shards=shards, dtype=H.dtype,
-                      overwrite=overwrite, storage_options=storage_options,
-                      what="output store") as target:
-        z = open_for_writing(target, storage_options)
-        # One task per output chunk (or shard): it computes and writes its rows.
-        stored = da.store(H.rechunk({0: task_rows}), z, lock=False, compute=False)
-        runner = make_runner(options.scheduler, options.workers)
-        with runner.session():
-            runner.compute(stored)
-        set_attrs(target, {"streamae": {
-            "kind": "encoding", "model": model_path, "data": described,
-            "n_hidden": s, "n_visible": W1.shape[1], "dtype": np.dtype(H.dtype).name,
+    rows = min(rows, H.shape[0])
+    meta = {"kind": "encoding", "model": model_path, "data": described,
+            "n_hidden": H.shape[1], "n_visible": W1.shape[1], "dtype": np.dtype(H.dtype).name,
             "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
-            "whitened_by_encode": whitened,
-        }}, storage_options)
+            "whitened_by_encode": whitened}
+    task_rows = min(task_rows, H.shape[0])
+    runner = make_runner(options.scheduler, options.workers)
+    with runner.session():  # one task per output chunk (or shard): it computes and writes
+        write_array(H.rechunk({0: task_rows}), out, rows=rows,
+                    shards=(task_rows, H.shape[1]) if shard else None, attrs={"streamae": meta},
+                    runner=runner, overwrite=overwrite, storage_options=storage_options)
     kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \
         storage_options else {}
     return zarr.open_array(os.fspath(out), mode="r", **kwargs)

@@ -81,3 +81,20 @@ def open_for_writing(target, storage_options=None):
 def set_attrs(target, attrs, storage_options=None):
     """Store ``attrs`` (made plain JSON) on the array at ``target``."""
     open_for_writing(target, storage_options).attrs.update(plain_json(attrs))
+
+
+def write_array(Y, out, *, rows, shards, attrs, runner, overwrite=False,
+                storage_options=None):
+    """Compute ``Y`` (Dask array of shape (m, k)) into a new Zarr array at
+    ``out``, in chunks of ``rows`` rows (and ``shards``, or none), one task per
+    chunk of ``Y``, through ``runner``; then record ``attrs``. Written by
+    `staged_array`: nothing is left at ``out`` on failure."""
+    import dask.array as da
+
+    m, k = Y.shape
+    with staged_array(out, shape=(m, k), chunks=(rows, k), shards=shards, dtype=Y.dtype,
+                      overwrite=overwrite, storage_options=storage_options,
+                      what="output store") as target:
+        z = open_for_writing(target, storage_options)
+        runner.compute(da.store(Y, z, lock=False, compute=False))
+        set_attrs(target, attrs, storage_options)

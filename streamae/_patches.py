@@ -572,11 +572,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
-    width = source.width
-    itemsize = np.dtype(dtype).itemsize
-    rows = int(chunk_rows or default_chunk_rows(count, width, itemsize))
-    rows = min(rows, count)
-
+    rows = min(count, int(chunk_rows or default_chunk_rows(count, source.width,
+                                                           np.dtype(dtype).itemsize)))
     std = patch_std(source, count, rows, scheduler)
     pstd = _CLIP_STDS * std
     meta = _metadata(source, names, skipped, images, max_side, channels, count, whiten_images,

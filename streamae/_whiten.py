@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 
 import dask
-import dask.array as da
 import numpy as np
 import zarr
 
@@ -38,7 +37,8 @@ from . import _kernels as K
 from ._cluster import make_runner
 from ._data import describe_bad_values, open_dataset, task_rows
 from ._errors import DataError, ParameterError
-from ._output import open_for_writing, set_attrs, staged_array
+from ._output import write_array
+from ._validation import check_int
 
 KINDS = ("zca", "pca")
 DEFAULT_EPSILON = 0.1  # the UFLDL exercises' value, in units of the data's variance
@@ -339,10 +339,8 @@ def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
     """
     from ._store import check_writable
 
-    if isinstance(split_every, bool) or int(split_every) < 2:
-        raise ParameterError(f"split_every must be an integer >= 2, got {split_every!r}")
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    split_every = check_int("split_every", split_every, 2)
+    chunk_rows = check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     if dtype is not None and str(dtype) not in ("float32", "float64"):
         raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     check_writable(out, overwrite, storage_options, what="output store")
@@ -351,21 +349,16 @@ def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
     _check_options(kind, n_components, epsilon, n)
     runner = make_runner(scheduler, workers)
     with runner.session():
-        mean, sigma = covariance(dataset.array, runner, int(split_every))
+        mean, sigma = covariance(dataset.array, runner, split_every)
         if not (np.all(np.isfinite(sigma)) and np.all(np.isfinite(mean))):
             _refuse_non_finite(dataset, runner)
         record = whitening_transform(mean, sigma, kind, n_components, epsilon,
                                      source=dataset.source)
         Y = apply_whitening(dataset.array, record, dtype)
-        k = Y.shape[1]
-        with staged_array(out, shape=(m, k), chunks=(rows, k),
-                          shards=(dataset.array.chunks[0][0], k) if shard else None,
-                          dtype=Y.dtype, overwrite=overwrite, storage_options=storage_options,
-                          what="output store") as target:
-            z = open_for_writing(target, storage_options)
-            runner.compute(da.store(Y, z, lock=False, compute=False))
-            set_attrs(target, _output_attrs(record, described, m, rows, Y.dtype),
-                      storage_options)
+        shards = (dataset.array.chunks[0][0], Y.shape[1]) if shard else None
+        write_array(Y, out, rows=rows, shards=shards, runner=runner, overwrite=overwrite,
+                    attrs=_output_attrs(record, described, m, rows, Y.dtype),
+                    storage_options=storage_options)
     kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \
         storage_options else {}
     return zarr.open_array(os.fspath(out), mode="r", **kwargs)
