@@ -83,8 +83,18 @@ class Dataset:
         return i, int(starts[i]), int(starts[i + 1])
 
 
-def _is_url(text):
-    return "://" in text
+def is_url(path):
+    """Whether ``path`` (str or os.PathLike) is an fsspec URL rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def input_name(data):
+    """How metadata records the input ``data``: its path or URL, or its kind."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    if isinstance(data, zarr.Array):
+        return f"Zarr array '{data.store_path}'"
+    return "a Dask array" if isinstance(data, da.Array) else "a NumPy array"
 
 
 def open_zarr_array(path, storage_options=None):
@@ -96,15 +106,15 @@ def open_zarr_array(path, storage_options=None):
         If nothing is there or it is not a Zarr array.
     """
     path = os.fspath(path)
-    if not _is_url(path) and not os.path.exists(path):
+    if not is_url(path) and not os.path.exists(path):
         raise DataError(
             f"no data at '{path}': the path does not exist "
             "(check the path, or create a store with `streamae import`)"
         )
-    if not _is_url(path) and os.path.isfile(path):
+    if not is_url(path) and os.path.isfile(path):
         raise DataError(not_a_store(path))
-    kwargs = {"storage_options": storage_options} if _is_url(path) and storage_options else {}
-    if _is_url(path):
+    kwargs = {"storage_options": storage_options} if is_url(path) and storage_options else {}
+    if is_url(path):
         try:
             return zarr.open_array(path, mode="r", **kwargs)
         except Exception as exc:

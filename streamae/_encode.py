@@ -1,11 +1,14 @@
 """Hidden activations of every row: the lazy graph, and ``streamae encode``
-writing it to Zarr.
+writing them to Zarr.
 
-`hidden_graph` is the graph behind `SparseAutoencoder.transform`: one Numba
-kernel task per row chunk. Here each task's result is written straight into its own chunk
-(or shard) of the output, so memory holds a few chunks, never the whole
-output. The output is chunked like the input: same rows per chunk (and per
-shard, if the input is sharded), all hidden units in one chunk.
+`hidden_graph` is the lazy graph behind `SparseAutoencoder.transform_dask`:
+one Numba kernel task per row chunk. `encode` is a written pass
+(`streamae._passes.Pass.write`): tasks stream runs of the input's batches
+(with read-ahead), each writing whole output chunks, so the tasks per pass
+do not grow with the input's chunk count and memory holds a few batches and
+one output chunk per running task. The output is chunked for the next pass
+(about 16 MiB per chunk, `streamae._passes.output_chunk_rows`), whatever the
+input's chunking, unless ``chunk_rows`` is given.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import os
 
 import dask.array as da
 import numpy as np
-import zarr
 
 from . import _kernels as K
 from ._cluster import make_runner
-from ._data import open_dataset, open_zarr_array
+from ._data import input_name
 from ._errors import DataError
 from ._options import as_run_options
-from ._output import default_chunk_rows, write_array
+from ._output import write_array
+from ._passes import Pass, open_input, output_chunk_rows
 from ._store import check_writable, read_model
 from ._validation import check_width, require_fitted
+from ._whiten import whiten_rows, whitening_of
 
 
 def hidden_graph(dataset, W1, b1, dtype, block_rows, decoder="sigmoid"):
@@ -56,17 +60,42 @@ def hidden_graph(dataset, W1, b1, dtype, block_rows, decoder="sigmoid"):
 
 
 def _encode_block(block, W1, b1, block_rows, decoder="sigmoid", block_info=None):
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    return encode_rows(block, row0, W1, b1, block_rows, decoder)
+
+
+def encode_rows(block, row0, W1, b1, block_rows, decoder="sigmoid", whitening=None):
+    """Hidden activations of one batch of rows (the kernel of `encode`'s pass).
+
+    Parameters
+    ----------
+    block : ndarray of shape (rows, n)
+    row0 : int
+        Global index of the batch's first row (for error reports).
+    W1 : ndarray of shape (n_hidden, n), b1 : ndarray of shape (n_hidden,)
+        In the arithmetic dtype.
+    whitening : (ndarray of shape (n_raw,), ndarray of shape (n, n_raw)), optional
+        Mean and matrix of the training data's whitening, applied first to raw rows.
+
+    Returns
+    -------
+    ndarray of shape (rows, n_hidden), dtype of W1
+
+    Raises
+    ------
+    DataError
+        For rows that are not finite or (sigmoid decoder) outside [0, 1].
+    """
+    if whitening is not None:
+        block = whiten_rows(block, row0, *whitening, W1.dtype)
     X = np.ascontiguousarray(block, dtype=W1.dtype)
     if decoder == "linear":
         if not np.isfinite(X).all():
-            row0 = block_info[0]["array-location"][0][0] if block_info else 0
             bad = np.flatnonzero(~np.isfinite(X).all(axis=1)) + row0
             raise DataError(f"cannot encode: {bad.size} row(s) with NaN or inf, first row "
                             f"{bad[0]}; clean the data")
-        return K.hidden_activations(X, W1, b1, block_rows)[0]
     # NaN fails both comparisons, so this also refuses NaN and Inf.
-    if X.size and not (X.min() >= 0 and X.max() <= 1):
-        row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    elif X.size and not (X.min() >= 0 and X.max() <= 1):
         bad = np.flatnonzero(~((X >= 0) & (X <= 1)).all(axis=1)) + row0
         raise DataError(f"cannot encode: {bad.size} row(s) with values outside [0, 1], NaN or "
                         f"inf, first row {bad[0]}; clean or rescale the data as it was for "
@@ -87,38 +116,20 @@ def _weights(model, storage_options):
             getattr(model, "whitening_", None), None)
 
 
-def _input_layout(data, storage_options=None):
-    """(data to pass on, chunk rows, shard rows or None, description)."""
-    if isinstance(data, (str, os.PathLike)):
-        z = open_zarr_array(data, storage_options)
-        return data, z.chunks[0], (z.shards[0] if z.shards else None), os.fspath(data)
-    if isinstance(data, zarr.Array):
-        return data, data.chunks[0], (data.shards[0] if data.shards else None), \
-            f"Zarr array '{data.store_path}'"
-    if isinstance(data, da.Array):
-        return data, data.chunks[0][0], None, "a Dask array"
-    arr = np.asarray(data)
-    rows = default_chunk_rows(arr.shape[0], arr.shape[-1] if arr.ndim else 1, arr.itemsize) \
-        if arr.ndim == 2 and arr.size else 1
-    return arr, rows, None, "a NumPy array"
-
-
-def _whitened_input(whitening, dtype, data, task_rows, storage_options):
-    """(data, whether encode whitens it): raw data of a model trained on whitened
-    data gets the model's whitening; data already whitened must match it."""
-    from ._whiten import apply_whitening, whitening_of
-
+def _whitening_to_apply(whitening, data, storage_options):
+    """The model's whitening as (mean, matrix) if ``data`` is raw data of a model
+    trained on whitened data, else None; data already whitened must match it."""
     if whitening is None:
-        return data, False
+        return None
     own = whitening_of(data, storage_options)
     if own is None:
-        raw = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options)
-        return apply_whitening(raw.array, whitening, dtype), True
+        return (np.asarray(whitening["mean"], np.float64),
+                np.asarray(whitening["matrix"], np.float64))
     if own["mean"] != whitening["mean"] or own["matrix"] != whitening["matrix"]:
         raise DataError("the data was whitened with another transform than the model's "
                         "training data; give the raw data (encode whitens it as in training) "
                         "or data from the same `streamae whiten` run")
-    return data, False
+    return None
 
 
 def encode(model, data, out, *, overwrite=False, run_options=None):
@@ -139,9 +150,9 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
         Replace an existing ``out``.
     run_options : RunOptions or dict, optional
         Where the tasks run (``scheduler``, ``workers``), ``storage_options``,
-        ``block_rows``, and ``chunk_rows``: rows per output chunk (and per
-        task); default the input's chunk rows (a sharded input keeps its
-        shards: one task writes one shard).
+        ``block_rows``, ``read_ahead``, ``page_cache``, and ``chunk_rows``:
+        rows per output chunk; default about 16 MiB of output per chunk
+        (whole input batches), whatever the input's chunks.
 
     Returns
     -------
@@ -149,31 +160,28 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
         The written array, open for reading.
     """
     options = as_run_options(run_options)
-    storage_options, chunk_rows = options.storage_options, options.chunk_rows
+    storage_options = options.storage_options
     W1, b1, dtype, decoder, whitening, model_path = _weights(model, storage_options)
     check_writable(out, overwrite, storage_options, what="output store")
-
-    data, rows, shard, described = _input_layout(data, storage_options)
-    if chunk_rows:
-        rows, shard = int(chunk_rows), None
-    task_rows = shard or rows
-    data, whitened = _whitened_input(whitening, dtype, data, task_rows, storage_options)
-    dataset = open_dataset(data, chunk_rows=task_rows, storage_options=storage_options,
-                           page_cache=options.page_cache)
+    whiten_first = _whitening_to_apply(whitening, data, storage_options)
+    dataset = open_input(data, options)
     # One line (DataError) if the widths differ, before anything is written.
-    check_width(dataset, W1.shape[1])
-    H = hidden_graph(dataset, W1, b1, dtype, options.block_rows, decoder)
-    rows = min(rows, H.shape[0])
-    meta = {"kind": "encoding", "model": model_path, "data": described,
-            "n_hidden": H.shape[1], "n_visible": W1.shape[1], "dtype": np.dtype(H.dtype).name,
-            "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
-            "whitened_by_encode": whitened}
-    task_rows = min(task_rows, H.shape[0])
+    check_width(dataset, W1.shape[1] if whiten_first is None else whiten_first[0].size)
+    dtype = np.dtype(dtype)
+    m, s = dataset.shape[0], W1.shape[0]
     runner = make_runner(options.scheduler, options.workers)
-    with runner.session():  # one task per output chunk (or shard): it computes and writes
-        write_array(H.rechunk({0: task_rows}), out, rows=rows,
-                    shards=(task_rows, H.shape[1]) if shard else None, attrs={"streamae": meta},
-                    runner=runner, overwrite=overwrite, storage_options=storage_options)
-    kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \
-        storage_options else {}
-    return zarr.open_array(os.fspath(out), mode="r", **kwargs)
+    with runner.session():
+        data_pass = Pass(dataset, runner, options.split_every, options.read_ahead,
+                         dtype.itemsize)
+        rows = options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, s,
+                                                       dtype.itemsize)
+        rows = min(rows, m)
+        meta = {"kind": "encoding", "model": model_path, "data": input_name(data),
+                "n_hidden": s, "n_visible": W1.shape[1], "dtype": dtype.name,
+                "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
+                "whitened_by_encode": whiten_first is not None}
+        weights = (np.ascontiguousarray(W1, dtype), np.ascontiguousarray(b1, dtype))
+        return write_array(data_pass, out, encode_rows, *weights, options.block_rows, decoder,
+                           whiten_first, width=s, dtype=dtype, chunk_rows=rows,
+                           attrs={"streamae": meta}, overwrite=overwrite,
+                           storage_options=storage_options)

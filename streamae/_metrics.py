@@ -28,11 +28,11 @@ import json
 import math
 import os
 
-import dask
 import numpy as np
 
 from ._atomic import write_bytes
 from ._kernels import column_moments
+from ._passes import merge_moments
 
 DEAD_FACTOR = 10.0
 
@@ -56,9 +56,12 @@ def explained_variance(reconstruction, m, total):
     return 1.0 - 2.0 * m * reconstruction / total
 
 
-def _moments(block):
-    # Bad values (NaN, Inf) just make the result non-finite: the evaluation
-    # that follows reports them, with their rows.
+def _column_moments(block, row0):
+    """(count, column means, centred sums of squares) of one batch, in float64.
+
+    Bad values (NaN, Inf) just make the result non-finite: the evaluation
+    that follows reports them, with their rows.
+    """
     x = np.asarray(block)
     if x.dtype.kind not in "fiu":
         x = x.astype(np.float64)
@@ -69,33 +72,14 @@ def _moments(block):
 def total_variance(evaluator):
     """sum_j sum_i (x_ij - mean_j)^2 over the whole dataset, one streaming pass.
 
-    Runs where ``evaluator`` (a `streamae._engine.Evaluator`) runs its
-    passes. Per-chunk counts, means and centred sums of squares are pooled in
-    chunk order (Chan et al.), so no precision is lost to cancellation.
+    A reduction pass (`streamae._passes.Pass.reduce`) over the batches
+    ``evaluator`` (a `streamae._engine.Evaluator`) evaluates, where it runs
+    them: per-batch counts, means and centred sums of squares pooled in the
+    fixed tree by Chan et al.'s merge, so no precision is lost to
+    cancellation and the result has the same bits on every scheduler.
     """
-    runner = getattr(evaluator, "runner", None)
-    array = getattr(evaluator, "array", None)
-    if array is None:
-        array = evaluator.dataset.array
-    tasks = [dask.delayed(_moments, pure=True)(b) for b in array.to_delayed().ravel()]
-    total = dask.delayed(_pool, pure=True)(*tasks)
-    if runner is not None:
-        (result,) = runner.compute(total)
-    else:
-        (result,) = dask.compute(total, scheduler=evaluator.scheduler)
-    return result
-
-
-def _pool(*parts):
-    """Pool per-chunk (count, mean, M2) in order; returns sum of M2 over columns."""
-    n, mean, m2 = 0, 0.0, 0.0
-    with np.errstate(all="ignore"):  # non-finite data: see _moments
-        for nb, mb, m2b in parts:
-            delta = mb - mean
-            total = n + nb
-            mean = mean + delta * (nb / total)
-            m2 = m2 + m2b + delta * delta * (n * nb / total)
-            n = total
+    _, _, m2 = evaluator.data_pass.reduce(_column_moments, combine=merge_moments)
+    with np.errstate(all="ignore"):  # non-finite data: see _column_moments
         return float(np.sum(m2))
 
 

@@ -108,3 +108,30 @@ def as_run_options(value):
         return RunOptions(**value)
     raise ParameterError(f"run_options must be a RunOptions, a dict or None, got "
                          f"{type(value).__name__}")
+
+
+def with_legacy_options(run_options, function, **legacy):
+    """``run_options`` as `RunOptions`, with the keywords ``function`` took
+    before it took ``run_options`` (those not None) applied, each with a
+    `FutureWarning` naming its replacement.
+
+    Parameters
+    ----------
+    run_options : RunOptions, dict or None
+    function : str
+        The public function's name, for the warning.
+    **legacy
+        Old keyword arguments (``scheduler``, ``workers``, ``chunk_rows``,
+        ``split_every``, ``storage_options``), None when not given.
+    """
+    import warnings
+
+    given = {k: v for k, v in legacy.items() if v is not None}
+    options = as_run_options(run_options)
+    if not given:
+        return options
+    names = ", ".join(f"{k}=..." for k in given)
+    warnings.warn(f"{function}({names}) is deprecated and will be removed in the next "
+                  f"release; pass run_options={{{', '.join(repr(k) + ': ...' for k in given)}}} "
+                  "instead", FutureWarning, stacklevel=3)
+    return options.replace(**given)

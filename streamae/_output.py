@@ -18,7 +18,8 @@ import numpy as np
 import zarr
 
 from ._atomic import staged
-from ._store import _is_url, check_writable
+from ._data import is_url
+from ._store import check_writable
 
 # Default size of one chunk of a store written by streamae (the unit of one
 # task when training): large enough to amortise Dask's per-task overhead,
@@ -63,7 +64,7 @@ def staged_array(path, *, shape, chunks, dtype, shards=None, overwrite=False,
     path = os.fspath(path)
     check_writable(path, overwrite, storage_options, what=what)
     kwargs = dict(shape=shape, chunks=chunks, dtype=dtype, shards=shards)
-    if _is_url(path):
+    if is_url(path):
         zarr.create_array(path, overwrite=overwrite, storage_options=storage_options, **kwargs)
         yield path
         return
@@ -74,7 +75,7 @@ def staged_array(path, *, shape, chunks, dtype, shards=None, overwrite=False,
 
 def open_for_writing(target, storage_options=None):
     """Open an array created by `staged_array` for writing (in a task)."""
-    kwargs = {"storage_options": storage_options} if _is_url(target) and storage_options else {}
+    kwargs = {"storage_options": storage_options} if is_url(target) and storage_options else {}
     return zarr.open_array(target, mode="r+", **kwargs)
 
 
@@ -83,18 +84,36 @@ def set_attrs(target, attrs, storage_options=None):
     open_for_writing(target, storage_options).attrs.update(plain_json(attrs))
 
 
-def write_array(Y, out, *, rows, shards, attrs, runner, overwrite=False,
-                storage_options=None):
-    """Compute ``Y`` (Dask array of shape (m, k)) into a new Zarr array at
-    ``out``, in chunks of ``rows`` rows (and ``shards``, or none), one task per
-    chunk of ``Y``, through ``runner``; then record ``attrs``. Written by
-    `staged_array`: nothing is left at ``out`` on failure."""
-    import dask.array as da
+def write_array(data_pass, out, kernel, *consts, width, dtype, chunk_rows, attrs,
+                overwrite=False, storage_options=None):
+    """A written pass (`streamae._passes.Pass.write`) into a new Zarr array.
 
-    m, k = Y.shape
-    with staged_array(out, shape=(m, k), chunks=(rows, k), shards=shards, dtype=Y.dtype,
+    Parameters
+    ----------
+    data_pass : Pass
+        The input's batches and where the tasks run.
+    out : str or os.PathLike
+        The array to create, shape (m, width), in chunks of ``chunk_rows``
+        rows (whole input batches, or all the rows); written by
+        `staged_array`: nothing is left at ``out`` on failure.
+    kernel : callable
+        ``kernel(batch, first_row, *consts)`` -> ndarray of shape (rows, width).
+    attrs : dict
+        Recorded on the array once every chunk is written.
+
+    Returns
+    -------
+    zarr.Array
+        The written array, open for reading.
+    """
+    from ._passes import OutputChunks
+
+    m = data_pass.dataset.shape[0]
+    with staged_array(out, shape=(m, width), chunks=(chunk_rows, width), dtype=dtype,
                       overwrite=overwrite, storage_options=storage_options,
                       what="output store") as target:
-        z = open_for_writing(target, storage_options)
-        runner.compute(da.store(Y, z, lock=False, compute=False))
+        data_pass.write(OutputChunks(target, chunk_rows, dtype, storage_options), kernel,
+                        *consts)
         set_attrs(target, attrs, storage_options)
+    kwargs = {"storage_options": storage_options} if is_url(out) and storage_options else {}
+    return zarr.open_array(os.fspath(out), mode="r", **kwargs)

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from ._atomic import staged
-from ._data import describe_url_error, missing_bucket
+from ._data import describe_url_error, is_url, missing_bucket
 from ._errors import DataError, OutputExistsError, OutputWriteError
 from ._objective import PARAM_NAMES
 
@@ -22,12 +22,8 @@ FORMAT = "streamae-model"
 FORMAT_VERSION = 1
 
 
-def _is_url(path):
-    return "://" in str(path)
-
-
 def _exists(path, storage_options=None):
-    if _is_url(path):
+    if is_url(path):
         import fsspec
 
         try:
@@ -46,7 +42,7 @@ def check_writable(path, overwrite, storage_options=None, what="output"):
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass "
             "`overwrite=True` to replace it")
-    if _is_url(path):
+    if is_url(path):
         bucket = missing_bucket(path, storage_options)
         if bucket:
             raise OutputWriteError(f"cannot write {what} '{path}': no bucket '{bucket}' (check "
@@ -90,7 +86,7 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None):
     """
     path = os.fspath(path)
     check_writable(path, overwrite, storage_options, what="model")
-    if _is_url(path):
+    if is_url(path):
         # Object stores have no rename: the group is written in place.
         try:
             _write_group(path, params, attrs, storage_options)
@@ -105,14 +101,14 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None):
 def read_model(path, storage_options=None):
     """Read ``(params, attrs)`` of a model written by `write_model`."""
     path = os.fspath(path)
-    if not _is_url(path) and not os.path.exists(path):
+    if not is_url(path) and not os.path.exists(path):
         raise DataError(f"no model at '{path}': the path does not exist (check the path)")
-    kwargs = {"storage_options": storage_options} if _is_url(path) and storage_options else {}
+    kwargs = {"storage_options": storage_options} if is_url(path) and storage_options else {}
     try:
         group = zarr.open_group(path, mode="r", **kwargs)
         attrs = dict(group.attrs)
     except Exception as exc:  # zarr raises several types for "not a group"
-        if _is_url(path) and (isinstance(exc, (OSError, KeyError))
+        if is_url(path) and (isinstance(exc, (OSError, KeyError))
                               or type(exc).__module__.startswith(("botocore", "aiohttp"))):
             raise DataError(describe_url_error(path, exc, storage_options, "read",
                                                "model")) from None
@@ -155,7 +151,7 @@ def write_array(path, array, chunk_rows, attrs=None, overwrite=False):
         if attrs:
             z.attrs.update(json.loads(json.dumps(attrs, default=float)))
 
-    if _is_url(path):
+    if is_url(path):
         write(path, overwrite)
     else:
         with staged(path, "store") as tmp:

@@ -1,11 +1,13 @@
 """Streaming PCA and ZCA whitening of data larger than memory.
 
-Two passes over the rows, each one task per row chunk:
+Two passes over the rows (`streamae._passes.Pass`: tasks stream runs of
+batches with read-ahead, so the tasks per pass do not grow with the chunk
+count):
 
-1. Every chunk's row count, column means and centred scatter matrix
-   (`streamae._kernels.centred_scatter`, float64) are merged exactly, in a
-   tree of fixed shape (groups of ``split_every`` consecutive chunks, as
-   `streamae._engine.tree_sum`), into the dataset's mean and covariance::
+1. A reduction: every batch's row count, column means and centred scatter
+   matrix (`streamae._kernels.centred_scatter`, float64) are merged exactly
+   (`streamae._passes.merge_moments`) in the fixed-shape tree into the
+   dataset's mean and covariance::
 
        Sigma = (1/m) sum_i (x_i - mean)^T (x_i - mean)       (n, n)
 
@@ -15,10 +17,12 @@ Two passes over the rows, each one task per row chunk:
        ZCA:  M = U diag(1 / sqrt(S + epsilon)) U^T                  (n, n)
        PCA:  M = diag(1 / sqrt(S_k + epsilon)) U_k^T, k < K         (K, n)
 
-   Each chunk is then written as y_i = M (x_i - mean), i.e. ``(X - mean) M^T``,
-   to a new Zarr array chunked like the input.
+   A written pass then stores y_i = M (x_i - mean), i.e. ``(X - mean) M^T``,
+   in a new Zarr array chunked for the next pass (about 16 MiB per chunk,
+   `streamae._passes.output_chunk_rows`), whatever the input's chunks.
 
-Memory: one chunk per running task plus O(n^2) for the partial sums and M.
+Memory: a few batches and one output chunk per running task, plus O(n^2)
+for the partial sums and M.
 The transform (mean, M, epsilon, kind, K) is recorded in the output's
 ``streamae`` attribute ("whitening"), so that a model trained on it can apply
 the same transform to new raw data (`streamae encode`) and draw its filters
@@ -29,87 +33,38 @@ from __future__ import annotations
 
 import os
 
-import dask
 import numpy as np
 import zarr
 
 from . import _kernels as K
 from ._cluster import make_runner
-from ._data import describe_bad_values, open_dataset, task_rows
+from ._data import describe_bad_values, input_name, is_url
 from ._errors import DataError, ParameterError
+from ._options import with_legacy_options
 from ._output import write_array
-from ._validation import check_int
+from ._passes import Pass, merge_moments, open_input, output_chunk_rows
 
 KINDS = ("zca", "pca")
 DEFAULT_EPSILON = 0.1  # the UFLDL exercises' value, in units of the data's variance
 _BLOCK_ROWS = 1024  # rows centred and multiplied at a time in the scatter kernel
 
 
-# ---------------------------------------------------------------- pass 1: mean and covariance
+# ---------------------------------------------------------------- the passes' kernels
 
-def merge_moments(a, b):
-    """Exact merge of two (count, mean, scatter) triples (Chan et al.)::
-
-        m = m_a + m_b,  delta = mean_b - mean_a
-        mean = mean_a + delta m_b / m
-        C = C_a + C_b + delta^T delta m_a m_b / m
-
-    Parameters
-    ----------
-    a, b : tuple (int, ndarray of shape (n,), ndarray of shape (n, n))
-
-    Returns
-    -------
-    tuple (int, ndarray of shape (n,), ndarray of shape (n, n))
-    """
-    ma, mean_a, Ca = a
-    mb, mean_b, Cb = b
-    if ma == 0:
-        return b
-    if mb == 0:
-        return a
-    m = ma + mb
-    delta = mean_b - mean_a
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN data: reported by the caller
-        mean = mean_a + delta * (mb / m)
-        C = Ca + Cb + np.outer(delta, delta) * (ma * mb / m)
-    return m, mean, C
-
-
-def _merge_all(*parts):
-    total = parts[0]
-    for part in parts[1:]:
-        total = merge_moments(total, part)
-    return total
-
-
-def _task_moments(block, block_rows):
+def _scatter(block, row0, block_rows):
+    """(count, column means, centred scatter) of one batch (pass 1's kernel)."""
     X = np.ascontiguousarray(block)
     if X.dtype.kind not in "fiu":
         X = X.astype(np.float64)
     return K.centred_scatter(X, block_rows)
 
 
-def tree_merge(parts, split_every=8):
-    """Delayed merge of delayed (count, mean, scatter) triples, grouped by index.
-
-    The grouping depends only on the number of parts, so the result is the
-    same bits on every scheduler.
-    """
-    parts = list(parts)
-    while len(parts) > 1:
-        parts = [dask.delayed(_merge_all, pure=True)(*parts[i:i + split_every])
-                 for i in range(0, len(parts), split_every)]
-    return parts[0]
-
-
-def covariance(array, runner, split_every=8):
-    """Mean and covariance of a row-chunked Dask array, in one pass.
+def covariance(data_pass):
+    """Mean and covariance of the data, in one reduction pass.
 
     Parameters
     ----------
-    array : dask.array.Array of shape (m, n), chunked along rows only
-    runner : streamae._cluster.Runner
+    data_pass : streamae._passes.Pass
 
     Returns
     -------
@@ -117,10 +72,24 @@ def covariance(array, runner, split_every=8):
     sigma : ndarray of shape (n, n), float64
         (1/m) sum_i (x_i - mean)^T (x_i - mean) (population covariance).
     """
-    tasks = [dask.delayed(_task_moments, pure=True)(b, _BLOCK_ROWS)
-             for b in array.to_delayed().ravel()]
-    (m, mean, C), = runner.compute(tree_merge(tasks, split_every))
+    m, mean, C = data_pass.reduce(_scatter, _BLOCK_ROWS, combine=merge_moments)
     return mean, C / m
+
+
+def whiten_rows(block, row0, mean, M, dtype):
+    """(X - mean) M^T for one batch, in float64, cast to ``dtype`` (pass 2's kernel).
+
+    Parameters
+    ----------
+    block : ndarray of shape (rows, n)
+    mean : ndarray of shape (n,); M : ndarray of shape (K, n)
+
+    Returns
+    -------
+    ndarray of shape (rows, K)
+    """
+    X = np.asarray(block, np.float64)
+    return ((X - mean) @ M.T).astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------- the transform
@@ -210,35 +179,6 @@ def _arrays(record):
     return (np.asarray(record["mean"], np.float64), np.asarray(record["matrix"], np.float64))
 
 
-def _whiten_block(block, mean, M, dtype):
-    """(X - mean) M^T for one chunk, in float64, cast to ``dtype``."""
-    X = np.asarray(block, np.float64)
-    return ((X - mean) @ M.T).astype(dtype, copy=False)
-
-
-def apply_whitening(array, record, dtype=None):
-    """Lazy whitening of a row-chunked Dask array with a recorded transform.
-
-    Parameters
-    ----------
-    array : dask.array.Array of shape (m, n)
-    record : dict
-        As returned by `whitening_transform` (or read by `whitening_of`).
-
-    Returns
-    -------
-    dask.array.Array of shape (m, K), chunked like ``array`` along rows
-    """
-    mean, M = _arrays(record)
-    if array.shape[1] != mean.size:
-        raise DataError(f"the data has {array.shape[1]} columns, but the recorded whitening "
-                        f"expects {mean.size}; give raw data of the width it was computed on")
-    dtype = np.dtype(dtype or (array.dtype if array.dtype.kind == "f" else np.float64))
-    array = array.rechunk({1: -1})
-    return array.map_blocks(_whiten_block, mean, M, dtype, dtype=dtype,
-                            chunks=(array.chunks[0], (M.shape[0],)))
-
-
 def dewhiten(W, record):
     """Filters in the raw data's space: W M, shape (s, n) from W (s, K).
 
@@ -257,7 +197,7 @@ def whitening_of(data, storage_options=None):
     """
     if isinstance(data, (str, os.PathLike)):
         kwargs = {"storage_options": storage_options} \
-            if "://" in os.fspath(data) and storage_options else {}
+            if is_url(data) and storage_options else {}
         try:
             data = zarr.open_array(os.fspath(data), mode="r", **kwargs)
         except Exception:  # not a Zarr array: open_dataset reports it
@@ -272,64 +212,49 @@ def whitening_of(data, storage_options=None):
 
 # ---------------------------------------------------------------- the whole job
 
-def _first_non_finite(block, block_info=None):
-    rows = np.flatnonzero(~np.isfinite(np.asarray(block, np.float64)).all(axis=1))
-    row0 = block_info[0]["array-location"][0][0] if block_info else 0
-    return np.array([[row0 + rows[0] if rows.size else -1]], np.int64)
-
-
-def _refuse_non_finite(dataset, runner):
+def _refuse_non_finite(data_pass):
     """Name the first chunk and rows holding NaN or Inf (one more pass)."""
-    found, = runner.compute(dataset.array.map_blocks(_first_non_finite, chunks=(1, 1),
-                                                     dtype=np.int64))
-    rows = np.asarray(found).ravel()
-    rows = rows[rows >= 0]
-    if rows.size:
-        raise DataError(describe_bad_values(dataset, int(rows[0]), "linear")
+    row = data_pass.first_bad_row()
+    if row >= 0:
+        raise DataError(describe_bad_values(data_pass.dataset, row, "linear")
                         .replace("the linear decoder needs", "whitening needs"))
 
 
-def _layout(src, chunk_rows, storage_options):
-    """(dataset, output chunk rows, shard rows or None, description) of the input."""
-    from ._encode import _input_layout
-
-    data, rows, shard, described = _input_layout(src, storage_options)
-    if chunk_rows:
-        rows, shard = int(chunk_rows), None
-    probe = open_dataset(data, chunk_rows=shard or rows, storage_options=storage_options)
-    m, n = probe.shape
-    rows = min(rows, m)
-    per_task = shard or task_rows(rows, n * np.dtype(probe.array.dtype).itemsize, m)
-    dataset = open_dataset(data, chunk_rows=per_task, storage_options=storage_options)
-    return dataset, rows, shard, described
+def _output_dtype(dtype, data_dtype):
+    if dtype is not None and str(dtype) not in ("float32", "float64"):
+        raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    data_dtype = np.dtype(data_dtype)
+    return np.dtype(dtype or (data_dtype if data_dtype.kind == "f" else np.float64))
 
 
 def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
-           chunk_rows=None, dtype=None, overwrite=False, scheduler=None, workers=None,
-           split_every=8, storage_options=None):
+           dtype=None, overwrite=False, run_options=None, chunk_rows=None, scheduler=None,
+           workers=None, split_every=None, storage_options=None):
     """Whiten a dataset larger than memory into a new Zarr array, in two passes.
 
     Parameters
     ----------
     src : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
     out : str or os.PathLike
-        Zarr array to create, shape (m, n) for ZCA or (m, K) for PCA, chunked
-        (and sharded) like ``src``; written atomically (`streamae._output`).
+        Zarr array to create, shape (m, n) for ZCA or (m, K) for PCA;
+        written atomically (`streamae._output`).
     kind : {"zca", "pca"}
     n_components : int, optional
         PCA only: components K kept, 1 <= K <= n (default n).
     epsilon : float, default 0.1
         Regulariser added to each eigenvalue (in the data's variance units),
         >= 0. With 0, a constant column or dependent columns are an error.
-    chunk_rows : int, optional
-        Rows per output chunk; default the input's.
     dtype : {"float32", "float64"}, optional
         Output dtype; default the input's float dtype, float64 for integers.
     overwrite : bool
-    scheduler, workers
-        Where the tasks run, as for `SparseAutoencoder.fit`.
-    split_every : int
-        Fan-in of pass 1's reduction tree.
+    run_options : RunOptions or dict, optional
+        Where the tasks run (``scheduler``, ``workers``), ``storage_options``,
+        ``split_every`` (pass 1's reduction tree), ``read_ahead``,
+        ``page_cache``, and ``chunk_rows``: rows per output chunk; default
+        about 16 MiB of output per chunk (whole input batches), whatever the
+        input's chunks.
+    chunk_rows, scheduler, workers, split_every, storage_options
+        Deprecated: give them in ``run_options`` (a `FutureWarning`).
 
     Returns
     -------
@@ -339,29 +264,30 @@ def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
     """
     from ._store import check_writable
 
-    split_every = check_int("split_every", split_every, 2)
-    chunk_rows = check_int("chunk_rows", chunk_rows, 1, allow_none=True)
-    if dtype is not None and str(dtype) not in ("float32", "float64"):
-        raise ParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    check_writable(out, overwrite, storage_options, what="output store")
-    dataset, rows, shard, described = _layout(src, chunk_rows, storage_options)
+    options = with_legacy_options(run_options, "whiten", chunk_rows=chunk_rows,
+                                  scheduler=scheduler, workers=workers,
+                                  split_every=split_every, storage_options=storage_options)
+    check_writable(out, overwrite, options.storage_options, what="output store")
+    dataset = open_input(src, options)
     m, n = dataset.shape
     _check_options(kind, n_components, epsilon, n)
-    runner = make_runner(scheduler, workers)
+    dtype = _output_dtype(dtype, dataset.array.dtype)
+    runner = make_runner(options.scheduler, options.workers)
     with runner.session():
-        mean, sigma = covariance(dataset.array, runner, split_every)
+        data_pass = Pass(dataset, runner, options.split_every, options.read_ahead)
+        mean, sigma = covariance(data_pass)
         if not (np.all(np.isfinite(sigma)) and np.all(np.isfinite(mean))):
-            _refuse_non_finite(dataset, runner)
+            _refuse_non_finite(data_pass)
         record = whitening_transform(mean, sigma, kind, n_components, epsilon,
                                      source=dataset.source)
-        Y = apply_whitening(dataset.array, record, dtype)
-        shards = (dataset.array.chunks[0][0], Y.shape[1]) if shard else None
-        write_array(Y, out, rows=rows, shards=shards, runner=runner, overwrite=overwrite,
-                    attrs=_output_attrs(record, described, m, rows, Y.dtype),
-                    storage_options=storage_options)
-    kwargs = {"storage_options": storage_options} if "://" in os.fspath(out) and \
-        storage_options else {}
-    return zarr.open_array(os.fspath(out), mode="r", **kwargs)
+        mean, M = _arrays(record)
+        k = M.shape[0]
+        rows = min(options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, k,
+                                                           dtype.itemsize), m)
+        return write_array(data_pass, out, whiten_rows, mean, M, dtype, width=k, dtype=dtype,
+                           chunk_rows=rows, attrs=_output_attrs(record, input_name(src), m, rows,
+                                                                dtype),
+                           overwrite=overwrite, storage_options=options.storage_options)
 
 
 def _output_attrs(record, described, m, rows, dtype):

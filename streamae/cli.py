@@ -609,8 +609,8 @@ def cmd_whiten(args):
     t0 = time.perf_counter()
     with _task_progress(args, "whiten"):
         z = whiten(args.src, args.out, kind=kind, n_components=args.pca, epsilon=args.epsilon,
-                   chunk_rows=args.chunk_rows, dtype=args.dtype, overwrite=args.overwrite,
-                   scheduler=args.scheduler)
+                   dtype=args.dtype, overwrite=args.overwrite,
+                   run_options={"chunk_rows": args.chunk_rows, "scheduler": args.scheduler})
     record = z.attrs["streamae"]["whitening"]
     S = np.asarray(record["eigenvalues"])
     k = record["n_components"]

@@ -218,12 +218,12 @@ def test_streaming_tasks_bit_identical_on_a_cluster(cluster, store, point, refer
                                                     monkeypatch):
     """Tasks that stream 9 and then 3 chunks each (with read-ahead) on the
     cluster: the bits of one task per chunk on the synchronous scheduler."""
-    from streamae import _engine
+    from streamae import _passes
 
-    monkeypatch.setattr(_engine, "MIN_TASKS", 1)
+    monkeypatch.setattr(_passes, "MIN_TASKS", 1)
     scale(cluster, 2)
     for read_ahead in (0, 2):
-        monkeypatch.setattr(_engine, "READ_AHEAD", read_ahead)
+        monkeypatch.setattr(_passes, "READ_AHEAD", read_ahead)
         runner = Runner(cluster)
         got = evaluate_all(point, store, runner)
         assert got == reference["eval"], read_ahead

@@ -1,4 +1,4 @@
-"""streamae encode: the same activations as transform, chunked like the input."""
+"""streamae encode: the same activations as transform, chunked for the next pass."""
 
 import dask.array as da
 import numpy as np
@@ -27,10 +27,14 @@ def _sigmoid(z):
 
 
 @pytest.mark.parametrize("chunk_rows", [1003, 100, 64])
-def test_encode_equals_transform_and_keeps_chunks(tmp_path, model, X, write_zarr, chunk_rows):
+def test_encode_equals_transform_in_chunks_for_the_next_pass(tmp_path, model, X, write_zarr,
+                                                             chunk_rows):
+    """Output chunks are whole input batches up to about 16 MiB, whatever the
+    input's chunks (at most a quarter of the rows, but at least 1024: here all)."""
     data = write_zarr(X, chunk_rows)
     z = encode(model, data, tmp_path / "h.zarr")
-    assert z.shape == (1003, 5) and z.chunks == (chunk_rows, 5) and z.dtype == np.float64
+    assert z.shape == (1003, 5) and z.chunks == (1003 // chunk_rows * chunk_rows, 5)
+    assert z.dtype == np.float64
     H = z[...]
     assert_array_equal(H, model.transform(data))
     assert_allclose(H, _sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-13)
@@ -38,10 +42,10 @@ def test_encode_equals_transform_and_keeps_chunks(tmp_path, model, X, write_zarr
     assert attrs["kind"] == "encoding" and attrs["n_hidden"] == 5
 
 
-def test_sharded_input_keeps_shards(tmp_path, model, X, write_zarr):
+def test_sharded_input(tmp_path, model, X, write_zarr):
     data = write_zarr(X, 50, shards=(200, 12))
     z = encode(model, data, tmp_path / "h.zarr")
-    assert z.chunks == (50, 5) and z.shards == (200, 5)
+    assert z.chunks == (1000, 5) and z.shards is None  # batches of whole shards
     assert_array_equal(z[...], model.transform(data))
 
 
@@ -52,7 +56,7 @@ def test_saved_model_float32_and_in_memory_inputs(tmp_path, model, X):
         z = encode(str(tmp_path / "m.zarr"), data, tmp_path / f"h{i}.zarr")
         assert z.dtype == np.float32
         assert_allclose(z[...], _sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-5)
-    assert zarr.open_array(str(tmp_path / "h1.zarr")).chunks == (300, 5)
+    assert zarr.open_array(str(tmp_path / "h1.zarr")).chunks == (900, 5)
 
 
 def test_errors(tmp_path, model, rng, write_zarr, capsys):
@@ -79,6 +83,6 @@ def test_errors(tmp_path, model, rng, write_zarr, capsys):
 def test_transform_out_writes_the_same_store(tmp_path, model, X, write_zarr):
     data = write_zarr(X, 128)
     z = model.transform(data, out=tmp_path / "t.zarr")
-    assert isinstance(z, zarr.Array) and z.chunks == (128, 5)
+    assert isinstance(z, zarr.Array) and z.chunks == (896, 5)
     assert_array_equal(z[...], encode(model, data, tmp_path / "e.zarr")[...])
     assert_array_equal(z[...], model.transform(data))

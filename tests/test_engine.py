@@ -23,17 +23,17 @@ from streamae import (
     NumericalError,
     SparseAutoencoder,
     _engine,
+    _passes,
     reference_cost_and_grad,
 )
 from streamae._data import open_dataset
-from streamae._engine import (
-    Evaluator,
+from streamae._engine import Evaluator, make_hyper
+from streamae._passes import (
+    EagerTree,
     _merge_bad,
-    _TreeSum,
-    make_hyper,
     stream_group,
     subtree_size,
-    tree_sum,
+    tree,
 )
 from streamae._objective import PARAM_NAMES
 
@@ -202,14 +202,14 @@ def test_tree_sum_groups_by_index():
     parts = [dask.delayed((np.array([float(i)]), float(i), np.array([i % 2, 100 - i])))
              for i in range(11)]
     for split_every in (2, 3, 8, 16):
-        total, scalar, bad = dask.compute(tree_sum(parts, split_every),
+        total, scalar, bad = dask.compute(tree(parts, split_every),
                                           scheduler="synchronous")[0]
         assert total[0] == 55.0 and scalar == 55.0
         # Counts add up (five odd i); the first row is the smallest among records
         # with a count, 100 - 9, not the first record's.
         assert_array_equal(bad, [5, 91])
     with pytest.raises(ValueError, match="split_every"):
-        tree_sum(parts, 1)
+        tree(parts, 1)
 
 
 # ----------------------------------------------------------------- bad data
@@ -305,13 +305,13 @@ def test_streamed_groups_and_read_ahead_give_the_same_bits(strategy, make_proble
 
     X, params = make_problem(203, 8, 5)
     path = write_zarr(X, 10)  # 21 chunks, the last of 3 rows
-    monkeypatch.setattr(_engine, "STREAM_BYTES", 0)  # one task per chunk
+    monkeypatch.setattr(_passes, "STREAM_BYTES", 0)  # one task per chunk
     reference = _eval_bits(open_dataset(path), params, strategy, read_ahead=0)
     assert reference[0] == 21
     seen = {}
     for min_tasks, stream_bytes in [(8, 0), (8, 2**30), (1, 2**30), (1, 3 * 10 * 8 * 8)]:
-        monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
-        monkeypatch.setattr(_engine, "STREAM_BYTES", stream_bytes)
+        monkeypatch.setattr(_passes, "MIN_TASKS", min_tasks)
+        monkeypatch.setattr(_passes, "STREAM_BYTES", stream_bytes)
         for data in (da.from_zarr(path), np.asarray(X)):
             for scheduler in ("threads", "synchronous"):
                 tasks, bits = _eval_bits(open_dataset(data, chunk_rows=10), params, strategy,
@@ -336,12 +336,12 @@ def test_tasks_of_several_subtrees_give_the_same_bits(strategy, make_problem, wr
     per chunk."""
     X, params = make_problem(203, 8, 5)
     path = write_zarr(X, 10)  # 21 chunks
-    monkeypatch.setattr(_engine, "STREAM_BYTES", 0)
+    monkeypatch.setattr(_passes, "STREAM_BYTES", 0)
     tasks, reference = _eval_bits(open_dataset(path), params, strategy, split_every=4)
     assert tasks == 21
-    monkeypatch.setattr(_engine, "STREAM_BYTES", 2**30)
+    monkeypatch.setattr(_passes, "STREAM_BYTES", 2**30)
     for min_tasks, expected in [(8, 11), (2, 3)]:  # runs of 2 x 1 and 2 x 4 chunks
-        monkeypatch.setattr(_engine, "MIN_TASKS", min_tasks)
+        monkeypatch.setattr(_passes, "MIN_TASKS", min_tasks)
         for data in (path, np.asarray(X), da.from_zarr(path)):
             tasks, bits = _eval_bits(open_dataset(data, chunk_rows=10), params, strategy,
                                      split_every=4)
@@ -358,23 +358,23 @@ def test_in_memory_data_runs_in_streamed_tasks(kind, make_problem):
     assert tasks == 15  # 400 chunks in runs of 27 (split_every 3)
 
 
-def test_eager_tree_sum_matches_tree_sum():
+def test_eager_tree_sum_matches_tree():
     for count in (1, 2, 3, 7, 8, 9, 17, 64, 65):
         parts = [(np.array([0.1 * i]), 0.3 / (i + 1), np.array([i % 3, 100 - i]))
                  for i in range(count)]
         for split_every in (2, 3, 8):
-            tree = _TreeSum(split_every)
+            eager_tree = EagerTree(split_every)
             for part in parts:
-                tree.add(part)
-            eager = tree.result()
-            lazy = dask.compute(tree_sum([dask.delayed(q) for q in parts], split_every),
+                eager_tree.add(part)
+            eager = eager_tree.result()
+            lazy = dask.compute(tree([dask.delayed(q) for q in parts], split_every),
                                 scheduler="synchronous")[0]
             assert eager[0].tobytes() == lazy[0].tobytes() and eager[1] == lazy[1]
             assert_array_equal(eager[2], lazy[2])
 
 
 def test_stream_group_is_whole_subtrees_set_by_the_layout(monkeypatch):
-    monkeypatch.setattr(_engine, "STREAM_BYTES", 2**30)
+    monkeypatch.setattr(_passes, "STREAM_BYTES", 2**30)
     assert stream_group(16, 16 * 2**20, 8) == 2         # 16 chunks: 8 tasks
     assert stream_group(1000, 256_000, 8) == 64         # 1,000 chunks: 16 tasks
     assert stream_group(4000, 64_000, 8) == 256         # 4,000 chunks: 16 tasks
@@ -420,6 +420,6 @@ def test_numpy_input_is_used_in_place(make_problem):
     chunk, = dask.compute(dataset.array.to_delayed().ravel()[3], scheduler="synchronous")
     assert np.shares_memory(chunk, X)
     ev = Evaluator(dataset, make_hyper(0.1, 3.0, 1e-3), dtype="float64")
-    (data, where), *_ = ev._stream_plan()
+    (data, where), *_ = ev.data_pass.plan()
     block, = dask.compute(data, scheduler="synchronous")
     assert np.shares_memory(block, X) and block.shape == (where[-1] - where[0], 8)

@@ -78,9 +78,9 @@ def model():
 
 @pytest.fixture
 def one_chunk_at_a_time(monkeypatch):
-    from streamae import _chunkread, _engine
+    from streamae import _chunkread, _passes
 
-    monkeypatch.setattr(_engine, "READ_AHEAD", 0)
+    monkeypatch.setattr(_passes, "READ_AHEAD", 0)
     monkeypatch.setattr(_chunkread, "READ_BYTES", 0)
 
 
@@ -156,10 +156,10 @@ def test_streaming_tasks_hold_read_ahead_plus_one_chunk(read_ahead, model, store
     """Tasks that stream 8 chunks each, read one chunk at a time, ``read_ahead``
     chunks ahead: (read_ahead + 1) chunks are alive, plus the read's own
     copy, whatever the size of the dataset."""
-    from streamae import _chunkread, _engine
+    from streamae import _chunkread, _passes
 
-    monkeypatch.setattr(_engine, "MIN_TASKS", 1)       # 20 chunks: tasks of 8
-    monkeypatch.setattr(_engine, "READ_AHEAD", read_ahead)
+    monkeypatch.setattr(_passes, "MIN_TASKS", 1)       # 20 chunks: tasks of 8
+    monkeypatch.setattr(_passes, "READ_AHEAD", read_ahead)
     monkeypatch.setattr(_chunkread, "READ_BYTES", 0)   # one chunk per read
     small = peak_bytes(model, stores[10], "one-pass")
     peak = peak_bytes(model, stores[20], "one-pass")

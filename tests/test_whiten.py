@@ -75,7 +75,9 @@ def test_zca_matches_numpy(rng, write_zarr, tmp_path, chunk_rows, offset):
     assert record["kind"] == "zca" and record["epsilon"] == 0.1
     assert_allclose(record["matrix"], M, atol=1e-12)
     assert_allclose(record["mean"], X.mean(axis=0), rtol=1e-14)
-    assert z.chunks == (min(chunk_rows, 500), 6) and z.dtype == np.float64
+    # Chunked for the next pass, not like the input: whole input chunks, about
+    # 16 MiB and at most a quarter of the rows (at least 1024 rows: here all 500).
+    assert z.chunks == (500 // chunk_rows * chunk_rows, 6) and z.dtype == np.float64
 
 
 @pytest.mark.parametrize("kind,k", [("zca", None), ("pca", None), ("pca", 3)])
@@ -102,7 +104,7 @@ def test_independent_of_chunking_and_scheduler(rng, write_zarr, tmp_path):
     chunked = write_zarr(X, 13, "b.zarr")
     many = whiten(chunked, tmp_path / "b-w.zarr")[...]
     assert_allclose(many, one, rtol=0, atol=1e-12)
-    runs = [whiten(chunked, tmp_path / f"{s}.zarr", scheduler=s)[...]
+    runs = [whiten(chunked, tmp_path / f"{s}.zarr", run_options={"scheduler": s})[...]
             for s in ("synchronous", "threads", "processes")]
     for run in runs:
         assert_array_equal(run, many, strict=True)
@@ -233,7 +235,9 @@ def test_show_draws_dewhitened_filters(trained, tmp_path):
 
 def test_memory_does_not_grow_with_the_rows(tmp_path):
     """Peak traced memory (tracemalloc sees Numba's arrays, tests/test_memory.py)
-    of whitening 10 and 40 chunks of 1 MiB, one task at a time. Measured:
+    of whitening 10 and 40 chunks of 1 MiB into chunks of the same rows, one
+    task at a time (by default the output chunks grow with the rows up to 16
+    MiB: a bound, not growth in proportion to the rows). Measured:
     about 4.4 and 5.5 chunks (read buffer, decoded chunk, its float64 centred
     copy and product, the output chunk); holding the data would add 30. The
     bound is loose: only growth in proportion to the rows fails it."""
@@ -250,12 +254,13 @@ def test_memory_does_not_grow_with_the_rows(tmp_path):
                               dtype="float64", compressors=None)
         for i in range(chunks):
             z[i * rows:(i + 1) * rows] = rng.normal(size=(rows, cols))
-        whiten(path, tmp_path / f"warm{chunks}.zarr", scheduler="synchronous")
+        options = {"scheduler": "synchronous", "chunk_rows": rows}
+        whiten(path, tmp_path / f"warm{chunks}.zarr", run_options=options)
         runs = []
         for k in range(2):  # smallest of two: read buffers may wait for the collector
             gc.collect()
             tracemalloc.start()
-            whiten(path, tmp_path / f"w{chunks}-{k}.zarr", scheduler="synchronous")
+            whiten(path, tmp_path / f"w{chunks}-{k}.zarr", run_options=options)
             runs.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
         peaks[chunks] = min(runs)

@@ -1,0 +1,634 @@
+"""Passes over a dataset: one way through the data for every computation.
+
+Every pass is a *kernel over streamed runs of batches* (row chunks), either
+
+- **reduced** (`Pass.reduce`): the kernel maps each batch to a small partial
+  result, and the partial results are combined in a tree of fixed shape:
+  groups of ``split_every`` consecutive batches, then groups of those, in
+  batch order. The shape depends on the number of batches and
+  ``split_every`` only, never on the scheduler, the grouping of batches into
+  tasks or the read-ahead, so the result has the same bits everywhere; or
+- **written** (`Pass.write`): the kernel maps each batch to rows of a new
+  array, which its task writes in whole output chunks (each output chunk
+  written by exactly one task, so a task run again after a worker's loss
+  writes the same bytes).
+
+A task takes a fixed run of consecutive batches (`stream_group`: whole
+subtrees of the tree, a function of the data's layout only): from a Zarr
+store it streams them, reading ahead while its kernels compute
+(`streamae._chunkread.RowSource`); NumPy input is held as one block per run
+(on a cluster's workers, once per `Pass`); a Dask array's task takes its
+run's chunks. So the tasks per pass grow with the data's bytes (8 to 16 for
+data up to ``8 x STREAM_BYTES``), not with its number of chunks.
+
+Two ways to combine partial results, both exact in their order:
+
+- `add_parts`: tuples of arrays and scalars added element-wise, ``bad``
+  records (int64 ``[count, first row]``) merged (counts add, the first row
+  is the smallest);
+- `merge_moments`: (count, mean, scatter) triples, pooled by Chan et al.'s
+  formula (the data variance and the whitening moments).
+"""
+
+import uuid
+
+import dask
+import numpy as np
+
+from ._chunkread import READ_AHEAD, RowSource
+from ._data import MIN_TASKS
+from ._errors import LostInputError, ParameterError
+from ._validation import check_int
+
+#: A task streams consecutive batches of a Zarr store, up to about this many
+#: bytes (see `stream_group`): tasks per pass grow with the data's bytes,
+#: not with its number of chunks, and each lasts long enough (about a second)
+#: that the scheduler's cost per task (about 1 ms on a cluster) is small.
+STREAM_BYTES = 2**30
+
+
+# ---------------------------------------------------------------- combining partial results
+
+def _merge_bad(records):
+    """Combine [count, first_row] records: counts add, the first row is the smallest."""
+    counts = [int(r[0]) for r in records]
+    if not any(counts):
+        return np.array([0, -1], np.int64)
+    rows = [int(r[1]) for r, c in zip(records, counts) if c > 0]
+    return np.array([sum(counts), min(rows)], np.int64)
+
+
+def add_parts(*parts):
+    """Element-wise sum of partial-result tuples, in the order given.
+
+    Float arrays are added in place into a copy of the first (the same
+    additions as ``a + b + c``, no new arrays); int64 arrays are ``bad``
+    records (`_merge_bad`); scalars are added.
+    """
+    out = []
+    for values in zip(*parts):
+        first = values[0]
+        if not isinstance(first, np.ndarray):
+            out.append(sum(values[1:], first))
+        elif first.dtype == np.int64:
+            out.append(_merge_bad(values))
+        else:
+            total = first.copy()
+            for v in values[1:]:
+                np.add(total, v, out=total)
+            out.append(total)
+    return tuple(out)
+
+
+def merge_moments(*parts):
+    """Exact merge of (count, mean, scatter) triples, in order (Chan et al.)::
+
+        m = m_a + m_b,  delta = mean_b - mean_a
+        mean = mean_a + delta m_b / m
+        C = C_a + C_b + delta^T delta m_a m_b / m
+
+    Parameters
+    ----------
+    *parts : tuples (int, ndarray of shape (n,), ndarray of shape (n, n) or (n,))
+        The scatter is a matrix (the whitening's covariance) or its diagonal
+        alone (the data variance: per-column centred sums of squares).
+
+    Returns
+    -------
+    tuple (int, ndarray of shape (n,), ndarray of the scatter's shape)
+    """
+    ma, mean_a, Ca = parts[0]
+    for mb, mean_b, Cb in parts[1:]:
+        if mb == 0:
+            continue
+        if ma == 0:
+            ma, mean_a, Ca = mb, mean_b, Cb
+            continue
+        m = ma + mb
+        delta = mean_b - mean_a
+        cross = np.outer(delta, delta) if np.ndim(Ca) == 2 else delta * delta
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN data: reported by the caller
+            mean_a = mean_a + delta * (mb / m)
+            Ca = Ca + Cb + cross * (ma * mb / m)
+        ma = m
+    return ma, mean_a, Ca
+
+
+class EagerTree:
+    """`tree` done eagerly as the parts arrive, holding O(split_every x depth)
+    partial results: parts are combined in groups of ``split_every``
+    consecutive ones, then groups of those, in index order, exactly as
+    `tree` does, so the result has the same bits."""
+
+    def __init__(self, split_every, combine=add_parts):
+        self.split_every = split_every
+        self.combine = combine
+        self.pending = []  # per level: parts not yet combined
+        self.counts = []   # per level: parts added so far
+
+    def add(self, part, level=0):
+        if level == len(self.pending):
+            self.pending.append([])
+            self.counts.append(0)
+        self.pending[level].append(part)
+        self.counts[level] += 1
+        if len(self.pending[level]) == self.split_every:
+            group, self.pending[level] = self.pending[level], []
+            self.add(self.combine(*group), level + 1)
+
+    def result(self):
+        level = 0
+        while self.counts[level] > 1:  # as tree: stop at a level of one part
+            if self.pending[level]:
+                group, self.pending[level] = self.pending[level], []
+                self.add(self.combine(*group), level + 1)
+            level += 1
+        return self.pending[level][0]
+
+
+def tree(parts, split_every=8, combine=add_parts):
+    """Delayed combination of a list of delayed partial results, grouped by index."""
+    if split_every < 2:
+        raise ParameterError(f"split_every must be at least 2, got {split_every}")
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [dask.delayed(combine, pure=True)(*parts[i:i + split_every])
+                 for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def _combine_runs(combine, *runs):
+    """``combine`` of the subtree results of consecutive tasks, in order."""
+    return combine(*[part for run in runs for part in run])
+
+
+def reduce_runs(runs, per_task, split_every, combine=add_parts):
+    """Delayed total of the tasks' lists of subtree results: ``split_every /
+    per_task`` consecutive tasks make one node of the tree, then `tree`.
+
+    Parameters
+    ----------
+    runs : list of Delayed
+        Each a list of ``per_task`` subtree results (the last task's maybe fewer).
+    per_task : int
+        Subtrees per task, a divisor of ``split_every``.
+    """
+    step = split_every // per_task
+    nodes = [dask.delayed(_combine_runs, pure=True)(combine, *runs[i:i + step])
+             for i in range(0, len(runs), step)]
+    return tree(nodes, split_every, combine)
+
+
+def stream_group(batches, batch_bytes, split_every):
+    """Batches per streaming task (a function of the data's layout only).
+
+    ``g m``: ``g`` the largest power of ``split_every`` and ``m`` the largest
+    divisor of ``split_every`` (below it) such that ``g m`` is not above
+    ``STREAM_BYTES / batch_bytes`` nor ``batches / MIN_TASKS`` (at least 1).
+    A task's batches are then ``m`` whole subtrees of ``g`` batches of the
+    tree `tree` builds over all batches, and ``split_every / m`` tasks
+    make one node above them (see `reduce_runs`): results have the same bits
+    whatever the grouping, and a pass has ``MIN_TASKS`` to ``2 MIN_TASKS``
+    tasks when ``split_every`` is a power of two.
+
+    Parameters
+    ----------
+    batches : int
+        Row chunks (kernel batches) in the data.
+    batch_bytes : int
+        Bytes of one (full) batch.
+    split_every : int
+        Fan-in of the reduction tree.
+    """
+    want = min(STREAM_BYTES // max(1, batch_bytes), -(-batches // MIN_TASKS))
+    group = 1
+    while group * split_every <= want:
+        group *= split_every
+    subtrees = max(m for m in range(1, split_every)
+                   if split_every % m == 0 and (m == 1 or group * m <= want))
+    return group * subtrees
+
+
+def subtree_size(run, split_every):
+    """The largest power of ``split_every`` dividing ``run`` (a `stream_group`):
+    batches per subtree inside a task."""
+    size = 1
+    while run % (size * split_every) == 0:
+        size *= split_every
+    return size
+
+
+# ---------------------------------------------------------------- tasks
+# Module-level functions so that they pickle for process and cluster workers.
+
+def batches(data, where, read_ahead):
+    """Yield (k, first row, batch k) for a task's batches, in order.
+
+    Parameters
+    ----------
+    data : RowSource, ndarray of shape (rows, n) or list of ndarrays
+        A Zarr store's batches, streamed; one block of consecutive batches in
+        memory; or the batches themselves (chunks of a Dask array).
+    where : (int, int) or sequence of int
+        For a `RowSource`: its [first, stop) batches, read in order with
+        ``read_ahead`` reads ahead. Otherwise: the global first row of each
+        batch, then the row after the last.
+    """
+    if isinstance(data, RowSource):
+        first, stop = where
+        for i, block in data.stream(first, stop, read_ahead):
+            yield i - first, int(data.starts[i]), block
+            del block  # before the next read starts: its buffer can be reused
+        return
+    starts = [int(w) for w in where]
+    for k in range(len(starts) - 1):
+        if isinstance(data, list):
+            yield k, starts[k], data[k]
+        else:
+            yield k, starts[k], data[starts[k] - starts[0]:starts[k + 1] - starts[0]]
+
+
+def _task_reduce(kernel, combine, data, where, consts, split_every, read_ahead, subtree,
+                 kept=None):
+    """The partial results of one task of a reduction: its batches' results
+    combined in subtrees of ``subtree`` batches, each as `tree` combines them.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(batch, first_row, *consts)``, or with ``kept``
+        ``kernel(batch, first_row, *consts, kept_k)``: the batch's partial
+        result; a kernel that returns ``(payload, partial)`` with ``kept``
+        True keeps each batch's payload (see `Pass.keep`).
+    data, where
+        The task's batches, as in `batches`.
+    subtree : int
+        A power of ``split_every``: batches per subtree inside the task.
+    kept : list or True, optional
+        True: return the payloads too. A list: the payload of each batch
+        from an earlier `Pass.keep`, passed to the kernel.
+
+    Returns
+    -------
+    list of partial results, one per subtree; with ``kept`` True,
+    ``(payloads, that list)``.
+    """
+    trees = []
+    payloads = []
+    for k, row0, block in batches(data, where, read_ahead):
+        if kept is None or kept is True:
+            part = kernel(block, row0, *consts)
+        else:
+            part = kernel(block, row0, *consts, kept[0][k])
+        del block  # before the next read completes: read_ahead + 1 batches at most
+        if kept is True:
+            payloads.append(part[0])
+            part = part[1]
+        if k % subtree == 0:
+            trees.append(EagerTree(split_every, combine))
+        trees[-1].add(part)
+    totals = [t.result() for t in trees]
+    return (payloads, totals) if kept is True else totals
+
+
+def _task_write(kernel, data, where, consts, read_ahead, out):
+    """Write one task's output rows, in whole output chunks.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(batch, first_row, *consts)`` -> ndarray of shape (rows, k).
+    data, where
+        The task's batches, as in `batches`; they start at an output chunk's first row.
+    out : OutputChunks
+        Where the rows go (the array, its chunk rows, the task's last row).
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    target = out.open()
+    buffer, chunk0, filled, written = None, 0, 0, 0
+    for _, row0, block in batches(data, where, read_ahead):
+        rows = kernel(block, row0, *consts)
+        del block
+        done = 0
+        while done < len(rows):
+            if buffer is None:
+                chunk0 = row0 + done
+                size = min(out.chunk_rows, out.stop(where, data) - chunk0)
+                buffer, filled = np.empty((size, rows.shape[1]), out.dtype), 0
+            take = min(len(rows) - done, len(buffer) - filled)
+            buffer[filled:filled + take] = rows[done:done + take]
+            filled += take
+            done += take
+            if filled == len(buffer):
+                target[chunk0:chunk0 + filled] = buffer
+                written += filled
+                buffer = None
+    return written
+
+
+class OutputChunks:
+    """Where a written pass's rows go: a Zarr array (by path or URL, opened in
+    each task) written in chunks of ``chunk_rows`` rows.
+
+    Picklable: it travels to processes and cluster workers with the tasks.
+    """
+
+    def __init__(self, target, chunk_rows, dtype, storage_options=None):
+        self.target = target
+        self.chunk_rows = int(chunk_rows)
+        self.dtype = np.dtype(dtype)
+        self.storage_options = storage_options
+
+    def open(self):
+        from ._output import open_for_writing
+
+        return open_for_writing(self.target, self.storage_options)
+
+    @staticmethod
+    def stop(where, data):
+        """The row after a task's last row."""
+        if isinstance(data, RowSource):
+            return int(data.starts[where[1]])
+        return int(where[-1])
+
+
+def _task_first_bad_row(data, where, read_ahead):
+    """Global index of the first row of a task's batches holding NaN or Inf, or -1."""
+    for _, row0, block in batches(data, where, read_ahead):
+        rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if rows.size:
+            return row0 + int(rows[0])
+    return -1
+
+
+# ---------------------------------------------------------------- the pass
+
+class Pass:
+    """The runs of a dataset's batches, and the passes over them.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    runner : Runner
+        Where the tasks run (`streamae._cluster.make_runner`).
+    split_every : int
+        Fan-in of the reduction tree.
+    read_ahead : int, optional
+        Batches each task reads ahead of the one its kernel works on (a Zarr
+        store; 0: none). Default `streamae._chunkread.READ_AHEAD`. Results do
+        not depend on it.
+    itemsize : int, optional
+        Bytes per value the kernels work in (sets the bytes of a batch, and so
+        the runs); default the data's.
+
+    Notes
+    -----
+    The runs (`stream_group`) are planned once, on first use, and reused by
+    every pass: on a cluster, NumPy input is shipped to the workers once.
+    """
+
+    def __init__(self, dataset, runner, split_every=8, read_ahead=None, itemsize=None):
+        self.dataset = dataset
+        self.runner = runner
+        self.split_every = check_int("split_every", split_every, 2)
+        read_ahead = READ_AHEAD if read_ahead is None else read_ahead
+        self.read_ahead = check_int("read_ahead", read_ahead, 0)
+        self.itemsize = int(itemsize or np.dtype(dataset.array.dtype).itemsize)
+        self._plans = {}
+        self._prepared = None  # the data as the runner holds it (kept alive here)
+        self._source = None
+
+    # ------------------------------------------------------------ planning
+    @property
+    def batches(self):
+        """Batches (row chunks) of the data."""
+        return len(self.dataset.array.chunks[0])
+
+    @property
+    def batch_rows(self):
+        return int(self.dataset.array.chunks[0][0])
+
+    @property
+    def chunk_tasks(self):
+        """One task per batch, its read fused into it: a Dask array on a cluster or
+        process pool, whose chunks are made (or persisted) wherever the scheduler
+        put them; a task taking several would fetch them from other workers."""
+        return (self.dataset.reader is None and self.dataset.memory is None
+                and getattr(self.runner, "kind", "") in ("distributed", "processes"))
+
+    def group(self, align=1):
+        """Batches per task: `stream_group` (one for `chunk_tasks`), rounded to a
+        multiple of ``align``."""
+        n = self.dataset.shape[1]
+        if self.chunk_tasks:
+            group = 1
+        else:
+            group = stream_group(self.batches, self.batch_rows * n * self.itemsize,
+                                 self.split_every)
+        return max(align, group // align * align)
+
+    def plan(self, align=1):
+        """[(data, where)] of each task, in index order (see `batches`): runs of
+        `group` consecutive batches, built once per alignment."""
+        if align not in self._plans:
+            group = self.group(align)
+            ranges = [(i, min(i + group, self.batches)) for i in range(0, self.batches, group)]
+            if self.dataset.reader is not None:
+                self._plans[align] = [(self._store_source(), r) for r in ranges]
+            else:
+                self._plans[align] = self._memory_runs(ranges)
+        return self._plans[align]
+
+    def _store_source(self):
+        """One key for the store handle, named as dask names the array object
+        that from_array reads ("original-..."), shared by every task."""
+        if self._source is None:
+            self._source = dask.delayed(
+                self.dataset.reader, traverse=False,
+                name=f"original-streamae-source-{uuid.uuid4().hex}")
+        return self._source
+
+    def _memory_runs(self, ranges):
+        """The plan of data not in a Zarr store. NumPy input: one block per run
+        (views; held on the workers once per pass on a cluster). A Dask
+        array: each task takes its run's chunks."""
+        from ._data import in_memory_array
+
+        starts = self.dataset.row_starts.astype(np.int64)
+        # Arrays, not tuples: Dask neither traverses nor hashes them element by element.
+        wheres = [starts[i:j + 1] for i, j in ranges]
+        memory = self.dataset.memory
+        if memory is None:
+            if self._prepared is None:
+                self._prepared = self.runner.prepare(self.dataset.array)
+            chunks = self._prepared.to_delayed().ravel().tolist()
+            if self.chunk_tasks:
+                return [(chunks[i], w) for (i, _), w in zip(ranges, wheres)]
+            return [(chunks[i:j], w) for (i, j), w in zip(ranges, wheres)]
+        rows = tuple(int(w[-1] - w[0]) for w in wheres)
+        runs = in_memory_array(memory, rows).astype(self.dataset.array.dtype)  # as read
+        # Held here: on a cluster, the persisted blocks live as long as this reference.
+        prepared = self.runner.prepare(runs)
+        self._prepared = (self._prepared, prepared)
+        return list(zip(prepared.to_delayed().ravel().tolist(), wheres))
+
+    def subtree(self):
+        """Batches per subtree inside a task of the reduction plan."""
+        return subtree_size(self.group(), self.split_every)
+
+    @property
+    def tasks_per_pass(self):
+        """Kernel tasks in one reduction pass over the data."""
+        return len(self.plan())
+
+    # ------------------------------------------------------------ building tasks
+    def compute(self, *objs):
+        # Runs read their own batches: nothing to fuse (and fusing would merge
+        # them into the reduction tasks). A chunk's read is fused into its task.
+        return self.runner.compute(*objs, fuse_reads=self.chunk_tasks)
+
+    def tasks(self, kernel, consts, token=None, combine=add_parts, kept=None):
+        """Delayed partial results of one reduction pass: one task per run of
+        batches, in index order (see `_task_reduce` for ``kept``).
+
+        Keys are named ``_task_<kernel>-<token>``, not hashed from the
+        arguments: the client's work per pass is a few objects per task,
+        whatever the data's chunks, and the task stream names the pass.
+        """
+        plan = self.plan()
+        token = token or uuid.uuid4().hex
+        name = f"_task_{kernel.__name__.lstrip('_')}-{token}"
+        task = dask.delayed(_task_reduce)
+        subtree = self.subtree()
+        kept = kept if kept is not None else [None] * len(plan)
+        kept = [kept] * len(plan) if kept is True else kept
+        return [task(kernel, combine, data, where, consts, self.split_every, self.read_ahead,
+                     subtree, k, dask_key_name=(name, i))
+                for i, ((data, where), k) in enumerate(zip(plan, kept))]
+
+    def total(self, runs, combine=add_parts):
+        """Delayed total of a reduction pass's tasks (each a list of subtree results)."""
+        return reduce_runs(runs, self.group() // self.subtree(), self.split_every, combine)
+
+    # ------------------------------------------------------------ the passes
+    def reduce(self, kernel, *consts, combine=add_parts, token=None, kept=None):
+        """One reduction pass, computed.
+
+        Parameters
+        ----------
+        kernel : callable
+            ``kernel(batch, first_row, *consts)``: a batch's partial result
+            (module-level, so that it pickles).
+        combine : callable
+            `add_parts` (sums) or `merge_moments`.
+        kept : list, optional
+            The result of a `keep` pass: each batch's payload is passed to
+            ``kernel`` after ``consts``.
+
+        Returns
+        -------
+        The combined partial result of every batch.
+        """
+        runs = self.tasks(kernel, consts, token, combine, kept)
+        total, = self.compute(self.total(runs, combine))
+        return total
+
+    def keep(self, kernel, *consts, token=None):
+        """Tasks of a reduction pass whose kernel returns ``(payload, partial)``:
+        each task's payloads and subtree results, persisted (on a cluster, kept
+        on the workers) for a later `reduce_kept`."""
+        return self.runner.persist(*self.tasks(kernel, consts, token, kept=True),
+                                   fuse_reads=self.chunk_tasks)
+
+    def reduce_kept(self, kept):
+        """The combined partial results of a `keep` pass."""
+        total, = self.compute(self.total(
+            [dask.delayed(_kept_parts, pure=True)(k) for k in kept]))
+        return total
+
+    def write(self, out, kernel, *consts):
+        """A written pass: ``kernel`` maps every batch to its output rows, which
+        the tasks write into ``out`` (an `OutputChunks` whose chunk rows are a
+        multiple of the batch rows), each output chunk by one task.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        m = self.dataset.shape[0]
+        if out.chunk_rows >= m:
+            align = self.batches  # one chunk: one task
+        elif out.chunk_rows % self.batch_rows or len(set(self.dataset.array.chunks[0][:-1])) > 1:
+            raise ParameterError(
+                f"output chunks of {out.chunk_rows} rows are not whole batches of "
+                f"{self.batch_rows} rows; give chunk_rows a multiple of {self.batch_rows}")
+        else:
+            align = out.chunk_rows // self.batch_rows
+        plan = self.plan(align)
+        for attempt in range(3):  # as the evaluations: again if scattered constants were lost
+            token = uuid.uuid4().hex
+            name = f"_task_{kernel.__name__.lstrip('_')}-{token}"
+            shipped = tuple(self.runner.put(c) for c in consts)
+            task = dask.delayed(_task_write)
+            tasks = [task(kernel, data, where, shipped, self.read_ahead, out,
+                          dask_key_name=(name, i)) for i, (data, where) in enumerate(plan)]
+            try:
+                return int(sum(self.compute(*tasks)))
+            except LostInputError:
+                if attempt == 2:
+                    raise
+
+    def first_bad_row(self):
+        """The first row holding NaN or Inf, or -1 (one more pass)."""
+        find = dask.delayed(_task_first_bad_row, pure=True)
+        rows = self.compute(*[find(d, w, self.read_ahead) for d, w in self.plan()])
+        found = [r for r in rows if r >= 0]
+        return min(found) if found else -1
+
+
+def _kept_parts(kept):
+    return kept[1]
+
+
+def open_input(data, options):
+    """The `Dataset` of a written pass's input: batches of ``options.chunk_rows``
+    rows if given (the output's chunks), else the data's own (for a Dask
+    array, its first chunk's rows, so that the batches are uniform).
+
+    Parameters
+    ----------
+    data : path, URL, zarr.Array, dask.array.Array or ndarray of shape (m, n)
+    options : RunOptions
+    """
+    import dask.array as da
+
+    from ._data import open_dataset
+
+    chunk_rows = options.chunk_rows
+    if chunk_rows is None and isinstance(data, da.Array):
+        chunk_rows = int(data.chunks[0][0])
+    return open_dataset(data, chunk_rows=chunk_rows, storage_options=options.storage_options,
+                        page_cache=options.page_cache)
+
+
+def output_chunk_rows(batch_rows, m, width, itemsize):
+    """Rows per chunk of a pass's output: whole input batches, about
+    `streamae._output.CHUNK_BYTES` (16 MiB; see `default_chunk_rows`) whatever
+    the input's chunks, so that the next pass reads it in few, large chunks.
+
+    Parameters
+    ----------
+    batch_rows : int
+        Rows per input batch.
+    m, width, itemsize : int
+        The output's rows, columns and bytes per value.
+    """
+    from ._output import default_chunk_rows
+
+    want = default_chunk_rows(m, width, itemsize)
+    return min(max(1, want // batch_rows) * batch_rows, m)
