@@ -46,8 +46,8 @@ import zarr
 
 from streamae._cluster import Runner
 from streamae._data import open_dataset
-from streamae._engine import Evaluator, make_hyper
-from streamae._objective import PARAM_NAMES, init_params
+from streamae._engine import Evaluator
+from streamae._objective import PARAM_NAMES, init_params, make_hyper
 
 
 def make_store(path, m, n, chunk_rows, seed=0, compressed=True):

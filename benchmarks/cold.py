@@ -12,26 +12,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from common import chunk_files, evict  # noqa: F401 (used by the cold benchmarks)
 
 from streamae._chunkread import _aligned_empty
-
-
-def chunk_files(path):
-    """The chunk files of the Zarr array at ``path`` (no metadata), sorted."""
-    out = []
-    for root, _, files in os.walk(path):
-        out += [os.path.join(root, f) for f in files if not f.startswith(("zarr.json", "."))]
-    return sorted(out)
-
-
-def evict(files):
-    """Drop the files' pages from the page cache (no privileges needed)."""
-    for name in files:
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def disk_limit(files, threads):

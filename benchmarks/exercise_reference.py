@@ -17,8 +17,7 @@ from scipy.optimize import minimize
 
 from streamae import SparseAutoencoder, reference_cost_and_grad
 from streamae._demo import EXERCISE
-from streamae._engine import make_hyper
-from streamae._objective import flatten, init_params, unflatten
+from streamae._objective import flatten, init_params, make_hyper, unflatten
 from streamae._patches import demo_patches
 
 

@@ -51,8 +51,8 @@ from threadpoolctl import threadpool_limits
 
 from streamae import _chunkread
 from streamae._data import open_dataset
-from streamae._engine import Evaluator, make_hyper
-from streamae._objective import init_params
+from streamae._engine import Evaluator
+from streamae._objective import init_params, make_hyper
 
 COLS, HIDDEN = 64, 25
 

@@ -37,7 +37,7 @@ from ._errors import (
     NumericalError,
     ParameterError,
 )
-from ._objective import DECODERS, Hyper, assemble, sparsity_terms
+from ._objective import assemble, sparsity_terms
 from ._passes import Pass
 from ._progress import chunk_progress
 from ._validation import check_int
@@ -341,22 +341,6 @@ def _not_finite(cost, grad):
         "use dtype='float64' or check the data's scale")
     error.units = units.tolist()
     return error
-
-
-def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
-    """Validated `Hyper`; raises ParameterError naming the bad value."""
-    if decoder not in DECODERS:
-        raise ParameterError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}; "
-                             "use 'linear' for real-valued (e.g. whitened) data")
-    if not 0.0 < rho < 1.0:
-        raise ParameterError(f"rho must be in (0, 1), got {rho}; a typical value is 0.01 to 0.1")
-    if not 0.0 <= beta < np.inf:  # also refuses NaN
-        raise ParameterError(
-            f"beta must be finite and >= 0, got {beta}; use 0 to turn sparsity off")
-    if not 0.0 <= weight_decay < np.inf:
-        raise ParameterError(
-            f"weight_decay must be finite and >= 0, got {weight_decay}; use 0 to turn it off")
-    return Hyper(float(rho), float(beta), float(weight_decay), str(decoder))
 
 
 def _size(nbytes):

@@ -24,10 +24,10 @@ from . import _metrics, _optim
 from ._cluster import make_runner
 from ._data import Dataset, open_dataset
 from ._encode import encode, hidden_graph
-from ._engine import STRATEGIES, Evaluator, make_hyper
+from ._engine import STRATEGIES, Evaluator
 from ._errors import DataError, ParameterError
 from ._fitloop import Settings, TrainingRun
-from ._objective import PARAM_NAMES, flatten, init_params, unflatten
+from ._objective import PARAM_NAMES, flatten, init_params, make_hyper, unflatten
 from ._options import as_run_options
 from ._store import read_model, write_model
 from ._validation import (

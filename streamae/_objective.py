@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import NumericalError
+from ._errors import NumericalError, ParameterError
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 DECODERS = ("sigmoid", "linear")
@@ -225,3 +225,19 @@ def reference_cost_and_grad(X, params, hyper):
         "b2": d3.mean(axis=0),
     }
     return float(cost), grad
+
+
+def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
+    """Validated `Hyper`; raises ParameterError naming the bad value."""
+    if decoder not in DECODERS:
+        raise ParameterError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}; "
+                             "use 'linear' for real-valued (e.g. whitened) data")
+    if not 0.0 < rho < 1.0:
+        raise ParameterError(f"rho must be in (0, 1), got {rho}; a typical value is 0.01 to 0.1")
+    if not 0.0 <= beta < np.inf:  # also refuses NaN
+        raise ParameterError(
+            f"beta must be finite and >= 0, got {beta}; use 0 to turn sparsity off")
+    if not 0.0 <= weight_decay < np.inf:
+        raise ParameterError(
+            f"weight_decay must be finite and >= 0, got {weight_decay}; use 0 to turn it off")
+    return Hyper(float(rho), float(beta), float(weight_decay), str(decoder))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from streamae._engine import make_hyper
-from streamae._objective import init_params
+from streamae._objective import init_params, make_hyper
 
 # Hyperparameters of the small test problems: a target activation the random
 # initial weights are near (rho 0.1), so that every term of the objective and

@@ -34,8 +34,8 @@ from cluster_fixtures import (
 from streamae import ClusterError, ParameterError, SparseAutoencoder
 from streamae._cluster import Runner, embedded_bytes, is_address
 from streamae._data import open_dataset
-from streamae._engine import STRATEGIES, Evaluator, make_hyper
-from streamae._objective import PARAM_NAMES, init_params
+from streamae._engine import STRATEGIES, Evaluator
+from streamae._objective import PARAM_NAMES, init_params, make_hyper
 
 pytest.importorskip("distributed")
 

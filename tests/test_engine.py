@@ -22,12 +22,12 @@ from streamae import (
     DataError,
     NumericalError,
     SparseAutoencoder,
-    _engine,
     _passes,
     reference_cost_and_grad,
 )
 from streamae._data import open_dataset
-from streamae._engine import Evaluator, make_hyper
+from streamae._engine import Evaluator
+from streamae._objective import PARAM_NAMES, make_hyper
 from streamae._passes import (
     EagerTree,
     _merge_bad,
@@ -35,7 +35,6 @@ from streamae._passes import (
     subtree_size,
     tree,
 )
-from streamae._objective import PARAM_NAMES
 
 RTOL64 = 1e-12
 

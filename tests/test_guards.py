@@ -8,8 +8,7 @@ import pytest
 
 from streamae import NumericalError, SparseAutoencoder, _optim
 from streamae import _checkpoint as C
-from streamae._engine import make_hyper
-from streamae._objective import sparsity_terms
+from streamae._objective import make_hyper, sparsity_terms
 from streamae._store import write_array
 from streamae.cli import main
 

@@ -13,9 +13,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from streamae import STRATEGIES, DataError, ParameterError, SparseAutoencoder
 from streamae import _kernels as K
-from streamae._engine import make_hyper
 from streamae._gradcheck import check_gradient
-from streamae._objective import PARAM_NAMES, init_params, reference_cost_and_grad
+from streamae._objective import PARAM_NAMES, init_params, make_hyper, reference_cost_and_grad
 from streamae.cli import main
 
 # The exercise's criterion (central differences, eps 1e-4). Measured on the

@@ -7,13 +7,13 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from streamae import STRATEGIES, NumericalError, SparseAutoencoder, reference_cost_and_grad
-from streamae._engine import make_hyper
 from streamae._gradcheck import check_gradient, random_problem, relative_difference
 from streamae._objective import (
     PARAM_NAMES,
     assemble,
     flatten,
     init_params,
+    make_hyper,
     param_shapes,
     sparsity_terms,
     unflatten,

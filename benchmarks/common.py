@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmark scripts: making stores, evicting them from
+the page cache, and describing the run (command, commit, machine, load).
+
+``evict`` drops every chunk file's pages from the page cache with
+``posix_fadvise(POSIX_FADV_DONTNEED)``, which needs no privileges (the files
+must have been written back: ``os.sync()`` after writing).
+"""
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import zarr
+
+
+def make_store(path, X, chunk_rows, compressed=False):
+    """Write ``X`` (ndarray of shape (m, n)) as a Zarr v3 array at ``path`` in
+    chunks of ``chunk_rows`` rows (zstd with ``compressed``, else none); an
+    existing store of the same shape and chunks is reused."""
+    m, n = X.shape
+    if os.path.exists(path):
+        z = zarr.open_array(path, mode="r")
+        if z.shape == (m, n) and z.chunks[0] == chunk_rows:
+            return path
+        raise SystemExit(f"{path} exists with another shape or chunking; remove it")
+    kw = {} if compressed else {"compressors": None}
+    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype=X.dtype, **kw)
+    z[...] = X
+    return path
+
+
+def uniform_data(m, n, seed=0):
+    """``m`` x ``n`` float32 values uniform in [0.05, 0.95] (the same for every chunking)."""
+    return np.random.default_rng(seed).uniform(0.05, 0.95, (m, n)).astype(np.float32)
+
+
+def chunk_files(path):
+    """The chunk files of the Zarr array at ``path`` (no metadata), sorted."""
+    out = []
+    for root, _, files in os.walk(path):
+        out += [os.path.join(root, f) for f in files if not f.startswith(("zarr.json", "."))]
+    return sorted(out)
+
+
+def evict(files):
+    """Drop the files' pages from the page cache (no privileges needed)."""
+    for name in files:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_record(argv=None):
+    """What a results file records about its run: command, commit, date, machine
+    and the load average now (call again at the end for the load after)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    import psutil
+
+    return {
+        "command": " ".join(["python"] + [os.path.relpath(sys.argv[0])]
+                            + list(sys.argv[1:] if argv is None else argv)),
+        "commit": commit, "uncommitted_changes": dirty,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(),
+                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "platform": platform.platform(), "python": platform.python_version()},
+        "load_average_before": os.getloadavg(),
+    }

@@ -1,0 +1,207 @@
+"""Every pass over a store against the chunk count: evaluation, a fit's start,
+whitening and encoding, on threads and on a LocalCluster, in one run.
+
+For stores of ``--rows`` x ``--cols`` float32 values in [0.05, 0.95] (the same
+values in each), uncompressed (``--compressed``: zstd), in ``--chunks`` chunk
+counts (default 16 and 4,000), it times, median of ``--repeats``:
+
+- ``evaluation``: one one-pass evaluation of (cost, gradient), one kernel
+  batch per store chunk (``chunk_rows`` the store's chunk: the case where the
+  chunk count matters most);
+- ``fit_start``: what a fit does before its first evaluation: open the
+  data, build the evaluator and compile its kernels, and the data-variance
+  pass (`streamae._metrics.total_variance`);
+- ``whiten``: `streamae.whiten` (ZCA: moments, then the whitened write);
+- ``encode``: `streamae.encode` of a model with ``--hidden`` units,
+
+each on the threaded scheduler with ``--workers`` threads and on a
+``LocalCluster`` of ``--workers`` single-threaded processes on 127.0.0.1
+(started once; its start is not timed). Every time is also given in
+evaluations of the fewest-chunk store on the same scheduler
+(``ratio_to_evaluation``), and the ratio of the most-chunk to the
+fewest-chunk figure (``ratio_to_fewest_chunks``); the targets (issue "one
+engine for every pass") are at most 1.2 for the chunk ratio, at most 2.5
+evaluations for whitening and 1.5 for encoding. The evaluations of the two
+schedulers are checked to be bit-identical, and so are the whitened and
+encoded stores.
+
+Writes JSON (command, commit, date, machine, load average before and after)
+to ``--json`` (default benchmarks/results/passes.json).
+
+Usage (from the repository root)::
+
+    python benchmarks/passes.py                        # 1,000,000 x 64: 16 and 4,000 chunks
+    python benchmarks/passes.py --rows 20000 --repeats 1 --json /tmp/passes.json   # smoke
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import zarr
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from common import make_store, run_record, uniform_data  # noqa: E402
+
+from streamae import SparseAutoencoder, encode, whiten  # noqa: E402
+from streamae._cluster import Runner  # noqa: E402
+from streamae._data import open_dataset  # noqa: E402
+from streamae._engine import Evaluator  # noqa: E402
+from streamae._metrics import total_variance  # noqa: E402
+from streamae._objective import init_params, make_hyper  # noqa: E402
+
+PASSES = ("evaluation", "fit_start", "whiten", "encode")
+
+
+def _median_seconds(run, repeats):
+    """Median wall time of ``run()`` over ``repeats`` calls (after one untimed call)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def time_passes(path, chunk_rows, scheduler, args, work):
+    """{pass: (median seconds, all seconds)} and the outputs' bytes, for one store
+    on one scheduler (a Runner for the evaluation, the scheduler for the rest)."""
+    hyper = make_hyper(0.01, 3.0, 1e-4)
+    params = init_params(args.cols, args.hidden, np.random.default_rng(1))
+    runner = Runner(scheduler, workers=None if not isinstance(scheduler, str) else
+                    args.workers)
+    options = {"scheduler": scheduler,
+               "workers": args.workers if isinstance(scheduler, str) else None}
+    model = SparseAutoencoder.from_weights(**params, rho=0.01, beta=3.0, weight_decay=1e-4)
+    times, outputs = {}, {}
+    with runner.session():
+        ev = Evaluator(open_dataset(path, chunk_rows=chunk_rows), hyper, strategy="one-pass",
+                       scheduler=runner)
+        times["evaluation"] = _median_seconds(lambda: ev(params), args.repeats)
+        outputs["evaluation"] = ev(params).cost
+
+        def fit_start():
+            fresh = Evaluator(open_dataset(path, chunk_rows=chunk_rows), hyper,
+                              strategy="one-pass", scheduler=runner)
+            fresh.compile_kernels(args.hidden)
+            return total_variance(fresh)
+
+        times["fit_start"] = _median_seconds(fit_start, args.repeats)
+        white = os.path.join(work, "white.zarr")
+        times["whiten"] = _median_seconds(
+            lambda: whiten(path, white, overwrite=True, run_options=options), args.repeats)
+        outputs["whiten"] = zarr.open_array(white, mode="r")[...]
+        codes = os.path.join(work, "codes.zarr")
+        times["encode"] = _median_seconds(
+            lambda: encode(model, path, codes, overwrite=True, run_options=options),
+            args.repeats)
+        outputs["encode"] = zarr.open_array(codes, mode="r")[...]
+    return times, outputs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--cols", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=25)
+    p.add_argument("--chunks", default="16,4000", help="comma-separated chunk counts")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compressed", action="store_true", help="zstd stores (default: none)")
+    p.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
+    p.add_argument("--json", default=os.path.join(HERE, "results", "passes.json"))
+    args = p.parse_args(argv)
+    report = run_record(argv)
+    counts = sorted(int(c) for c in args.chunks.split(","))
+    work = args.dir or tempfile.mkdtemp(prefix="streamae-passes-")
+    report.update({"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
+                   "workers": args.workers, "repeats": args.repeats,
+                   "compressed": args.compressed, "chunks": {}})
+    from distributed import Client, LocalCluster
+
+    try:
+        X = uniform_data(args.rows, args.cols)
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(args.workers)
+            for count in counts:
+                rows = -(-args.rows // count)
+                name = f"x{args.rows}-{count}{'-zstd' if args.compressed else ''}.zarr"
+                path = make_store(os.path.join(work, name), X, rows, args.compressed)
+                entry = {"chunk_rows": rows}
+                results = {}
+                for label, scheduler in (("threads", "threads"), ("local_cluster", client)):
+                    times, results[label] = time_passes(path, rows, scheduler, args, work)
+                    entry[label] = {k: {"seconds_median": v[0], "seconds_all": v[1]}
+                                    for k, v in times.items()}
+                    print(f"{count:6d} chunks, {label}: " + ", ".join(
+                        f"{k} {v[0]:.3f} s" for k, v in times.items()), file=sys.stderr)
+                entry["bit_identical"] = {k: bool(np.array_equal(results["threads"][k],
+                                                                 results["local_cluster"][k]))
+                                          for k in results["threads"]}
+                report["chunks"][str(count)] = entry
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report["load_average_after"] = os.getloadavg()
+    add_ratios(report, counts)
+    text = json.dumps(report, indent=2)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        f.write(text + "\n")
+    print(table(report, counts))
+    return 0
+
+
+def add_ratios(report, counts):
+    """Ratios to the fewest-chunk evaluation and to the fewest-chunk figure, and
+    whether each target holds."""
+    first, last = str(counts[0]), str(counts[-1])
+    for label in ("threads", "local_cluster"):
+        unit = report["chunks"][first][label]["evaluation"]["seconds_median"]
+        for count in map(str, counts):
+            for name in PASSES:
+                cell = report["chunks"][count][label][name]
+                cell["ratio_to_evaluation"] = cell["seconds_median"] / unit
+                base = report["chunks"][first][label][name]["seconds_median"]
+                cell["ratio_to_fewest_chunks"] = cell["seconds_median"] / base
+    targets = {}
+    for label in ("threads", "local_cluster"):
+        cells = {c: report["chunks"][c][label] for c in map(str, counts)}
+        targets[label] = {
+            "chunks_ratio_at_most_1.2": all(cells[last][n]["ratio_to_fewest_chunks"] <= 1.2
+                                            for n in PASSES),
+            "whiten_at_most_2.5_evaluations": all(
+                cells[c]["whiten"]["ratio_to_evaluation"] <= 2.5 for c in cells),
+            "encode_at_most_1.5_evaluations": all(
+                cells[c]["encode"]["ratio_to_evaluation"] <= 1.5 for c in cells),
+        }
+    report["targets_met"] = targets
+
+
+def table(report, counts):
+    """Markdown: time in evaluations of the fewest-chunk store, threads / LocalCluster."""
+    head = " | ".join(f"{c:,} chunks" for c in counts)
+    lines = [f"| pass | {head} |", "|---|" + "---|" * len(counts)]
+    for name in PASSES:
+        cells = []
+        for count in map(str, counts):
+            t, c = (report["chunks"][count][lab][name]["ratio_to_evaluation"]
+                    for lab in ("threads", "local_cluster"))
+            cells.append(f"{t:.2f} / {c:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
