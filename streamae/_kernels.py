@@ -593,3 +593,36 @@ def centred_scatter(X, block_rows):
         np.dot(B.T, B, part)
         _add_to(C, part)
     return m, mean, C
+
+
+@njit(**_NJIT)
+def whiten_rows(X, mean, MT, out, block_rows):
+    """out <- (X - mean) M^T, computed in float64 a block at a time.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n), any float or integer dtype
+    mean : ndarray of shape (n,), float64
+    MT : ndarray of shape (n, K), float64, C-contiguous
+        The whitening matrix M (K, n), transposed.
+    out : ndarray of shape (m, K), float32 or float64
+        Receives the whitened rows (rounded to its dtype).
+    block_rows : int
+        Rows centred (in a float64 buffer) and multiplied at a time.
+    """
+    m, n = X.shape
+    k = MT.shape[1]
+    br = max(1, min(block_rows, m))
+    buf = np.empty((br, n), np.float64)
+    res = np.empty((br, k), np.float64)
+    for start in range(0, m, br):
+        rows = min(br, m - start)
+        B = buf[:rows]
+        for i in range(rows):
+            for j in range(n):
+                B[i, j] = X[start + i, j] - mean[j]
+        R = res[:rows]
+        np.dot(B, MT, R)
+        for i in range(rows):
+            for j in range(k):
+                out[start + i, j] = R[i, j]

@@ -77,7 +77,7 @@ def covariance(data_pass):
 
 
 def whiten_rows(block, row0, mean, M, dtype):
-    """(X - mean) M^T for one batch, in float64, cast to ``dtype`` (pass 2's kernel).
+    """(X - mean) M^T for one batch, in float64, rounded to ``dtype`` (pass 2's kernel).
 
     Parameters
     ----------
@@ -88,8 +88,13 @@ def whiten_rows(block, row0, mean, M, dtype):
     -------
     ndarray of shape (rows, K)
     """
-    X = np.asarray(block, np.float64)
-    return ((X - mean) @ M.T).astype(dtype, copy=False)
+    X = np.ascontiguousarray(block)
+    if X.dtype.kind not in "fiu":
+        X = X.astype(np.float64)
+    out = np.empty((X.shape[0], M.shape[0]), dtype)
+    K.whiten_rows(X, np.asarray(mean, np.float64), np.ascontiguousarray(M.T, np.float64), out,
+                  _BLOCK_ROWS)
+    return out
 
 
 # ---------------------------------------------------------------- the transform
