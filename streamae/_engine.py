@@ -2,7 +2,7 @@
 
 An evaluation is one or two reduction passes (`streamae._passes.Pass`) of
 the objective's kernels over the data's batches, then the assembly of the
-cost and gradient from the reduced sums (`streamae._objective.assemble`).
+cost and gradient from the reduced sums (`streamae._objective.Objective`).
 The passes stream runs of whole subtrees of the fixed-shape reduction tree,
 so the result does not depend on the scheduler, the grouping or the
 read-ahead; the runs are planned once per evaluator and only the parameters
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
-from . import _kernels as K
 from ._cluster import make_runner
 from ._data import describe_bad_values
 from ._errors import (
@@ -37,7 +36,7 @@ from ._errors import (
     NumericalError,
     ParameterError,
 )
-from ._objective import assemble, sparsity_terms
+from ._objective import Objective
 from ._passes import Pass
 from ._progress import chunk_progress
 from ._validation import check_int
@@ -65,49 +64,6 @@ class Evaluation:
     terms: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- kernels of the passes
-# Module-level functions (they pickle for process and cluster workers), one
-# per pass, so that task names say which pass runs (dashboard, progress bars):
-# ``kernel(batch, first_row, *constants)`` -> the batch's partial sums.
-
-def _as_input(block, dtype):
-    return np.ascontiguousarray(block, dtype=dtype)
-
-
-def _hidden_sum(block, row0, p, block_rows):
-    """Pass 1 of two-pass: (sum of a2,)."""
-    X = _as_input(block, p["W1"].dtype)
-    return (K.hidden_sum(X, p["W1"], p["b1"], block_rows),)
-
-
-def _hidden_keep(block, row0, p, block_rows):
-    """Pass 1 of cached: (a2, (sum of a2,))."""
-    X = _as_input(block, p["W1"].dtype)
-    a2, sum_a2 = K.hidden_activations(X, p["W1"], p["b1"], block_rows)
-    return a2, (sum_a2,)
-
-
-def _backprop(block, row0, p, c, block_rows):
-    """Pass 2 of two-pass (see `streamae._kernels.backprop_sums`)."""
-    X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0, block_rows,
-                           bool(p.get("linear", False)))
-
-
-def _backprop_cached(block, row0, p, c, block_rows, a2):
-    """Pass 2 of cached, with the batch's kept ``a2``."""
-    X = _as_input(block, p["W1"].dtype)
-    return K.backprop_sums_cached(X, a2, p["W2"], p["b2"], c, row0, block_rows,
-                                  bool(p.get("linear", False)))
-
-
-def _one_pass(block, row0, p, block_rows):
-    """The one-pass sums (see `streamae._kernels.one_pass_sums`)."""
-    X = _as_input(block, p["W1"].dtype)
-    return K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0, block_rows,
-                           bool(p.get("linear", False)))
-
-
 # ---------------------------------------------------------------- evaluator
 
 class Evaluator:
@@ -117,7 +73,7 @@ class Evaluator:
     ----------
     dataset : Dataset
     hyper : Hyper
-        Includes the decoder ("sigmoid" or "linear"), passed to the kernels.
+        Includes the decoder ("sigmoid" or "linear"): the `Objective` variant.
     dtype : {"float32", "float64"}
         Dtype of the kernels' arithmetic; sums accumulate in float64.
     strategy : {"two-pass", "one-pass", "cached"}
@@ -152,6 +108,7 @@ class Evaluator:
                 f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
         self.dataset = dataset
         self.hyper = hyper
+        self.objective = Objective.of(hyper)
         self.dtype = np.dtype(dtype)
         self.strategy = strategy
         self.scheduler = scheduler or "threads"
@@ -216,17 +173,15 @@ class Evaluator:
         p = {"W1": np.zeros((n_hidden, n), self.dtype), "b1": np.zeros(n_hidden, self.dtype),
              "W2": np.zeros((n, n_hidden), self.dtype), "b2": np.zeros(n, self.dtype)}
         c = np.zeros(n_hidden, self.dtype)
-        if self.hyper.linear:
-            p["linear"] = True
-        br = self.block_rows
+        br, objective = self.block_rows, self.objective
         if self.strategy == "one-pass":
-            _one_pass(X, 0, p, br)
+            objective.one_pass(X, 0, p, br)
         elif self.strategy == "two-pass":
-            _hidden_sum(X, 0, p, br)
-            _backprop(X, 0, p, c, br)
+            objective.hidden_sum(X, 0, p, br)
+            objective.backprop(X, 0, p, c, br)
         else:
-            a2, _ = _hidden_keep(X, 0, p, br)
-            _backprop_cached(X, 0, p, c, br, a2)
+            a2, _ = objective.hidden_keep(X, 0, p, br)
+            objective.backprop_cached(X, 0, p, c, br, a2)
 
     def _check_data(self, bad):
         if bad[0] > 0:
@@ -235,7 +190,7 @@ class Evaluator:
 
     def _sparsity(self, sum_a2):
         try:
-            return sparsity_terms(sum_a2, self.m, self.hyper)
+            return self.objective.sparsity(sum_a2, self.m)
         except NumericalError:
             if not np.all(np.isfinite(sum_a2)):
                 self._find_bad_rows()
@@ -255,8 +210,6 @@ class Evaluator:
         Evaluation
         """
         p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
-        if self.hyper.linear:
-            p["linear"] = True
         run = {"two-pass": self._two_pass, "one-pass": self._one_pass,
                "cached": self._cached}[self.strategy]
         result = self._retry_lost_params(run, p, params)
@@ -285,45 +238,41 @@ class Evaluator:
     def _two_pass(self, p, params):
         pd = self.runner.put(p)
         with self.pass_progress("two-pass 1/2"):
-            (sum_a2,) = self._reduce(_hidden_sum, pd)
-        rho_hat, kl, c = self._sparsity(sum_a2)
+            hidden = self._reduce(self.objective.hidden_sum, pd)
+        rho_hat, kl, c = self._sparsity(hidden.sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("two-pass 2/2"):
-            sq, gW1, gb1, gW2, gb2, bad = self._reduce(_backprop, pd, cd)
-        self._check_data(bad)
-        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+            sums = self._reduce(self.objective.backprop, pd, cd)
+        return self._finish(params, rho_hat, kl, sums)
 
     def _one_pass(self, p, params):
         pd = self.runner.put(p)
         with self.pass_progress("one-pass"):
-            sums = self._reduce(_one_pass, pd)
-        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = sums
-        self._check_data(bad)
-        rho_hat, kl, c = self._sparsity(sum_a2)
-        gW1 = gW1r + c[:, None] * fpX
-        gb1 = gb1r + c * sum_fp
-        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+            sums = self._reduce(self.objective.one_pass, pd)
+        self._check_data(sums.bad)
+        rho_hat, kl, c = self._sparsity(sums.sum_a2)
+        return self._finish(params, rho_hat, kl, sums.with_sparsity(c))
 
     def _cached(self, p, params):
         self._require_cache_fits(p["W1"].shape[0])
         pd = self.runner.put(p)
         with self.pass_progress("cached 1/2"):
-            kept = self.data_pass.keep(_hidden_keep, pd, self.block_rows, token=self._token)
-        (sum_a2,) = self.data_pass.reduce_kept(kept)
-        rho_hat, kl, c = self._sparsity(sum_a2)
+            kept = self.data_pass.keep(self.objective.hidden_keep, pd, self.block_rows,
+                                       token=self._token)
+        hidden = self.data_pass.reduce_kept(kept)
+        rho_hat, kl, c = self._sparsity(hidden.sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("cached 2/2"):
-            sums = self.data_pass.reduce(_backprop_cached, pd, cd, self.block_rows,
-                                       token=self._token, kept=list(kept))
+            sums = self.data_pass.reduce(self.objective.backprop_cached, pd, cd,
+                                         self.block_rows, token=self._token, kept=list(kept))
         del kept
-        sq, gW1, gb1, gW2, gb2, bad = sums
-        self._check_data(bad)
-        return self._finish(params, rho_hat, kl, sq, gW1, gb1, gW2, gb2)
+        return self._finish(params, rho_hat, kl, sums)
 
-    def _finish(self, params, rho_hat, kl, sq, gW1, gb1, gW2, gb2):
+    def _finish(self, params, rho_hat, kl, sums):
+        """The `Evaluation` from the dataset's `GradientSums` (bad data raises)."""
+        self._check_data(sums.bad)
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results raise below
-            cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
-                                         gW1, gb1, gW2, gb2)
+            cost, grad, terms = self.objective.assemble(params, self.m, sums, kl)
         if not np.isfinite(cost) or not all(np.all(np.isfinite(g)) for g in grad.values()):
             raise _not_finite(cost, grad)
         return Evaluation(cost, grad, rho_hat, terms)

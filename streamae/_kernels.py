@@ -272,6 +272,32 @@ def _sparse_delta(e2, a2, c, gb1):
             gb1[j] += d
 
 
+@njit(**_NJIT)
+def _forward(Xb, W1, b1, a2, sum_a2):
+    """a2 <- f(Xb W1^T + b1) (the block's buffer); column sums of a2 into ``sum_a2``."""
+    np.dot(Xb, W1.T, a2)
+    _activate_hidden(a2, b1, sum_a2)
+
+
+@njit(**_NJIT)
+def _decode(Xb, a2, W2, b2, d3, e2, gb2, sqc, bad, row0, linear):
+    """The output layer and the error sent back, for one block (shared by every
+    backprop kernel): d3 <- the output delta (`_activate_output`), e2 <- d3 W2;
+    column sums of d3 into ``gb2`` and of the squared errors into ``sqc``; the
+    block's bad values noted in ``bad`` (first row ``row0``)."""
+    np.dot(a2, W2.T, d3)
+    nbad = _activate_output(Xb, d3, b2, gb2, sqc, linear)
+    _note_bad(Xb, nbad, row0, bad, linear)
+    np.dot(d3, W2, e2)
+
+
+@njit(**_NJIT)
+def _add_product(acc, A, B, buf):
+    """acc += A^T B (float64 ``acc``; the product in ``buf``, in the blocks' dtype)."""
+    np.dot(A.T, B, buf)
+    _add_to(acc, buf)
+
+
 # ----------------------------------------------------------------- public kernels
 
 @njit(**_NJIT)
@@ -298,9 +324,7 @@ def hidden_sum(X, W1, b1, block_rows):
     a2buf = np.empty((br, s), X.dtype)
     for start in range(0, m, br):
         rows = min(br, m - start)
-        a2 = a2buf[:rows]
-        np.dot(X[start:start + rows], W1.T, a2)
-        _activate_hidden(a2, b1, sum_a2)
+        _forward(X[start:start + rows], W1, b1, a2buf[:rows], sum_a2)
     return sum_a2
 
 
@@ -322,9 +346,7 @@ def hidden_activations(X, W1, b1, block_rows):
     a2 = np.empty((m, s), X.dtype)
     for start in range(0, m, br):
         stop = min(start + br, m)
-        a2b = a2[start:stop]
-        np.dot(X[start:stop], W1.T, a2b)
-        _activate_hidden(a2b, b1, sum_a2)
+        _forward(X[start:stop], W1, b1, a2[start:stop], sum_a2)
     return a2, sum_a2
 
 
@@ -351,21 +373,14 @@ def _backprop_chunk(X, A2, W1, b1, W2, b2, c, row0, block_rows, forward, linear)
         Xb = X[start:start + rows]
         if forward:
             a2 = a2buf[:rows]
-            np.dot(Xb, W1.T, a2)
-            _activate_hidden(a2, b1, dummy)
+            _forward(Xb, W1, b1, a2, dummy)
         else:
             a2 = A2[start:start + rows]
-        d3 = d3buf[:rows]
-        np.dot(a2, W2.T, d3)
-        nbad = _activate_output(Xb, d3, b2, gb2, sqc, linear)
-        _note_bad(Xb, nbad, row0 + start, bad, linear)
-        e2 = e2buf[:rows]
-        np.dot(d3, W2, e2)
+        d3, e2 = d3buf[:rows], e2buf[:rows]
+        _decode(Xb, a2, W2, b2, d3, e2, gb2, sqc, bad, row0 + start, linear)
         _sparse_delta(e2, a2, c, gb1)
-        np.dot(d3.T, a2, pW2)
-        _add_to(gW2, pW2)
-        np.dot(e2.T, Xb, pW1)
-        _add_to(gW1, pW1)
+        _add_product(gW2, d3, a2, pW2)
+        _add_product(gW1, e2, Xb, pW1)
     return sqc.sum(), gW1, gb1, gW2, gb2, bad
 
 
@@ -485,14 +500,9 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
         rows = min(br, m - start)
         Xb = X[start:start + rows]
         a2 = a2buf[:rows]
-        np.dot(Xb, W1.T, a2)
-        _activate_hidden(a2, b1, sum_a2)
-        d3 = d3buf[:rows]
-        np.dot(a2, W2.T, d3)
-        nbad = _activate_output(Xb, d3, b2, gb2, sqc, linear)
-        _note_bad(Xb, nbad, row0 + start, bad, linear)
-        e2 = e2buf[:rows]
-        np.dot(d3, W2, e2)
+        _forward(Xb, W1, b1, a2, sum_a2)
+        d3, e2 = d3buf[:rows], e2buf[:rows]
+        _decode(Xb, a2, W2, b2, d3, e2, gb2, sqc, bad, row0 + start, linear)
         stacked = stackbuf[:rows]
         for i in range(rows):
             for j in range(s):
@@ -503,8 +513,7 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
                 stacked[i, s + j] = fp
                 gb1r[j] += d
                 sum_fp[j] += fp
-        np.dot(d3.T, a2, pW2)
-        _add_to(gW2, pW2)
+        _add_product(gW2, d3, a2, pW2)
         np.dot(stacked.T, Xb, both)
         _add_rows_to(gW1r, both, 0)
         _add_rows_to(fpX, both, s)

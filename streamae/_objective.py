@@ -1,6 +1,11 @@
 """The sparse-autoencoder objective: parameters, the sparsity term, and the
 assembly of the cost and gradient from partial sums over chunks.
 
+`Objective` is the objective as one object: its per-batch kernels (the
+partial sums of each pass, as named tuples), the sparsity term and the
+assembly; the decoder is a variant of it (`SigmoidObjective`,
+`LinearObjective`), never a flag in the parameters.
+
 The objective (rows of X are samples, m rows in the whole dataset)::
 
     J = 1/(2m) sum_i ||a3_i - x_i||^2
@@ -13,9 +18,11 @@ compare the two.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from . import _kernels as K
 from ._errors import NumericalError, ParameterError
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
@@ -241,3 +248,137 @@ def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
         raise ParameterError(
             f"weight_decay must be finite and >= 0, got {weight_decay}; use 0 to turn it off")
     return Hyper(float(rho), float(beta), float(weight_decay), str(decoder))
+
+
+# ---------------------------------------------------------------- partial sums of the passes
+# Named tuples: `streamae._passes.add_parts` adds them field by field (and
+# keeps their type), so that they travel the reduction tree as one object.
+
+class HiddenSums(NamedTuple):
+    """Pass 1 of two-pass and cached."""
+
+    sum_a2: np.ndarray
+    """ndarray of shape (s,), float64: sum_i a2_i."""
+
+
+class GradientSums(NamedTuple):
+    """Pass 2 of two-pass and cached, with the sparsity term in d2."""
+
+    sq: float
+    """sum_i ||a3_i - x_i||^2."""
+    gW1: np.ndarray
+    """ndarray of shape (s, n), float64: sum_i d2_i^T x_i."""
+    gb1: np.ndarray
+    """ndarray of shape (s,), float64: sum_i d2_i."""
+    gW2: np.ndarray
+    """ndarray of shape (n, s), float64: sum_i d3_i^T a2_i."""
+    gb2: np.ndarray
+    """ndarray of shape (n,), float64: sum_i d3_i."""
+    bad: np.ndarray
+    """ndarray of shape (2,), int64: [values the decoder refuses, first such row or -1]."""
+
+
+class OnePassSums(NamedTuple):
+    """The one-pass sums: d2's sparsity term (c) is added after the reduction
+    (`with_sparsity`), from rho_hat of the whole dataset."""
+
+    sum_a2: np.ndarray
+    sq: float
+    gW1_rest: np.ndarray
+    """ndarray of shape (s, n): sum_i [(d3 W2) * f'(z2)]_i^T x_i."""
+    gb1_rest: np.ndarray
+    """ndarray of shape (s,): sum_i (d3 W2) * f'(z2)."""
+    gW2: np.ndarray
+    gb2: np.ndarray
+    fp_X: np.ndarray
+    """ndarray of shape (s, n): sum_i f'(z2_i)^T x_i."""
+    sum_fp: np.ndarray
+    """ndarray of shape (s,): sum_i f'(z2_i)."""
+    bad: np.ndarray
+
+    def with_sparsity(self, c):
+        """The `GradientSums` for sparsity coefficient ``c`` (ndarray of shape (s,))."""
+        return GradientSums(self.sq, self.gW1_rest + c[:, None] * self.fp_X,
+                            self.gb1_rest + c * self.sum_fp, self.gW2, self.gb2, self.bad)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The objective of ``hyper``: the kernels of each pass over a batch, the
+    sparsity term and the assembly of the cost and gradient.
+
+    Use `Objective.of`: the decoder is the subclass (`SigmoidObjective`,
+    `LinearObjective`), whose ``linear`` the Numba kernels take as a
+    compile-time constant. Picklable: its kernels travel to the workers as
+    bound methods.
+
+    Every kernel takes ``(batch, first_row, p, ...)``: the batch (rows, n) of
+    any dtype, its global first row (for error reports) and ``p``, the
+    parameters W1 (s, n), b1 (s,), W2 (n, s), b2 (n,) in the arithmetic dtype.
+    """
+
+    hyper: Hyper
+    linear: ClassVar[bool] = False
+
+    @staticmethod
+    def of(hyper):
+        """The objective of ``hyper``, by its decoder."""
+        return (LinearObjective if hyper.linear else SigmoidObjective)(hyper)
+
+    # ------------------------------------------------------------ the passes' kernels
+    def hidden_sum(self, block, row0, p, block_rows):
+        """Pass 1 of two-pass: `HiddenSums`."""
+        X = _as_input(block, p["W1"].dtype)
+        return HiddenSums(K.hidden_sum(X, p["W1"], p["b1"], block_rows))
+
+    def hidden_keep(self, block, row0, p, block_rows):
+        """Pass 1 of cached: (a2 of shape (rows, s), `HiddenSums`)."""
+        X = _as_input(block, p["W1"].dtype)
+        a2, sum_a2 = K.hidden_activations(X, p["W1"], p["b1"], block_rows)
+        return a2, HiddenSums(sum_a2)
+
+    def backprop(self, block, row0, p, c, block_rows):
+        """Pass 2 of two-pass: `GradientSums` with sparsity coefficient ``c`` (s,)."""
+        X = _as_input(block, p["W1"].dtype)
+        return GradientSums(*K.backprop_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], c, row0,
+                                             block_rows, self.linear))
+
+    def backprop_cached(self, block, row0, p, c, block_rows, a2):
+        """Pass 2 of cached, from the batch's kept ``a2``: `GradientSums`."""
+        X = _as_input(block, p["W1"].dtype)
+        return GradientSums(*K.backprop_sums_cached(X, a2, p["W2"], p["b2"], c, row0,
+                                                    block_rows, self.linear))
+
+    def one_pass(self, block, row0, p, block_rows):
+        """The one-pass sums: `OnePassSums`."""
+        X = _as_input(block, p["W1"].dtype)
+        return OnePassSums(*K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0,
+                                            block_rows, self.linear))
+
+    # ------------------------------------------------------------ after the reduction
+    def sparsity(self, sum_a2, m):
+        """(rho_hat, KL, c): `sparsity_terms`."""
+        return sparsity_terms(sum_a2, m, self.hyper)
+
+    def assemble(self, params, m, sums, kl):
+        """(cost, grad, terms) from the dataset's `GradientSums`: `assemble`."""
+        return assemble(params, self.hyper, m, float(sums.sq), kl, sums.gW1, sums.gb1,
+                        sums.gW2, sums.gb2)
+
+
+@dataclass(frozen=True)
+class SigmoidObjective(Objective):
+    """The sigmoid decoder: a3 = f(z3), data in [0, 1]."""
+
+    linear: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class LinearObjective(Objective):
+    """The linear decoder: a3 = z3, any finite data."""
+
+    linear: ClassVar[bool] = True
+
+
+def _as_input(block, dtype):
+    return np.ascontiguousarray(block, dtype=dtype)

@@ -59,7 +59,8 @@ def _merge_bad(records):
 
 
 def add_parts(*parts):
-    """Element-wise sum of partial-result tuples, in the order given.
+    """Element-wise sum of partial-result tuples, in the order given (a named
+    tuple stays one of its type).
 
     Float arrays are added in place into a copy of the first (the same
     additions as ``a + b + c``, no new arrays); int64 arrays are ``bad``
@@ -77,7 +78,7 @@ def add_parts(*parts):
             for v in values[1:]:
                 np.add(total, v, out=total)
             out.append(total)
-    return tuple(out)
+    return type(parts[0])(*out) if hasattr(parts[0], "_fields") else tuple(out)
 
 
 def merge_moments(*parts):
