@@ -76,6 +76,17 @@ class Dataset:
         """Global index of the first row of each chunk, ndarray of shape (chunks + 1,)."""
         return np.concatenate([[0], np.cumsum(self.array.chunks[0])])
 
+    def regrouped(self, rows):
+        """This data in batches of ``rows`` rows, read from the same store (a
+        Zarr array's dataset; other inputs are returned as they are: their
+        batches are what the runner holds)."""
+        if self.reader is None or rows == self.array.chunks[0][0]:
+            return self
+        array = self.array.rechunk({0: rows})
+        starts = np.concatenate([[0], np.cumsum(array.chunks[0])])
+        reader = RowSource(self.reader.reader, starts, self.source, self.unit_rows)
+        return Dataset(array, self.source, self.unit_rows, reader, None)
+
     def locate(self, row):
         """Chunk index and its [start, stop) rows for a global row."""
         starts = self.row_starts

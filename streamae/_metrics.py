@@ -72,13 +72,14 @@ def _column_moments(block, row0):
 def total_variance(evaluator):
     """sum_j sum_i (x_ij - mean_j)^2 over the whole dataset, one streaming pass.
 
-    A reduction pass (`streamae._passes.Pass.reduce`) over the batches
+    A reduction pass (`streamae._passes.Pass.reduce`) over the data
     ``evaluator`` (a `streamae._engine.Evaluator`) evaluates, where it runs
-    them: per-batch counts, means and centred sums of squares pooled in the
+    it, in batches of about 16 MiB (`streamae._passes.Pass.coarse`): per-batch
+    counts, means and centred sums of squares pooled in the
     fixed tree by Chan et al.'s merge, so no precision is lost to
     cancellation and the result has the same bits on every scheduler.
     """
-    _, _, m2 = evaluator.data_pass.reduce(_column_moments, combine=merge_moments)
+    _, _, m2 = evaluator.data_pass.coarse().reduce(_column_moments, combine=merge_moments)
     with np.errstate(all="ignore"):  # non-finite data: see _column_moments
         return float(np.sum(m2))
 

@@ -477,6 +477,20 @@ class Pass:
         self._prepared = (self._prepared, prepared)
         return list(zip(prepared.to_delayed().ravel().tolist(), wheres))
 
+    def coarse(self):
+        """A `Pass` over the same store in batches of whole batches of this one,
+        about `streamae._data.TASK_BYTES` each (for passes whose batches need not
+        be the evaluations', such as the data variance: fewer, larger batches
+        cost less per row); this pass itself for data held in memory."""
+        from . import _data
+
+        rows = self.batch_rows
+        per = max(1, _data.TASK_BYTES // max(1, rows * self.dataset.shape[1] * self.itemsize))
+        dataset = self.dataset.regrouped(min(rows * per, self.dataset.shape[0]))
+        if dataset is self.dataset:
+            return self
+        return Pass(dataset, self.runner, self.split_every, self.read_ahead, self.itemsize)
+
     def subtree(self):
         """Batches per subtree inside a task of the reduction plan."""
         return subtree_size(self.group(), self.split_every)
