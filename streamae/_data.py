@@ -82,9 +82,14 @@ class Dataset:
         batches are what the runner holds)."""
         if self.reader is None or rows == self.array.chunks[0][0]:
             return self
-        array = self.array.rechunk({0: rows})
+        store = self.reader.reader
+        local = store if isinstance(store, LocalChunks) else None
+        array = as_dask(store.array if local else store, rows, local)  # no rechunk graph
+        readable = readable_dtype(array.dtype, self.source)
+        if readable != array.dtype:
+            array = array.astype(readable)
         starts = np.concatenate([[0], np.cumsum(array.chunks[0])])
-        reader = RowSource(self.reader.reader, starts, self.source, self.unit_rows)
+        reader = RowSource(store, starts, self.source, self.unit_rows)
         return Dataset(array, self.source, self.unit_rows, reader, None)
 
     def locate(self, row):

@@ -21,10 +21,11 @@ import os
 import dask
 import numpy as np
 
+from ._cluster import make_runner
 from ._data import open_zarr_array
 from ._errors import DataError, ParameterError
+from ._options import with_legacy_options
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
-from ._validation import check_int
 
 SCALES = ("none", "minmax", "minmax-all")
 
@@ -140,13 +141,14 @@ def _raise_bad(source, count, shown, start, stop):
         f"{shown}; remove or replace them (e.g. numpy.nan_to_num) and import again")
 
 
-def data_range(source, rows, per_column, scheduler="threads"):
-    """Pass 1: minimum and maximum (per column or overall); checks finiteness."""
+def data_range(source, rows, per_column, runner):
+    """Pass 1: minimum and maximum (per column or overall); checks finiteness.
+    Exact in any order, so the same on every scheduler."""
     src = dask.delayed(source, name=f"import-source-{id(source)}")
     m = source.shape[0]
-    parts = dask.compute(*[dask.delayed(_chunk_range, pure=False)(src, s, min(s + rows, m),
-                                                                  per_column)
-                           for s in range(0, m, rows)], scheduler=scheduler)
+    parts = runner.compute(*[dask.delayed(_chunk_range, pure=False)(src, s, min(s + rows, m),
+                                                                    per_column)
+                             for s in range(0, m, rows)])
     for _, _, bad in parts:
         if bad:
             _raise_bad(source, *bad)
@@ -191,7 +193,7 @@ def read_scale(store, storage_options=None):
     return scale
 
 
-def _scale_of(source, src, scale, scale_from, rows, scheduler, storage_options):
+def _scale_of(source, src, scale, scale_from, rows, runner, storage_options):
     """The scale `import_array` applies, as recorded in the output's metadata:
     ``scale_from``'s, none, or the data's min and max (one pass)."""
     n = source.shape[1]
@@ -204,14 +206,14 @@ def _scale_of(source, src, scale, scale_from, rows, scheduler, storage_options):
         return {**recorded, "from": os.fspath(scale_from)}
     if scale == "none":
         return {"method": "none"}
-    lo, hi = data_range(source, rows, per_column=(scale == "minmax"), scheduler=scheduler)
+    lo, hi = data_range(source, rows, (scale == "minmax"), runner)
     return {"method": scale, "axis": "column" if scale == "minmax" else "all",
             "min": np.asarray(lo).tolist(), "max": np.asarray(hi).tolist(),
             "formula": "(x - min) / (max - min), 0 where max == min"}
 
 
-def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dtype=None,
-                 overwrite=False, scheduler="threads", storage_options=None):
+def import_array(src, out, *, scale="none", scale_from=None, dtype=None, overwrite=False,
+                 run_options=None, chunk_rows=None, scheduler=None, storage_options=None):
     """Copy a .npy file or Zarr array into a new row-chunked Zarr array.
 
     Parameters
@@ -227,11 +229,16 @@ def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dt
     scale_from : str, optional
         A store written by `import_array` whose recorded scale to apply
         (instead of ``scale``), so new data is encoded like the training data.
-    chunk_rows : int, optional
-        Rows per output chunk; default about 16 MiB.
     dtype : {"float32", "float64"}, optional
         Default: float64 for float64 and 32/64-bit integer input, float32
         otherwise (float32 holds integers up to 2**24 exactly).
+    overwrite : bool
+    run_options : RunOptions or dict, optional
+        Where the tasks run (``scheduler``, ``workers``; a cluster's workers
+        must see ``src``), ``storage_options``, and ``chunk_rows``: rows per
+        output chunk, default about 16 MiB (one task reads and writes one chunk).
+    chunk_rows, scheduler, storage_options
+        Deprecated: give them in ``run_options`` (a `FutureWarning`).
 
     Returns
     -------
@@ -239,26 +246,37 @@ def import_array(src, out, *, scale="none", scale_from=None, chunk_rows=None, dt
         The metadata recorded in the store's ``streamae`` attribute; also
         ``value_range``, the minimum and maximum written.
     """
+    options = with_legacy_options(run_options, "import_array", chunk_rows=chunk_rows,
+                                  scheduler=scheduler, storage_options=storage_options)
+    storage_options = options.storage_options
     if scale not in SCALES:
         raise ParameterError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if scale_from is not None and scale != "none":
         raise ParameterError("give either `scale` or `scale_from`, not both")
-    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     from ._store import check_writable
     check_writable(out, overwrite, storage_options, what="output store")
     source = _Source(src, storage_options)
     m, n = source.shape
     out_dtype = _output_dtype(source.dtype, dtype)
-    rows = min(m, int(chunk_rows or default_chunk_rows(m, n, out_dtype.itemsize)))
+    rows = min(m, int(options.chunk_rows or default_chunk_rows(m, n, out_dtype.itemsize)))
+    runner = make_runner(options.scheduler, options.workers)
+    with runner.session():
+        scale_meta = _scale_of(source, src, scale, scale_from, rows, runner, storage_options)
+        return _copy_pass(source, src, out, rows, scale_meta, out_dtype, overwrite, runner,
+                          storage_options)
 
-    scale_meta = _scale_of(source, src, scale, scale_from, rows, scheduler, storage_options)
+
+def _copy_pass(source, src, out, rows, scale_meta, out_dtype, overwrite, runner,
+               storage_options):
+    """Pass 2: every output chunk read, scaled and written by one task; the metadata."""
+    m, n = source.shape
     src_d = dask.delayed(source, name=f"import-source-{id(source)}")
     with staged_array(out, shape=(m, n), chunks=(rows, n), dtype=out_dtype,
                       overwrite=overwrite, storage_options=storage_options,
                       what="output store") as target:
-        parts = dask.compute(*[dask.delayed(_chunk_copy, pure=False)(
+        parts = runner.compute(*[dask.delayed(_chunk_copy, pure=False)(
             src_d, s, min(s + rows, m), scale_meta, target, out_dtype, storage_options)
-            for s in range(0, m, rows)], scheduler=scheduler)
+            for s in range(0, m, rows)])
         for _, _, bad in parts:
             if bad:
                 _raise_bad(source, *bad)

@@ -44,6 +44,7 @@ import dask
 import numpy as np
 from numba import njit
 
+from ._cluster import make_runner
 from ._errors import DataError, ParameterError
 from ._images import (
     CHANNELS,
@@ -54,8 +55,8 @@ from ._images import (
     whiten,
     whitened_builtin_images,
 )
+from ._options import with_legacy_options
 from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
-from ._validation import check_int
 
 SAMPLING_BLOCK = 4096
 _CLIP_STDS = 3.0
@@ -433,16 +434,16 @@ def _chunk_bounds(count, chunk_rows):
     return [(s, min(s + chunk_rows, count)) for s in range(0, count, chunk_rows)]
 
 
-def patch_std(source, count, chunk_rows, scheduler="threads"):
+def patch_std(source, count, chunk_rows, runner):
     """Pass 1: standard deviation of all values of the centred patches.
 
     ``np.std`` of the whole (count, width) array of centred patches
-    (ddof=0), from per-chunk sums pooled exactly with ``math.fsum``.
+    (ddof=0), from per-chunk sums pooled exactly with ``math.fsum`` (the
+    same bits whatever the scheduler or the order the chunks finish in).
     """
     src = dask.delayed(source, name=f"patch-source-{id(source)}")
-    parts = dask.compute(*[dask.delayed(_chunk_stats, pure=False)(src, s, e)
-                           for s, e in _chunk_bounds(count, chunk_rows)],
-                         scheduler=scheduler)
+    parts = runner.compute(*[dask.delayed(_chunk_stats, pure=False)(src, s, e)
+                             for s, e in _chunk_bounds(count, chunk_rows)])
     n = count * source.width
     mean = math.fsum(p[0] for p in parts) / n
     var = math.fsum(p[1] for p in parts) / n - mean * mean
@@ -499,9 +500,10 @@ def _metadata(source, names, skipped, images, max_side, channels, count, whiten_
     }
 
 
-def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
+def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, runner,
                 storage_options):
-    """Pass 2: cut, normalise and write every chunk into a new array at ``out``."""
+    """Pass 2: cut, normalise and write every chunk into a new array at ``out``
+    (one task per output chunk: each chunk has one writer)."""
     src = dask.delayed(source, name=f"patch-source-{id(source)}")
     width = source.width
     with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
@@ -510,7 +512,7 @@ def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, schedule
         tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
                                                         np.dtype(dtype), storage_options)
                  for s, e in _chunk_bounds(count, rows)]
-        dask.compute(*tasks, scheduler=scheduler)
+        runner.compute(*tasks)
         size, channels = source.size, meta["channels"]
         set_attrs(target, {"streamae": meta,
                            "description": f"{count} {size}x{size} {channels} patches, "
@@ -519,8 +521,9 @@ def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, schedule
 
 
 def write_patches(out, *, images=None, builtin=False, size=8, count=10000, whiten_images=True,
-                  channels="gray", seed=0, chunk_rows=None, max_side=512, dtype="float32",
-                  overwrite=False, scheduler="threads", storage_options=None, echo=None):
+                  channels="gray", seed=0, max_side=512, dtype="float32", overwrite=False,
+                  run_options=None, echo=None, chunk_rows=None, scheduler=None,
+                  storage_options=None):
     """Sample, normalise and write ``count`` patches to a Zarr array at ``out``.
 
     Parameters
@@ -543,48 +546,54 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     seed : int
         Seed of the sampler; the output depends only on it, the images and
         the parameters (not on ``chunk_rows`` or the scheduler).
-    chunk_rows : int, optional
-        Rows per Zarr chunk; default about 16 MiB (see `default_chunk_rows`).
     max_side : int
         Images whose longer side exceeds it are downscaled (Lanczos) to it
         first; 0 keeps full size. Camera photos at full size give nearly
         flat small patches, and cost memory.
     dtype : {"float32", "float64"}
     overwrite : bool
-    scheduler : str
-        Dask scheduler of the passes ("threads" or "synchronous").
+    run_options : RunOptions or dict, optional
+        Where the tasks run (``scheduler``, ``workers``; a cluster's workers
+        must see the images and TMPDIR), ``storage_options``, and
+        ``chunk_rows``: rows per Zarr chunk, default about 16 MiB (see
+        `default_chunk_rows`).
+    echo : callable, optional
+        Called with notes (files skipped).
+    chunk_rows, scheduler, storage_options
+        Deprecated: give them in ``run_options`` (a `FutureWarning`).
 
     Returns
     -------
     dict
         The metadata recorded in the store's ``streamae`` attribute.
     """
+    options = with_legacy_options(run_options, "write_patches", chunk_rows=chunk_rows,
+                                  scheduler=scheduler, storage_options=storage_options)
     echo = echo or (lambda *a, **k: None)
     size, count, seed = int(size), int(count), int(seed)
-    _check_patch_options(size, count, seed, channels, dtype, max_side, chunk_rows,
-                         images, builtin)
+    _check_patch_options(size, count, seed, channels, dtype, max_side, images, builtin)
 
     from ._store import check_writable
-    check_writable(out, overwrite, storage_options, what="output store")
+    check_writable(out, overwrite, options.storage_options, what="output store")
 
     source, names, skipped = _open_source(images, size, seed, channels, max_side,
                                           whiten_images)
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
-    rows = min(count, int(chunk_rows or default_chunk_rows(count, source.width,
-                                                           np.dtype(dtype).itemsize)))
-    std = patch_std(source, count, rows, scheduler)
-    pstd = _CLIP_STDS * std
-    meta = _metadata(source, names, skipped, images, max_side, channels, count, whiten_images,
-                     std, dtype, rows)
-    _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, scheduler,
-                storage_options)
+    rows = min(count, int(options.chunk_rows or default_chunk_rows(
+        count, source.width, np.dtype(dtype).itemsize)))
+    runner = make_runner(options.scheduler, options.workers)
+    with runner.session():
+        std = patch_std(source, count, rows, runner)
+        meta = _metadata(source, names, skipped, images, max_side, channels, count,
+                         whiten_images, std, dtype, rows)
+        _write_pass(source, out, count, rows, _CLIP_STDS * std, dtype, meta, overwrite, runner,
+                    options.storage_options)
     return meta
 
 
-def _check_patch_options(size, count, seed, channels, dtype, max_side, chunk_rows, images,
-                         builtin):
+def _check_patch_options(size, count, seed, channels, dtype, max_side, images, builtin):
     """ParameterError naming the first bad argument of `write_patches`."""
     if size < 2:
         raise ParameterError(f"patch size must be at least 2 (`size`), got {size}; "
@@ -600,6 +609,5 @@ def _check_patch_options(size, count, seed, channels, dtype, max_side, chunk_row
     if max_side < 0 or 0 < max_side < size:
         raise ParameterError(f"`max_side` must be 0 (no downscaling) or >= the patch size "
                              f"{size}, got {max_side}")
-    check_int("chunk_rows", chunk_rows, 1, allow_none=True)
     if (images is None) == (not builtin):
         raise ParameterError("give exactly one image source: `images=DIR` or `builtin=True`")

@@ -495,9 +495,9 @@ def cmd_patches(args):
     with _task_progress(args, "patches"):
         meta = write_patches(args.out, images=args.images, builtin=args.builtin,
                              size=args.size, count=args.count, whiten_images=args.whiten,
-                             channels=args.channels, seed=args.seed, chunk_rows=args.chunk_rows,
-                             max_side=args.max_side, dtype=args.dtype,
-                             overwrite=args.overwrite, echo=print)
+                             channels=args.channels, seed=args.seed, max_side=args.max_side,
+                             dtype=args.dtype, overwrite=args.overwrite, echo=print,
+                             run_options={"chunk_rows": args.chunk_rows})
     norm = meta["normalization"]
     print(f"wrote {meta['count']} {meta['patch_size']}x{meta['patch_size']} {meta['channels']} "
           f"patches ({meta['width']} values each) from {meta['n_images']} image(s)"
@@ -513,8 +513,8 @@ def cmd_import(args):
     t0 = time.perf_counter()
     with _task_progress(args, "import"):
         meta = import_array(args.src, args.out, scale=args.scale, scale_from=args.scale_from,
-                            chunk_rows=args.chunk_rows, dtype=args.dtype,
-                            overwrite=args.overwrite)
+                            dtype=args.dtype, overwrite=args.overwrite,
+                            run_options={"chunk_rows": args.chunk_rows})
     m, n = meta["shape"]
     lo, hi = meta["value_range"]
     method = meta["scale"]["method"]

@@ -28,7 +28,8 @@ def data(rng):
 def test_npy_round_trip(tmp_path, data, dtype, out_dtype, chunk_rows):
     X = (np.abs(data) * 10).astype(dtype)
     np.save(tmp_path / "x.npy", X)
-    meta = import_array(tmp_path / "x.npy", tmp_path / "x.zarr", chunk_rows=chunk_rows)
+    meta = import_array(tmp_path / "x.npy", tmp_path / "x.zarr",
+                        run_options={"chunk_rows": chunk_rows})
     got, attrs, z = _read(tmp_path / "x.zarr")
     assert got.dtype == out_dtype and z.chunks == (chunk_rows, 7)
     assert_array_equal(got, X.astype(out_dtype))
@@ -39,7 +40,7 @@ def test_npy_round_trip(tmp_path, data, dtype, out_dtype, chunk_rows):
 
 def test_fortran_order_npy(tmp_path, data):
     np.save(tmp_path / "f.npy", np.asfortranarray(data))
-    import_array(tmp_path / "f.npy", tmp_path / "f.zarr", chunk_rows=128)
+    import_array(tmp_path / "f.npy", tmp_path / "f.zarr", run_options={"chunk_rows": 128})
     assert_array_equal(_read(tmp_path / "f.zarr")[0], data)
 
 
@@ -59,7 +60,7 @@ def test_zarr_rechunked(tmp_path, data, write_zarr):
     z[...] = data
     for source in (src, str(tmp_path / "cols.zarr")):
         out = tmp_path / f"out-{source[-8:]}"
-        import_array(source, out, chunk_rows=250, dtype="float32")
+        import_array(source, out, run_options={"chunk_rows": 250}, dtype="float32")
         got, attrs, zo = _read(out)
         assert zo.chunks == (250, 7) and got.dtype == np.float32
         assert_array_equal(got, data.astype(np.float32))
@@ -67,7 +68,8 @@ def test_zarr_rechunked(tmp_path, data, write_zarr):
 
 def test_minmax_per_column_and_reuse(tmp_path, data):
     np.save(tmp_path / "x.npy", data)
-    import_array(tmp_path / "x.npy", tmp_path / "s.zarr", scale="minmax", chunk_rows=100,
+    import_array(tmp_path / "x.npy", tmp_path / "s.zarr", scale="minmax",
+                 run_options={"chunk_rows": 100},
                  dtype="float64")
     got, attrs, _ = _read(tmp_path / "s.zarr")
     lo, hi = data.min(axis=0), data.max(axis=0)
@@ -108,7 +110,7 @@ def test_bad_values_and_inputs(tmp_path, data):
         with pytest.raises(DataError, match=r"rows 500-599: 1 NaN or infinite value\(s\) in "
                                             r"rows 517;"):
             import_array(tmp_path / "bad.npy", tmp_path / "bad.zarr", scale=scale,
-                         chunk_rows=100)
+                         run_options={"chunk_rows": 100})
         assert not (tmp_path / "bad.zarr").exists()
         assert not list(tmp_path.glob(".bad.zarr*"))
     np.save(tmp_path / "cube.npy", np.zeros((4, 3, 2)))

@@ -7,6 +7,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
 from streamae import DataError, OutputExistsError, ParameterError
+from streamae._cluster import Runner
 from streamae._images import builtin_images, folder_images, whiten, whiten_image
 from streamae._patches import (
     SAMPLING_BLOCK,
@@ -55,7 +56,8 @@ def _reference(images, size, seed, count):
 def test_builtin_patches_match_exercise_normalisation(tmp_path):
     count = 3000
     meta = write_patches(tmp_path / "p.zarr", builtin=True, count=count, seed=3,
-                         chunk_rows=700, dtype="float64", scheduler="synchronous")
+                         dtype="float64",
+                         run_options={"chunk_rows": 700, "scheduler": "synchronous"})
     data, attrs, z = _read(tmp_path / "p.zarr")
     assert data.shape == (count, 64) and z.chunks == (700, 64) and data.dtype == np.float64
     assert data.min() >= 0.1 and data.max() <= 0.9
@@ -76,9 +78,10 @@ def test_builtin_patches_match_exercise_normalisation(tmp_path):
 
 def test_deterministic_and_independent_of_chunking(tmp_path):
     kw = dict(builtin=True, size=6, count=2 * SAMPLING_BLOCK + 123, seed=11)
-    write_patches(tmp_path / "a.zarr", chunk_rows=1000, **kw)
-    write_patches(tmp_path / "b.zarr", chunk_rows=1000, scheduler="synchronous", **kw)
-    write_patches(tmp_path / "c.zarr", chunk_rows=SAMPLING_BLOCK + 1, **kw)
+    write_patches(tmp_path / "a.zarr", run_options={"chunk_rows": 1000}, **kw)
+    write_patches(tmp_path / "b.zarr", run_options={"chunk_rows": 1000,
+                                                    "scheduler": "synchronous"}, **kw)
+    write_patches(tmp_path / "c.zarr", run_options={"chunk_rows": SAMPLING_BLOCK + 1}, **kw)
     write_patches(tmp_path / "d.zarr", **{**kw, "seed": 12})
     a, b, c, d = (_read(tmp_path / f"{n}.zarr")[0] for n in "abcd")
     assert_array_equal(a, b)
@@ -92,9 +95,10 @@ def test_streaming_std_is_numpy_std_over_all_values():
     source = PatchSource.from_images(images, 8, 0)
     count = 5000
     centred, _, _ = source.patches(0, count)
-    for rows in (count, 999, 64):
-        assert patch_std(source, count, rows, "synchronous") == pytest.approx(
-            np.std(centred), rel=1e-12)
+    with Runner("synchronous").session() as runner:
+        for rows in (count, 999, 64):
+            assert patch_std(source, count, rows, runner) == pytest.approx(
+                np.std(centred), rel=1e-12)
 
 
 def test_whiten_matches_square_exercise_filter_and_handles_rectangles():
