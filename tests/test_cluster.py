@@ -265,9 +265,12 @@ def big_store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("big") / "x.zarr", 400_000, N, 10_000, seed=3)
 
 
-def _kill_a_busy_worker(client, go, done, report):
-    """Once ``go`` is set, SIGKILL the first worker seen running a task."""
+def _kill_a_busy_worker(client, go, done, report, ready=None):
+    """Once ``go`` is set, SIGKILL the first worker seen running a task (``ready``
+    is set once the workers' process ids are known)."""
     pids = client.run(os.getpid)
+    if ready is not None:
+        ready.set()
     go.wait(60)
     while not done.is_set():
         busy = [w for w, keys in client.processing().items() if keys]
@@ -305,6 +308,39 @@ def test_worker_killed_mid_fit_changes_nothing(cluster, big_store, n_workers,
     # The worker really died (its nanny started a new process in its place).
     wait_for(lambda: len(workers_of(cluster)) == n_workers, 180, "the restarted worker")
     assert report["pid"] not in cluster.run(os.getpid).values()
+
+
+def _write_job(job, store, out, scheduler, point):
+    """Whiten or encode ``store`` into ``out`` on ``scheduler``; the written values."""
+    from streamae import encode, whiten
+
+    options = {"scheduler": scheduler, "split_every": SPLIT}
+    if job == "whiten":
+        return whiten(store, out, run_options=options)[...]
+    return encode(point, store, out, run_options=options)[...]
+
+
+@pytest.mark.parametrize("job", ["whiten", "encode"])
+def test_worker_killed_while_writing_changes_nothing(cluster, big_store, point, tmp_path, job):
+    """A worker killed during whitening (its moments or its write) or encoding:
+    the tasks it ran are run again elsewhere, each output chunk written again
+    by one task, and the output has the bits of an undisturbed run."""
+    expected = _write_job(job, big_store, tmp_path / "expected.zarr", "synchronous", point)
+    scale(cluster, 2)
+    go, done, ready, report = threading.Event(), threading.Event(), threading.Event(), {}
+    killer = threading.Thread(target=_kill_a_busy_worker,
+                              args=(cluster, go, done, report, ready))
+    killer.start()
+    ready.wait(60)
+    go.set()
+    try:
+        got = _write_job(job, big_store, tmp_path / "got.zarr", cluster, point)
+    finally:
+        done.set()
+        killer.join(30)
+    assert report, f"no worker was killed during {job}"
+    assert got.tobytes() == expected.tobytes()
+    wait_for(lambda: len(workers_of(cluster)) == 2, 180, "the restarted worker")
 
 
 # ----------------------------------------------------------------- subprocess cluster
