@@ -5,6 +5,9 @@ Randomness comes only from ``np.random.default_rng(seed)`` fixtures; nothing
 sets a global seed.
 """
 
+import os
+import uuid
+
 import numpy as np
 import pytest
 import zarr
@@ -86,3 +89,54 @@ def one_store_chunk_per_task():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_data, "TASK_BYTES", 0)
         yield
+
+
+# ---------------------------------------------------------------- the store-kind matrix
+
+STORE_KINDS = ("local", "compressed", "sharded", "memory", "s3")
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (bucket ``data``) and its credentials in this
+    process's environment, for the tests of one module."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from cluster_fixtures import MotoServer
+
+    with MotoServer(tmp_path_factory.mktemp("moto") / "moto") as server, \
+            pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            mp.delenv(key)
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        server.create_bucket("data")
+        server.require_auth()
+        yield server
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request, tmp_path):
+    """``(kind, put)``: ``put(X, chunk_rows) -> data`` holding ``X`` (m, n) as one kind
+    of input: a local Zarr v3 store uncompressed, compressed (Zarr's default zstd)
+    or sharded (shards of 4 chunks), the NumPy array itself, or a store at an
+    s3:// URL on the local moto server."""
+    kind = request.param
+    if kind == "s3":
+        request.getfixturevalue("s3_env")
+
+    def put(X, chunk_rows):
+        X = np.asarray(X)
+        if kind == "memory":
+            return X
+        n = X.shape[1]
+        kw = {"compressors": None} if kind == "local" else {}
+        if kind == "sharded":
+            kw["shards"] = (4 * chunk_rows, n)
+        name = f"{kind}-{uuid.uuid4().hex}.zarr"
+        where = f"s3://data/{name}" if kind == "s3" else str(tmp_path / name)
+        z = zarr.create_array(where, shape=X.shape, chunks=(chunk_rows, n), dtype=X.dtype, **kw)
+        z[...] = X
+        return where
+
+    return kind, put

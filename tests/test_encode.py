@@ -4,6 +4,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from helpers import sigmoid
 from numpy.testing import assert_allclose, assert_array_equal
 
 from streamae import DataError, OutputExistsError, SparseAutoencoder
@@ -22,9 +23,6 @@ def X(rng):
     return rng.uniform(0, 1, size=(1003, 12))
 
 
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
 
 @pytest.mark.parametrize("chunk_rows", [1003, 100, 64])
 def test_encode_equals_transform_in_chunks_for_the_next_pass(tmp_path, model, X, write_zarr,
@@ -37,7 +35,7 @@ def test_encode_equals_transform_in_chunks_for_the_next_pass(tmp_path, model, X,
     assert z.dtype == np.float64
     H = z[...]
     assert_array_equal(H, model.transform(data))
-    assert_allclose(H, _sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-13)
+    assert_allclose(H, sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-13)
     attrs = dict(z.attrs)["streamae"]
     assert attrs["kind"] == "encoding" and attrs["n_hidden"] == 5
 
@@ -55,7 +53,7 @@ def test_saved_model_float32_and_in_memory_inputs(tmp_path, model, X):
     for i, data in enumerate((X, da.from_array(X, chunks=(300, 12)))):
         z = encode(str(tmp_path / "m.zarr"), data, tmp_path / f"h{i}.zarr")
         assert z.dtype == np.float32
-        assert_allclose(z[...], _sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-5)
+        assert_allclose(z[...], sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-5)
     assert zarr.open_array(str(tmp_path / "h1.zarr")).chunks == (900, 5)
 
 

@@ -10,6 +10,7 @@ measured at most 2.7e-7 over 20 seeds, about 2 float32 epsilons (tolerance
 
 import numpy as np
 import pytest
+from helpers import sigmoid
 from numpy.testing import assert_allclose, assert_array_equal
 
 from streamae import _kernels as K
@@ -30,9 +31,6 @@ def close(actual, expected, dtype):
     assert_allclose(np.asarray(actual, np.float64), expected, rtol=RTOL[dtype],
                     atol=RTOL[dtype] * scale)
 
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
@@ -61,9 +59,9 @@ def reference(X, W1, b1, W2, b2, c, A2=None):
     ``A2`` replaces the hidden activations (the cached strategy's input).
     """
     X, W1, b1, W2, b2, c = (np.asarray(a, np.float64) for a in (X, W1, b1, W2, b2, c))
-    a2 = _sigmoid(X @ W1.T + b1) if A2 is None else np.asarray(A2, np.float64)
+    a2 = sigmoid(X @ W1.T + b1) if A2 is None else np.asarray(A2, np.float64)
     fp2 = a2 * (1 - a2)
-    a3 = _sigmoid(a2 @ W2.T + b2)
+    a3 = sigmoid(a2 @ W2.T + b2)
     d3 = (a3 - X) * a3 * (1 - a3)
     e2 = (d3 @ W2) * fp2
     d2 = e2 + c * fp2

@@ -9,6 +9,7 @@ to the largest entry; only the order of the additions differs).
 import numpy as np
 import pytest
 import zarr
+from helpers import sigmoid
 from numpy.testing import assert_allclose, assert_array_equal
 
 from streamae import STRATEGIES, DataError, ParameterError, SparseAutoencoder
@@ -39,9 +40,6 @@ def linear_model(params, hyper_kw, dtype="float64", strategy="one-pass", **run_o
                                           strategy=strategy, run_options=run_options)
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
 
 # ----------------------------------------------------------------- kernels
 
@@ -52,7 +50,7 @@ def test_one_pass_kernel_matches_numpy(rng, dtype, block_rows):
     X, p = X.astype(dtype), {k: v.astype(dtype) for k, v in p.items()}
     out = K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], 0, block_rows, True)
     x = X.astype(np.float64)
-    a2 = _sigmoid(x @ p["W1"].T.astype(np.float64) + p["b1"])
+    a2 = sigmoid(x @ p["W1"].T.astype(np.float64) + p["b1"])
     d3 = a2 @ p["W2"].T.astype(np.float64) + p["b2"] - x
     fp = a2 * (1 - a2)
     e2 = (d3 @ p["W2"].astype(np.float64)) * fp
@@ -96,7 +94,7 @@ def test_reference_linear_decoder_formulas(rng, hyper_kw):
     hyper = make_hyper(**hyper_kw, decoder="linear")
     cost, grad = reference_cost_and_grad(X, p, hyper)
     rho, beta, lam = hyper.rho, hyper.beta, hyper.weight_decay
-    a2 = _sigmoid(X @ p["W1"].T + p["b1"])
+    a2 = sigmoid(X @ p["W1"].T + p["b1"])
     rho_hat = a2.mean(0)
     gW2 = np.zeros_like(p["W2"])
     sq = 0.0
@@ -159,7 +157,7 @@ def test_bit_identical_across_schedulers(strategy, rng, hyper_kw, write_zarr):
 
 def test_sigmoid_is_unchanged_by_the_flag(rng, hyper_kw, write_zarr):
     X, params = real_problem(rng, 50, 8, 5)
-    X = _sigmoid(X)  # in (0, 1)
+    X = sigmoid(X)  # in (0, 1)
     path = write_zarr(X, 13)
     cost, grad = SparseAutoencoder.from_weights(**params, **hyper_kw, dtype="float64") \
         .cost_and_grad(path)
@@ -215,7 +213,7 @@ def test_fit_transform_save_load(tmp_path, real_store, hyper_kw):
     model.fit(path)
     assert model.history_[-1]["cost"] < model.history_[0]["cost"]
     H = model.transform(path)
-    assert_allclose(H, _sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-12)
+    assert_allclose(H, sigmoid(X @ model.W1_.T + model.b1_), rtol=1e-12)
     model.save(tmp_path / "m.zarr")
     loaded = SparseAutoencoder.load(tmp_path / "m.zarr")
     assert loaded.decoder == "linear"

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import sigmoid
 from numpy.testing import assert_allclose
 
 from streamae import SparseAutoencoder
@@ -18,15 +19,11 @@ from streamae._metrics import (
 from streamae._objective import reference_cost_and_grad
 
 
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
 def _expected(model, X):
     """Every metric of a record, from NumPy at the model's weights."""
     W1, b1, W2, b2 = (model.params_[k] for k in ("W1", "b1", "W2", "b2"))
-    a2 = _sigmoid(X @ W1.T + b1)
-    a3 = _sigmoid(a2 @ W2.T + b2)
+    a2 = sigmoid(X @ W1.T + b1)
+    a3 = sigmoid(a2 @ W2.T + b2)
     m = X.shape[0]
     rho, beta, lam = model.rho, model.beta, model.weight_decay
     rho_hat = a2.mean(axis=0)
@@ -71,7 +68,7 @@ def test_history_matches_numpy_at_recorded_weights(rng, strategy, chunk_rows):
     assert last["cost"] == pytest.approx(cost, rel=1e-12)
     assert last["grad_norm"] == pytest.approx(
         np.sqrt(sum(np.sum(g ** 2) for g in grad.values())), rel=1e-9)
-    assert_allclose(model.rho_hat_, _sigmoid(X @ model.W1_.T + model.b1_).mean(axis=0))
+    assert_allclose(model.rho_hat_, sigmoid(X @ model.W1_.T + model.b1_).mean(axis=0))
     # Bookkeeping fields.
     for earlier, later in zip(model.history_[:-1], model.history_[1:], strict=True):
         assert later["iteration"] == earlier["iteration"] + 1
