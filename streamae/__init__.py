@@ -1,28 +1,46 @@
 """streamae: exact full-batch sparse autoencoders on data larger than memory.
 
-Layout, from the maths outwards:
+Layout, from the maths outwards (kernels -> passes over the data ->
+optimizer -> estimator / CLI):
 
-- ``_kernels``   Numba kernels: the objective's sums on one chunk of rows
-- ``_objective`` parameters, the KL term, assembly of cost and gradient
-- ``_data``      the user's data as a row-chunked Dask array
-- ``_chunkread`` local Zarr chunks read with one copy, and never a vanished store
-- ``_engine``    one evaluation as Dask graphs of kernel tasks + tree reductions
+kernels and the objective
+- ``_kernels``   Numba kernels: the objective's sums on one batch of rows, the
+  moments, the whitening of rows
+- ``_objective`` `Objective` (its decoder variants): the passes' per-batch
+  kernels, named partial sums, the KL term and the assembly; `Hyper`
+
+passes over the data
+- ``_data``      the user's data as a row-chunked `Dataset`
+- ``_chunkread`` Zarr chunks read with one copy, read ahead, never a vanished store
+- ``_passes``    `Pass`: every pass over a dataset, a kernel over streamed runs
+  of batches reduced in the fixed tree or written in output chunks
+- ``_engine``    one evaluation of (cost, gradient): one or two reduction passes
+- ``_cluster``   `Runner`: where the tasks run; ``_backends`` (threads,
+  processes, clusters), ``_workers`` (worker set-up), ``_failures`` (what a
+  cluster's exceptions mean)
+- ``_options``   `RunOptions`: scheduler, workers and chunking, shared by every function
+
+training
 - ``_optim``     full-batch L-BFGS and gradient descent
-- ``_options``   `RunOptions`: scheduler, workers and chunking, shared by every method
-- ``_validation`` checks of user options (integers, ranges, widths, fitted)
+- ``_warmup``    the warm-up on a subsample
 - ``_fitloop``   one training run: optimizer loop, progress, checkpoints, signals
-- ``_estimator`` the `SparseAutoencoder` estimator (scikit-learn transformer)
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
-- ``_cluster``   schedulers: threads, processes, distributed clusters
-- ``_progress``  labelled progress of long phases: tqdm bars, or log lines
-- ``_images``    images in: built-in photographs, folders of image files, 1/f whitening
-- ``_patches``   patches: sampled, normalised, in memory or streamed into Zarr
-- ``_import``    arrays imported into Zarr
-- ``_whiten``    streaming PCA/ZCA whitening into a new store
-- ``_encode``, ``_metrics``  features and metrics out
-- ``_plots``     pictures: the filter grid and the training charts
+- ``_interrupt`` stopping at an iteration boundary on SIGINT / SIGTERM
+- ``_metrics``   training metrics, and the data-variance pass
+- ``_estimator`` the `SparseAutoencoder` estimator (scikit-learn transformer)
+
+data tools (each a pass, or two, over a store)
+- ``_import``    arrays imported into Zarr (scale statistics, the copy)
+- ``_images``, ``_patches``  images in; patches sampled, normalised, streamed into Zarr
+- ``_whiten``    streaming PCA/ZCA whitening (moments, then the whitened write)
+- ``_encode``    hidden activations written to Zarr
+
+interface and output
 - ``_store``, ``_output``  model groups, and new row-chunked Zarr arrays
 - ``_atomic``    atomic local writes (temporary sibling, fsync, rename)
+- ``_validation`` checks of user options (integers, ranges, widths, fitted)
+- ``_progress``  labelled progress of long phases: tqdm bars, or log lines
+- ``_plots``     pictures: the filter grid and the training charts
 - ``_errors``    the exceptions users see (one-line messages)
 - ``cli``        the ``streamae`` command
 

@@ -23,7 +23,7 @@ from ._cluster import make_runner
 from ._data import input_name
 from ._errors import DataError
 from ._options import as_run_options
-from ._output import write_array
+from ._output import write_output
 from ._passes import Pass, open_input, output_chunk_rows
 from ._store import check_writable, read_model
 from ._validation import check_width, require_fitted
@@ -181,7 +181,7 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
                 "activation": "a2 = sigmoid(X W1^T + b1)", "chunk_rows": rows,
                 "whitened_by_encode": whiten_first is not None}
         weights = (np.ascontiguousarray(W1, dtype), np.ascontiguousarray(b1, dtype))
-        return write_array(data_pass, out, encode_rows, *weights, options.block_rows, decoder,
-                           whiten_first, width=s, dtype=dtype, chunk_rows=rows,
-                           attrs={"streamae": meta}, overwrite=overwrite,
-                           storage_options=storage_options)
+        return write_output(data_pass, out, encode_rows, *weights, options.block_rows,
+                            decoder, whiten_first, width=s, dtype=dtype, chunk_rows=rows,
+                            attrs={"streamae": meta}, overwrite=overwrite,
+                            storage_options=storage_options)

@@ -89,7 +89,7 @@ def set_attrs(target, attrs, storage_options=None):
     open_for_writing(target, storage_options).attrs.update(plain_json(attrs))
 
 
-def write_array(data_pass, out, kernel, *consts, width, dtype, chunk_rows, attrs,
+def write_output(data_pass, out, kernel, *consts, width, dtype, chunk_rows, attrs,
                 overwrite=False, storage_options=None):
     """A written pass (`streamae._passes.Pass.write`) into a new Zarr array.
 

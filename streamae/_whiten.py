@@ -41,7 +41,7 @@ from ._cluster import make_runner
 from ._data import describe_bad_values, input_name, is_url
 from ._errors import DataError, ParameterError
 from ._options import with_legacy_options
-from ._output import write_array
+from ._output import write_output
 from ._passes import Pass, merge_moments, open_input, output_chunk_rows
 
 KINDS = ("zca", "pca")
@@ -289,10 +289,10 @@ def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
         k = M.shape[0]
         rows = min(options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, k,
                                                            dtype.itemsize), m)
-        return write_array(data_pass, out, whiten_rows, mean, M, dtype, width=k, dtype=dtype,
-                           chunk_rows=rows, attrs=_output_attrs(record, input_name(src), m, rows,
-                                                                dtype),
-                           overwrite=overwrite, storage_options=options.storage_options)
+        attrs = _output_attrs(record, input_name(src), m, rows, dtype)
+        return write_output(data_pass, out, whiten_rows, mean, M, dtype, width=k, dtype=dtype,
+                            chunk_rows=rows, attrs=attrs, overwrite=overwrite,
+                            storage_options=options.storage_options)
 
 
 def _output_attrs(record, described, m, rows, dtype):

@@ -210,7 +210,7 @@ def test_chunks_are_read_by_the_kernel_tasks(cluster, store, point):
     prefixes = sorted(key_split(t["key"]) for t in stream.data)
     kernels = [p for p in prefixes if p == "task_one_pass"]
     assert len(kernels) == M // CHUNK
-    assert all(p in ("task_one_pass", "combine", "combine_runs") or p.startswith(
+    assert all(p in ("task_one_pass", "add_parts", "combine_runs") or p.startswith(
         ("dict", "original-")) for p in prefixes), prefixes
 
 
@@ -431,7 +431,7 @@ def test_results_recomputed_after_a_lost_worker_are_not_logged(caplog):
     warnings of its client do."""
     import logging
 
-    from streamae._cluster import _quiet_rescheduling
+    from streamae._failures import quiet_rescheduling as _quiet_rescheduling
 
     _quiet_rescheduling()
     logger = logging.getLogger("distributed.client")
