@@ -194,6 +194,39 @@ class LocalChunks:
                 return None
         return out[:stop - start]
 
+    def write_chunks(self, start, rows):
+        """Write ``rows`` (ndarray of shape (k, n), C-contiguous, of the array's
+        dtype) at row ``start`` (a chunk boundary) straight into the chunk files,
+        as Zarr would store them (edge chunks stored full size, padded with
+        zeros, the fill value); False, writing nothing, where the layout does not
+        allow it (the caller writes through Zarr).
+
+        Used by written passes into a new array: each chunk has one writer, and
+        the array is only moved into place once every chunk is written.
+        """
+        m, n = self.shape
+        cr = self.chunk_rows
+        if (not self.direct or sys.byteorder != "little" or start % cr
+                or rows.dtype != self.dtype or not rows.flags.c_contiguous
+                or self.array.fill_value not in (0, None) or rows.shape[1] != n
+                or (start + len(rows)) % cr and start + len(rows) != m):
+            return False
+        for first in range(start, start + len(rows), cr):
+            part = rows[first - start:first - start + cr]
+            if len(part) < cr:  # the array's last chunk
+                padded = np.zeros((cr, n), self.dtype)
+                padded[:len(part)] = part
+                part = padded
+            key = self.array.metadata.encode_chunk_key((first // cr, 0))
+            path = os.path.join(self.root, *key.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb", buffering=0) as f:
+                view = memoryview(part).cast("B")
+                done = 0
+                while done < len(view):  # write may write less than asked
+                    done += f.write(view[done:])
+        return True
+
     def _read_file(self, path, out, size):
         """Read the first ``out.nbytes`` bytes of ``path`` (of ``size`` bytes) into ``out``."""
         try:

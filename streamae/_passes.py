@@ -35,7 +35,7 @@ import uuid
 import dask
 import numpy as np
 
-from ._chunkread import READ_AHEAD, RowSource
+from ._chunkread import READ_AHEAD, LocalChunks, RowSource
 from ._data import MIN_TASKS
 from ._errors import LostInputError, ParameterError
 from ._validation import check_int
@@ -310,6 +310,7 @@ def _task_write(kernel, data, where, consts, read_ahead, out):
         Rows written.
     """
     target = out.open()
+    local = LocalChunks.for_array(target, page_cache="keep")  # chunk files written directly
     buffer, chunk0, filled, written = None, 0, 0, 0
     for _, row0, block in batches(data, where, read_ahead):
         rows = kernel(block, row0, *consts)
@@ -325,7 +326,8 @@ def _task_write(kernel, data, where, consts, read_ahead, out):
             filled += take
             done += take
             if filled == len(buffer):
-                target[chunk0:chunk0 + filled] = buffer
+                if local is None or not local.write_chunks(chunk0, buffer):
+                    target[chunk0:chunk0 + filled] = buffer
                 written += filled
                 buffer = None
     return written

@@ -169,3 +169,31 @@ def test_old_keywords_warn_and_still_work(X, write_zarr, tmp_path):
                              scheduler="synchronous")
     assert meta["chunk_rows"] == 128
     assert zarr.open_array(str(tmp_path / "p.zarr")).chunks == (128, 64)
+
+
+def test_chunks_written_directly_are_zarrs_own_bytes(rng, tmp_path):
+    """An uncompressed local output's chunk files, written straight from the
+    buffer (the last chunk padded to full size), hold the bytes Zarr writes."""
+    from streamae._chunkread import LocalChunks
+    from streamae._output import open_for_writing
+
+    X = rng.uniform(size=(100, 3)).astype(np.float32)
+    paths = {}
+    for how in ("zarr", "direct"):
+        paths[how] = tmp_path / f"{how}.zarr"
+        zarr.create_array(paths[how], shape=X.shape, chunks=(16, 3), dtype=X.dtype,
+                          compressors=None)
+        z = open_for_writing(str(paths[how]))
+        if how == "zarr":
+            z[...] = X
+        else:
+            assert LocalChunks.for_array(z).write_chunks(0, X[:32])
+            assert LocalChunks.for_array(z).write_chunks(32, X[32:])
+    files = sorted(p.relative_to(paths["zarr"]) for p in paths["zarr"].rglob("c/*/*"))
+    assert len(files) == 7
+    for f in files:
+        assert (paths["direct"] / f).read_bytes() == (paths["zarr"] / f).read_bytes(), f
+    assert_array_equal(zarr.open_array(str(paths["direct"]))[...], X)
+    compressed = tmp_path / "zstd.zarr"
+    zarr.create_array(compressed, shape=X.shape, chunks=(16, 3), dtype=X.dtype)
+    assert not LocalChunks.for_array(open_for_writing(str(compressed))).write_chunks(0, X)
