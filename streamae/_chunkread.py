@@ -186,11 +186,13 @@ class LocalChunks:
             out = _aligned_empty(alloc, n, self.dtype)
         else:
             out = np.empty((alloc, n), self.dtype)
+        encode = self.array.metadata.encode_chunk_key
+        root = self.root + os.sep
         for first in range(start, stop, cr):
-            key = self.array.metadata.encode_chunk_key((first // cr, 0))
             part = out[first - start:(first + cr if direct else min(first + cr, stop)) - start]
-            if not self._read_file(os.path.join(self.root, *key.split("/")), part,
-                                   chunk_bytes):
+            # Zarr's keys use "/" (or "."), which os.sep is wherever O_DIRECT and
+            # posix_fadvise exist (the only places direct reads are used).
+            if not self._read_file(root + encode((first // cr, 0)), part, chunk_bytes):
                 return None
         return out[:stop - start]
 
@@ -235,16 +237,31 @@ class LocalChunks:
                 if done is not None:
                     return done
                 self.cache_mode = "drop"  # O_DIRECT refused here: the next best
-            with open(path, "rb", buffering=0) as f:
-                if os.fstat(f.fileno()).st_size != size:
+            fd = os.open(path, os.O_RDONLY)  # no file object: a small chunk's read is
+            try:                             # mostly the calls around it
+                if os.fstat(fd).st_size != size:
                     return False
-                done = _read_into(f, out)
+                done = _readv_into(fd, out)
                 if self.cache_mode != "keep":
-                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 return done
+            finally:
+                os.close(fd)
         except FileNotFoundError:  # never written (Zarr fills it), or the store is gone
             self._require_store()
             return False
+
+
+def _readv_into(fd, out):
+    """Fill ``out`` from the file descriptor ``fd``; False if the file ends first."""
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < out.nbytes:  # a read may return less than asked
+        got = os.readv(fd, [view[done:]])
+        if not got:
+            return False
+        done += got
+    return True
 
 
 def _read_into(f, out):
@@ -526,24 +543,14 @@ class RowSource:
         return [rows[self.starts[k] - start:self.starts[k + 1] - start] for k in range(i, stop)]
 
     def _unreadable(self, start, end, exc):
-        """DataError naming the first of the store's chunks in rows [start, end)
-        that cannot be read (each is read again on its own to find it)."""
-        unit = self.unit_rows
-        for first in range(start - start % unit, end, unit):
-            rows = max(first, start), min(first + unit, end)
-            try:
-                self.reader[slice(*rows), slice(0, self.n)]
-            except Exception as chunk_exc:
-                exc = chunk_exc
-                break
+        """The `chunk_error` naming the first of the store's chunks in rows
+        [start, end) that cannot be read (each is read again on its own to find
+        it), as every other read of a store names it (`first_bad_chunk`)."""
+        if isinstance(self.reader, LocalChunks):
+            array, store = self.reader.array, self.reader.root
         else:
-            rows = start, end
-        first, last = rows[0] // unit, (rows[1] - 1) // unit
-        chunks = f"chunk {first}" if first == last else f"chunks {first}-{last}"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return DataError(f"{self.source}, {chunks} (rows {rows[0]}-{rows[1] - 1}): cannot read "
-                         f"the data ({type(exc).__name__}: {reason}); check that the store "
-                         "is complete and readable")
+            array, store = self.reader, str(self.reader.store_path)
+        return first_bad_chunk(array, (slice(start, end), slice(0, self.n)), exc, store)
 
     def reads(self, first, stop):
         """[i, j) runs of batches in [first, stop) read together: a batch, or

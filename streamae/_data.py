@@ -356,6 +356,13 @@ def readable_dtype(dtype, source):
     return dtype.newbyteorder("=") if not dtype.isnative else dtype
 
 
+def as_readable(block):
+    """A batch as the kernels read it: C-contiguous, of `readable_dtype` (native
+    byte order, float16 as float32, booleans as uint8), a view when it already is."""
+    block = np.asarray(block)
+    return np.ascontiguousarray(block, dtype=readable_dtype(block.dtype, "the data"))
+
+
 def task_rows(unit_rows, row_bytes, m):
     """Rows per task: as many whole chunks of ``unit_rows`` rows as fit in
     `TASK_BYTES` (at least one), but no fewer than `MIN_TASKS` tasks when the

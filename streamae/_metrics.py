@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from ._atomic import write_bytes
+from ._data import as_readable
 from ._kernels import column_moments
 from ._passes import merge_moments
 
@@ -62,10 +63,8 @@ def _column_moments(block, row0):
     Bad values (NaN, Inf) just make the result non-finite: the evaluation
     that follows reports them, with their rows.
     """
-    x = np.asarray(block)
-    if x.dtype.kind not in "fiu":
-        x = x.astype(np.float64)
-    mean, m2 = column_moments(np.ascontiguousarray(x))
+    x = as_readable(block)
+    mean, m2 = column_moments(x)
     return x.shape[0], mean, m2
 
 

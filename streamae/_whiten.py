@@ -38,7 +38,7 @@ import zarr
 
 from . import _kernels as K
 from ._cluster import make_runner
-from ._data import describe_bad_values, input_name, is_url
+from ._data import as_readable, describe_bad_values, input_name, is_url
 from ._errors import DataError, ParameterError
 from ._options import with_legacy_options
 from ._output import write_output
@@ -53,10 +53,7 @@ _BLOCK_ROWS = 1024  # rows centred and multiplied at a time in the scatter kerne
 
 def _scatter(block, row0, block_rows):
     """(count, column means, centred scatter) of one batch (pass 1's kernel)."""
-    X = np.ascontiguousarray(block)
-    if X.dtype.kind not in "fiu":
-        X = X.astype(np.float64)
-    return K.centred_scatter(X, block_rows)
+    return K.centred_scatter(as_readable(block), block_rows)
 
 
 def covariance(data_pass):
@@ -88,9 +85,7 @@ def whiten_rows(block, row0, mean, M, dtype):
     -------
     ndarray of shape (rows, K)
     """
-    X = np.ascontiguousarray(block)
-    if X.dtype.kind not in "fiu":
-        X = X.astype(np.float64)
+    X = as_readable(block)
     out = np.empty((X.shape[0], M.shape[0]), dtype)
     K.whiten_rows(X, np.asarray(mean, np.float64), np.ascontiguousarray(M.T, np.float64), out,
                   _BLOCK_ROWS)
