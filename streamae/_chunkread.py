@@ -516,10 +516,9 @@ class RowSource:
         """[start, stop) rows of batch ``i``."""
         return int(self.starts[i]), int(self.starts[i + 1])
 
-    def read(self, i, stop=None, buffers=None):
-        """Batches [i, stop) (default: batch ``i`` alone), each an ndarray of shape
-        (rows, n), read in one read of their rows (into a buffer of
-        ``buffers``, a `ReadBuffers`, for a local store).
+    def read_rows(self, i, stop, buffers=None):
+        """The rows of batches [i, stop), ndarray of shape (rows, n), read in one
+        read (into a buffer of ``buffers``, a `ReadBuffers`, for a local store).
 
         Raises
         ------
@@ -528,7 +527,6 @@ class RowSource:
             reason other than a missing or forbidden file (those are left to
             the caller, who knows where the read ran).
         """
-        stop = i + 1 if stop is None else stop
         start, end = int(self.starts[i]), int(self.starts[stop])
         selection = slice(start, end), slice(0, self.n)
         try:
@@ -540,6 +538,12 @@ class RowSource:
             raise
         except Exception as exc:
             raise self._unreadable(start, end, exc) from None
+        return rows
+
+    def read(self, i, stop=None, buffers=None):
+        """`read_rows`, cut into its batches (a list of views)."""
+        stop = i + 1 if stop is None else stop
+        rows, start = self.read_rows(i, stop, buffers), int(self.starts[i])
         return [rows[self.starts[k] - start:self.starts[k + 1] - start] for k in range(i, stop)]
 
     def _unreadable(self, start, end, exc):
@@ -565,19 +569,19 @@ class RowSource:
             i = j
         return runs
 
-    def stream(self, first, stop, read_ahead=READ_AHEAD):
-        """Yield (i, batch i) for i in [first, stop), ``read_ahead`` reads ahead.
+    def stream_reads(self, first, stop, read_ahead=READ_AHEAD):
+        """Yield (i, j, rows of batches [i, j)) for the reads of batches [first,
+        stop) (see `reads`), in order, ``read_ahead`` reads ahead.
 
-        The consumer should drop each batch before asking for the next, so
-        that at most ``read_ahead + 1`` reads (see `reads`) are alive; the
-        reads of a local store reuse the buffers of dropped batches
-        (`read_buffers`).
+        The consumer should drop each read's rows before asking for the next,
+        so that at most ``read_ahead + 1`` reads are alive; the reads of a
+        local store reuse the buffers of dropped ones (`read_buffers`).
         """
         runs = self.reads(first, stop)
         buffers = read_buffers()
         if read_ahead < 1 or len(runs) < 2:
             for i, j in runs:
-                yield from zip(range(i, j), self.read(i, j, buffers))
+                yield i, j, self.read_rows(i, j, buffers)
             return
         pool = _read_pool()
         pending = collections.deque()
@@ -585,11 +589,27 @@ class RowSource:
         try:
             for k, (i, j) in enumerate(runs):
                 while ahead < len(runs) and ahead <= k + read_ahead:
-                    pending.append(pool.submit(self.read, *runs[ahead], buffers))
+                    pending.append(pool.submit(self.read_rows, *runs[ahead], buffers))
                     ahead += 1
-                batches = pending.popleft().result()
-                yield from zip(range(i, j), batches)
-                batches = None
+                rows = pending.popleft().result()
+                yield i, j, rows
+                rows = None
         finally:
             for future in pending:
                 future.cancel()
+
+    def stream(self, first, stop, read_ahead=READ_AHEAD):
+        """Yield (i, batch i) for i in [first, stop), ``read_ahead`` reads ahead
+        (`stream_reads`, each read cut into its batches).
+
+        The consumer should drop each batch before asking for the next.
+        """
+        for i, j, rows in self.stream_reads(first, stop, read_ahead):
+            start = int(self.starts[i])
+            batches = [rows[self.starts[k] - start:self.starts[k + 1] - start]
+                       for k in range(i, j)]
+            rows = None
+            for k in range(i, j):
+                batch, batches[k - i] = batches[k - i], None
+                yield k, batch
+                batch = None

@@ -175,10 +175,10 @@ class Evaluator:
         c = np.zeros(n_hidden, self.dtype)
         br, objective = self.block_rows, self.objective
         if self.strategy == "one-pass":
-            objective.one_pass(X, 0, p, br)
+            objective.one_pass_batches(X, np.array([0, 1], np.int64), 0, p, br)
         elif self.strategy == "two-pass":
-            objective.hidden_sum(X, 0, p, br)
-            objective.backprop(X, 0, p, c, br)
+            objective.hidden_sum_batches(X, np.array([0, 1], np.int64), 0, p, br)
+            objective.backprop_batches(X, np.array([0, 1], np.int64), 0, p, c, br)
         else:
             a2, _ = objective.hidden_keep(X, 0, p, br)
             objective.backprop_cached(X, 0, p, c, br, a2)
@@ -231,24 +231,28 @@ class Evaluator:
                 if attempt == 2:
                     raise
 
-    def _reduce(self, kernel, *consts):
-        """One reduction pass of ``kernel`` over the data, computed."""
-        return self.data_pass.reduce(kernel, *consts, self.block_rows, token=self._token)
+    def _reduce(self, kernel, p, pd, *consts):
+        """One reduction pass of ``kernel`` (an `Objective` kernel over runs of
+        batches) over the data, computed: its named partial sums. ``pd``: the
+        parameters ``p`` as `Runner.put` ships them."""
+        unpack = self.objective.unpacker(kernel, *p["W1"].shape)
+        return self.data_pass.reduce_batched(kernel, unpack, pd, *consts, self.block_rows,
+                                             token=self._token)
 
     def _two_pass(self, p, params):
         pd = self.runner.put(p)
         with self.pass_progress("two-pass 1/2"):
-            hidden = self._reduce(self.objective.hidden_sum, pd)
+            hidden = self._reduce(self.objective.hidden_sum_batches, p, pd)
         rho_hat, kl, c = self._sparsity(hidden.sum_a2)
         cd = self.runner.put(c.astype(self.dtype))
         with self.pass_progress("two-pass 2/2"):
-            sums = self._reduce(self.objective.backprop, pd, cd)
+            sums = self._reduce(self.objective.backprop_batches, p, pd, cd)
         return self._finish(params, rho_hat, kl, sums)
 
     def _one_pass(self, p, params):
         pd = self.runner.put(p)
         with self.pass_progress("one-pass"):
-            sums = self._reduce(self.objective.one_pass, pd)
+            sums = self._reduce(self.objective.one_pass_batches, p, pd)
         self._check_data(sums.bad)
         rho_hat, kl, c = self._sparsity(sums.sum_a2)
         return self._finish(params, rho_hat, kl, sums.with_sparsity(c))

@@ -520,6 +520,76 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
     return sum_a2, sqc.sum(), gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad
 
 
+# ----------------------------------------------------------------- kernels over runs of batches
+# One call per read of consecutive batches (rows X[offsets[k]:offsets[k + 1]]
+# for batch k): each batch's partial sums, exactly those of one call of the
+# kernel above on that batch, packed into row k of ``parts`` (float64), so
+# that the per-batch cost of a call from Python (argument checks, boxing
+# the results) leaves the loop. The bad-value records go in ``bads[k]``.
+
+@njit(**_NJIT)
+def _put(row, at, values):
+    """row[at:at + values.size] = values (any shape, C order); the next position."""
+    flat = values.ravel()
+    for i in range(flat.size):
+        row[at + i] = flat[i]
+    return at + flat.size
+
+
+@njit(**_NJIT)
+def hidden_sum_batches(X, offsets, W1, b1, block_rows):
+    """`hidden_sum` of each batch: parts of shape (batches, s)."""
+    parts = np.empty((offsets.shape[0] - 1, W1.shape[0]), np.float64)
+    for k in range(offsets.shape[0] - 1):
+        _put(parts[k], 0, hidden_sum(X[offsets[k]:offsets[k + 1]], W1, b1, block_rows))
+    return parts
+
+
+@njit(**_NJIT)
+def backprop_batches(X, offsets, W1, b1, W2, b2, c, row0, block_rows, linear):
+    """`backprop_sums` of each batch: parts (batches, 1 + 2 s n + s + n) packed as
+    [sq, gW1, gb1, gW2, gb2], and bads (batches, 2)."""
+    s, n = W1.shape
+    batches = offsets.shape[0] - 1
+    parts = np.empty((batches, 1 + 2 * s * n + s + n), np.float64)
+    bads = np.empty((batches, 2), np.int64)
+    for k in range(batches):
+        a = offsets[k]
+        sq, gW1, gb1, gW2, gb2, bad = backprop_sums(X[a:offsets[k + 1]], W1, b1, W2, b2, c,
+                                                    row0 + a, block_rows, linear)
+        parts[k, 0] = sq
+        at = _put(parts[k], 1, gW1)
+        at = _put(parts[k], at, gb1)
+        at = _put(parts[k], at, gW2)
+        _put(parts[k], at, gb2)
+        bads[k] = bad
+    return parts, bads
+
+
+@njit(**_NJIT)
+def one_pass_batches(X, offsets, W1, b1, W2, b2, row0, block_rows, linear):
+    """`one_pass_sums` of each batch: parts (batches, 1 + 3 s n + 3 s + n) packed
+    as [sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp], and bads (batches, 2)."""
+    s, n = W1.shape
+    batches = offsets.shape[0] - 1
+    parts = np.empty((batches, 1 + 3 * s * n + 3 * s + n), np.float64)
+    bads = np.empty((batches, 2), np.int64)
+    for k in range(batches):
+        a = offsets[k]
+        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = one_pass_sums(
+            X[a:offsets[k + 1]], W1, b1, W2, b2, row0 + a, block_rows, linear)
+        at = _put(parts[k], 0, sum_a2)
+        parts[k, at] = sq
+        at = _put(parts[k], at + 1, gW1r)
+        at = _put(parts[k], at, gb1r)
+        at = _put(parts[k], at, gW2)
+        at = _put(parts[k], at, gb2)
+        at = _put(parts[k], at, fpX)
+        _put(parts[k], at, sum_fp)
+        bads[k] = bad
+    return parts, bads
+
+
 @njit(**_NJIT)
 def _column_means(X):
     """Column means of ``X`` (m, n) in float64, summed row by row (zeros if m is 0)."""

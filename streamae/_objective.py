@@ -17,6 +17,7 @@ array, kept deliberately independent of the kernels so that tests can
 compare the two.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -254,11 +255,30 @@ def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
 # Named tuples: `streamae._passes.add_parts` adds them field by field (and
 # keeps their type), so that they travel the reduction tree as one object.
 
+def _from_packed(cls, vector, bad, shapes):
+    """An instance of the named tuple ``cls`` from a packed float64 vector (the
+    fields but ``bad`` in order, each of its shape in ``shapes``; () for a
+    scalar) and the ``bad`` record, if ``cls`` has one."""
+    values, at = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        values.append(float(vector[at]) if shape == () else vector[at:at + size].reshape(shape))
+        at += size
+    if "bad" in cls._fields:
+        values.append(bad)
+    return cls(*values)
+
+
 class HiddenSums(NamedTuple):
     """Pass 1 of two-pass and cached."""
 
     sum_a2: np.ndarray
     """ndarray of shape (s,), float64: sum_i a2_i."""
+
+    @classmethod
+    def from_packed(cls, vector, bad, s, n):
+        """From a row of `streamae._kernels.hidden_sum_batches`."""
+        return _from_packed(cls, vector, bad, [(s,)])
 
 
 class GradientSums(NamedTuple):
@@ -276,6 +296,11 @@ class GradientSums(NamedTuple):
     """ndarray of shape (n,), float64: sum_i d3_i."""
     bad: np.ndarray
     """ndarray of shape (2,), int64: [values the decoder refuses, first such row or -1]."""
+
+    @classmethod
+    def from_packed(cls, vector, bad, s, n):
+        """From a row of `streamae._kernels.backprop_batches` and its bad record."""
+        return _from_packed(cls, vector, bad, [(), (s, n), (s,), (n, s), (n,)])
 
 
 class OnePassSums(NamedTuple):
@@ -295,6 +320,12 @@ class OnePassSums(NamedTuple):
     sum_fp: np.ndarray
     """ndarray of shape (s,): sum_i f'(z2_i)."""
     bad: np.ndarray
+
+    @classmethod
+    def from_packed(cls, vector, bad, s, n):
+        """From a row of `streamae._kernels.one_pass_batches` and its bad record."""
+        return _from_packed(cls, vector, bad,
+                            [(s,), (), (s, n), (s,), (n, s), (n,), (s, n), (s,)])
 
     def with_sparsity(self, c):
         """The `GradientSums` for sparsity coefficient ``c`` (ndarray of shape (s,))."""
@@ -354,6 +385,33 @@ class Objective:
         X = _as_input(block, p["W1"].dtype)
         return OnePassSums(*K.one_pass_sums(X, p["W1"], p["b1"], p["W2"], p["b2"], row0,
                                             block_rows, self.linear))
+
+    # ------------------------------------------------------------ over runs of batches
+    # The same partial sums, one call per block of consecutive batches (rows
+    # ``offsets[k]`` to ``offsets[k + 1]`` of ``block`` for batch k): (parts,
+    # bads), each batch's sums packed in a row of ``parts`` (see `unpacker`).
+
+    def hidden_sum_batches(self, block, offsets, row0, p, block_rows):
+        X = _as_input(block, p["W1"].dtype)
+        parts = K.hidden_sum_batches(X, offsets, p["W1"], p["b1"], block_rows)
+        return parts, None
+
+    def backprop_batches(self, block, offsets, row0, p, c, block_rows):
+        X = _as_input(block, p["W1"].dtype)
+        return K.backprop_batches(X, offsets, p["W1"], p["b1"], p["W2"], p["b2"], c, row0,
+                                  block_rows, self.linear)
+
+    def one_pass_batches(self, block, offsets, row0, p, block_rows):
+        X = _as_input(block, p["W1"].dtype)
+        return K.one_pass_batches(X, offsets, p["W1"], p["b1"], p["W2"], p["b2"], row0,
+                                  block_rows, self.linear)
+
+    @staticmethod
+    def unpacker(kernel, s, n):
+        """``unpack(vector, bad)``: the named partial sums of a batched kernel's row."""
+        kind = {"hidden_sum_batches": HiddenSums, "backprop_batches": GradientSums,
+                "one_pass_batches": OnePassSums}[kernel.__name__]
+        return functools.partial(kind.from_packed, s=s, n=n)
 
     # ------------------------------------------------------------ after the reduction
     def sparsity(self, sum_a2, m):

@@ -249,6 +249,59 @@ def batches(data, where, read_ahead):
             yield k, starts[k], data[starts[k] - starts[0]:starts[k + 1] - starts[0]]
 
 
+def blocks(data, where, read_ahead):
+    """Yield (k, first row, rows, offsets) for a task's batches, a read at a time:
+    ``rows`` holds batches k, k + 1, ... (batch k + j is ``rows[offsets[j]:offsets[j +
+    1]]``, offsets an int64 array); ``data`` and ``where`` as in `batches`."""
+    if isinstance(data, RowSource):
+        first, stop = where
+        for i, j, rows in data.stream_reads(first, stop, read_ahead):
+            offsets = data.starts[i:j + 1] - data.starts[i]
+            yield i - first, int(data.starts[i]), rows, offsets
+            del rows  # before the next read starts: its buffer can be reused
+        return
+    starts = np.asarray(where, np.int64)
+    if isinstance(data, list):
+        for k, chunk in enumerate(data):
+            yield k, int(starts[k]), chunk, starts[k:k + 2] - starts[k]
+    else:
+        yield 0, int(starts[0]), data, starts - starts[0]
+
+
+def add_vectors(*parts):
+    """Sum of packed partial-sum vectors, in the order given (as `add_parts`
+    adds each field: a copy of the first, then the others added in place)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        np.add(total, part, out=total)
+    return total
+
+
+def _task_reduce_batched(kernel, unpack, data, where, consts, split_every, read_ahead,
+                         subtree):
+    """`_task_reduce` with a kernel called once per read of consecutive batches.
+
+    ``kernel(rows, offsets, first_row, *consts)`` returns ``(parts, bads)``:
+    each batch's partial sums packed in a row of ``parts`` (float64), and its
+    bad-value record (a row of ``bads``, or None). The rows are combined in the
+    same subtrees, in the same order, as `_task_reduce` combines the batches'
+    results (`add_vectors` adds what `add_parts` adds); bad records merge
+    exactly in any order. ``unpack(vector, bad)`` names a subtree's sums.
+    """
+    trees, bads = [], []
+    for k0, row0, rows, offsets in blocks(data, where, read_ahead):
+        parts, bad = kernel(rows, offsets, row0, *consts)
+        del rows
+        for j in range(len(parts)):
+            if (k0 + j) % subtree == 0:
+                trees.append(EagerTree(split_every, add_vectors))
+                bads.append([])
+            trees[-1].add(parts[j])
+            if bad is not None:
+                bads[-1].append(bad[j])
+    return [unpack(t.result(), _merge_bad(b) if b else None) for t, b in zip(trees, bads)]
+
+
 def _task_reduce(kernel, combine, data, where, consts, split_every, read_ahead, subtree,
                  kept=None):
     """The partial results of one task of a reduction: its batches' results
@@ -526,6 +579,25 @@ class Pass:
         return [task(kernel, combine, data, where, consts, self.split_every, self.read_ahead,
                      subtree, k, dask_key_name=(name, i))
                 for i, ((data, where), k) in enumerate(zip(plan, kept))]
+
+    def batched_tasks(self, kernel, unpack, consts, token=None):
+        """As `tasks`, for a kernel over reads of consecutive batches
+        (`_task_reduce_batched`); keys named ``_task_<kernel without _batches>``."""
+        plan = self.plan()
+        token = token or uuid.uuid4().hex
+        name = f"_task_{kernel.__name__.lstrip('_').removesuffix('_batches')}-{token}"
+        task = dask.delayed(_task_reduce_batched)
+        subtree = self.subtree()
+        return [task(kernel, unpack, data, where, consts, self.split_every, self.read_ahead,
+                     subtree, dask_key_name=(name, i))
+                for i, (data, where) in enumerate(plan)]
+
+    def reduce_batched(self, kernel, unpack, *consts, token=None):
+        """`reduce` with a kernel called once per read of consecutive batches
+        (`_task_reduce_batched`): the same result, bit for bit."""
+        runs = self.batched_tasks(kernel, unpack, consts, token)
+        total, = self.compute(self.total(runs))
+        return total
 
     def total(self, runs, combine=add_parts):
         """Delayed total of a reduction pass's tasks (each a list of subtree results)."""
