@@ -197,3 +197,27 @@ def test_chunks_written_directly_are_zarrs_own_bytes(rng, tmp_path):
     compressed = tmp_path / "zstd.zarr"
     zarr.create_array(compressed, shape=X.shape, chunks=(16, 3), dtype=X.dtype)
     assert not LocalChunks.for_array(open_for_writing(str(compressed))).write_chunks(0, X)
+
+
+@pytest.mark.parametrize("kind", ["store", "numpy"])
+def test_one_kernel_call_per_read_gives_the_bits_of_one_per_batch(kind, X, params, write_zarr):
+    """The kernels over reads of consecutive batches (several 64-row batches per
+    read of a store, the whole run for NumPy input) give the bits of one call
+    per batch, for every pass of every strategy, with each decoder."""
+    from streamae._objective import Objective
+
+    data = write_zarr(X, CHUNK) if kind == "store" else X
+    data_pass = Pass(open_dataset(data, chunk_rows=CHUNK), Runner("threads"))
+    p = {k: np.ascontiguousarray(v) for k, v in params.items()}
+    c = np.full(S, 0.3)
+    for decoder in ("sigmoid", "linear"):
+        objective = Objective.of(make_hyper(**HYPER, decoder=decoder))
+        for one, batched, consts in ((objective.hidden_sum, objective.hidden_sum_batches, ()),
+                                     (objective.backprop, objective.backprop_batches, (c,)),
+                                     (objective.one_pass, objective.one_pass_batches, ())):
+            per_batch = data_pass.reduce(one, p, *consts, 256)
+            per_read = data_pass.reduce_batched(batched, objective.unpacker(batched, S, N), p,
+                                                *consts, 256)
+            assert type(per_read) is type(per_batch)
+            for a, b in zip(per_batch, per_read):
+                assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (decoder, one)
