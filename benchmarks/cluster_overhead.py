@@ -42,27 +42,12 @@ import tempfile
 import time
 
 import numpy as np
-import zarr
+from common import make_store
 
 from streamae._cluster import Runner
 from streamae._data import open_dataset
 from streamae._engine import Evaluator
 from streamae._objective import PARAM_NAMES, init_params, make_hyper
-
-
-def make_store(path, m, n, chunk_rows, seed=0, compressed=True):
-    if os.path.exists(path):
-        z = zarr.open_array(path, mode="r")
-        if z.shape == (m, n) and z.chunks[0] == chunk_rows:
-            return path
-        raise SystemExit(f"{path} exists with another shape or chunking; remove it")
-    kw = {} if compressed else {"compressors": None}
-    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32", **kw)
-    rng = np.random.default_rng(seed)
-    for start in range(0, m, chunk_rows):
-        stop = min(m, start + chunk_rows)
-        z[start:stop] = rng.uniform(0.05, 0.95, size=(stop - start, n)).astype(np.float32)
-    return path
 
 
 class CommMeter:

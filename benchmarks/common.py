@@ -16,19 +16,32 @@ import numpy as np
 import zarr
 
 
-def make_store(path, X, chunk_rows, compressed=False):
-    """Write ``X`` (ndarray of shape (m, n)) as a Zarr v3 array at ``path`` in
-    chunks of ``chunk_rows`` rows (zstd with ``compressed``, else none); an
-    existing store of the same shape and chunks is reused."""
-    m, n = X.shape
+def uniform_block(rng, rows, n):
+    """``rows`` x ``n`` float32 values uniform in [0.05, 0.95]."""
+    return rng.uniform(0.05, 0.95, size=(rows, n)).astype(np.float32)
+
+
+def make_store(path, m, n, chunk_rows, *, compressed=True, seed=0, block=uniform_block,
+               X=None):
+    """A Zarr v3 array of ``m`` x ``n`` float32 at ``path`` in chunks of
+    ``chunk_rows`` rows (zstd with ``compressed``, else none), kept if it exists
+    with that shape and chunking. Its values: the rows of ``X`` (ndarray of shape
+    (m, n)) if given, the same whatever the chunking; else ``block(rng, rows, n)``
+    chunk by chunk from ``numpy.random.default_rng(seed)``."""
     if os.path.exists(path):
         z = zarr.open_array(path, mode="r")
         if z.shape == (m, n) and z.chunks[0] == chunk_rows:
             return path
         raise SystemExit(f"{path} exists with another shape or chunking; remove it")
     kw = {} if compressed else {"compressors": None}
-    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype=X.dtype, **kw)
-    z[...] = X
+    z = zarr.create_array(path, shape=(m, n), chunks=(chunk_rows, n), dtype="float32", **kw)
+    if X is not None:
+        z[...] = X
+        return path
+    rng = np.random.default_rng(seed)
+    for start in range(0, m, chunk_rows):
+        stop = min(m, start + chunk_rows)
+        z[start:stop] = block(rng, stop - start, n)
     return path
 
 

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 
+import common
 import numpy as np
 import zarr
 from cold import chunk_files, disk_limit, evict
@@ -57,23 +58,18 @@ from streamae._objective import init_params, make_hyper
 COLS, HIDDEN = 64, 25
 
 
+def grid_block(rng, rows, n):
+    """Values on a grid of 1/256 in [0.05, 0.95]: zstd finds something to
+    compress, as in images."""
+    return rng.integers(13, 243, size=(rows, n)).astype(np.float32) / 256
+
+
 def make_store(path, rows, chunk_rows, compressed, seed=0):
-    """A store of ``rows`` x 64 float32 in [0.05, 0.95] (kept if it exists)."""
-    if os.path.exists(path):
-        z = zarr.open_array(path, mode="r")
-        if z.shape == (rows, COLS) and z.chunks[0] == chunk_rows:
-            return path
-        raise SystemExit(f"{path} exists with another shape or chunking; remove it")
-    kw = {} if compressed else {"compressors": None}
-    z = zarr.create_array(path, shape=(rows, COLS), chunks=(chunk_rows, COLS),
-                          dtype="float32", **kw)
-    rng = np.random.default_rng(seed)
-    for start in range(0, rows, chunk_rows):
-        stop = min(rows, start + chunk_rows)
-        # Values on a grid of 1/256: zstd finds something to compress, as in images.
-        block = rng.integers(13, 243, size=(stop - start, COLS)).astype(np.float32) / 256
-        z[start:stop] = block
-    os.sync()  # written back: dirty pages cannot be evicted
+    """A store of ``rows`` x 64 float32 in [0.05, 0.95] (kept if it exists),
+    written back to disk (dirty pages cannot be evicted)."""
+    common.make_store(path, rows, COLS, chunk_rows, compressed=compressed, seed=seed,
+                      block=grid_block)
+    os.sync()
     return path
 
 

@@ -137,7 +137,8 @@ def main(argv=None):
             for count in counts:
                 rows = -(-args.rows // count)
                 name = f"x{args.rows}-{count}{'-zstd' if args.compressed else ''}.zarr"
-                path = make_store(os.path.join(work, name), X, rows, args.compressed)
+                path = make_store(os.path.join(work, name), args.rows, args.cols, rows,
+                                  compressed=args.compressed, X=X)
                 entry = {"chunk_rows": rows}
                 results = {}
                 for label, scheduler in (("threads", "threads"), ("local_cluster", client)):

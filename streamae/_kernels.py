@@ -46,7 +46,7 @@ Speed notes (see docs/benchmarks.md for the measurements):
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import literal_unroll, njit, types
 from numba.extending import intrinsic, overload
 
 # "contract" lets LLVM fuse a * b + c into FMA instructions (one rounding
@@ -546,23 +546,25 @@ def hidden_sum_batches(X, offsets, W1, b1, block_rows):
 
 
 @njit(**_NJIT)
+def _pack(row, values):
+    """Each array (or scalar) of the tuple ``values``, in order, into ``row``."""
+    at = 0
+    for v in literal_unroll(values):
+        at = _put(row, at, np.asarray(v))
+
+
+@njit(**_NJIT)
 def backprop_batches(X, offsets, W1, b1, W2, b2, c, row0, block_rows, linear):
     """`backprop_sums` of each batch: parts (batches, 1 + 2 s n + s + n) packed as
     [sq, gW1, gb1, gW2, gb2], and bads (batches, 2)."""
     s, n = W1.shape
-    batches = offsets.shape[0] - 1
-    parts = np.empty((batches, 1 + 2 * s * n + s + n), np.float64)
-    bads = np.empty((batches, 2), np.int64)
-    for k in range(batches):
-        a = offsets[k]
-        sq, gW1, gb1, gW2, gb2, bad = backprop_sums(X[a:offsets[k + 1]], W1, b1, W2, b2, c,
-                                                    row0 + a, block_rows, linear)
-        parts[k, 0] = sq
-        at = _put(parts[k], 1, gW1)
-        at = _put(parts[k], at, gb1)
-        at = _put(parts[k], at, gW2)
-        _put(parts[k], at, gb2)
-        bads[k] = bad
+    parts = np.empty((offsets.shape[0] - 1, 1 + 2 * s * n + s + n), np.float64)
+    bads = np.empty((offsets.shape[0] - 1, 2), np.int64)
+    for k in range(offsets.shape[0] - 1):
+        sums = backprop_sums(X[offsets[k]:offsets[k + 1]], W1, b1, W2, b2, c,
+                             row0 + offsets[k], block_rows, linear)
+        _pack(parts[k], sums[:5])
+        bads[k] = sums[5]
     return parts, bads
 
 
@@ -571,22 +573,13 @@ def one_pass_batches(X, offsets, W1, b1, W2, b2, row0, block_rows, linear):
     """`one_pass_sums` of each batch: parts (batches, 1 + 3 s n + 3 s + n) packed
     as [sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp], and bads (batches, 2)."""
     s, n = W1.shape
-    batches = offsets.shape[0] - 1
-    parts = np.empty((batches, 1 + 3 * s * n + 3 * s + n), np.float64)
-    bads = np.empty((batches, 2), np.int64)
-    for k in range(batches):
-        a = offsets[k]
-        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, bad = one_pass_sums(
-            X[a:offsets[k + 1]], W1, b1, W2, b2, row0 + a, block_rows, linear)
-        at = _put(parts[k], 0, sum_a2)
-        parts[k, at] = sq
-        at = _put(parts[k], at + 1, gW1r)
-        at = _put(parts[k], at, gb1r)
-        at = _put(parts[k], at, gW2)
-        at = _put(parts[k], at, gb2)
-        at = _put(parts[k], at, fpX)
-        _put(parts[k], at, sum_fp)
-        bads[k] = bad
+    parts = np.empty((offsets.shape[0] - 1, 1 + 3 * s * n + 3 * s + n), np.float64)
+    bads = np.empty((offsets.shape[0] - 1, 2), np.int64)
+    for k in range(offsets.shape[0] - 1):
+        sums = one_pass_sums(X[offsets[k]:offsets[k + 1]], W1, b1, W2, b2,
+                             row0 + offsets[k], block_rows, linear)
+        _pack(parts[k], sums[:8])
+        bads[k] = sums[8]
     return parts, bads
 
 
@@ -631,6 +624,16 @@ def column_moments(X):
 
 
 @njit(**_NJIT)
+def _centred_block(X, start, rows, mean, buf):
+    """buf[:rows] <- X[start:start + rows] - mean, in float64; returns that view."""
+    B = buf[:rows]
+    for i in range(rows):
+        for j in range(X.shape[1]):
+            B[i, j] = X[start + i, j] - mean[j]
+    return B
+
+
+@njit(**_NJIT)
 def centred_scatter(X, block_rows):
     """Row count, column means and centred scatter matrix of a chunk, in float64.
 
@@ -664,11 +667,7 @@ def centred_scatter(X, block_rows):
     buf = np.empty((br, n), np.float64)
     part = np.empty((n, n), np.float64)
     for start in range(0, m, br):
-        rows = min(br, m - start)
-        B = buf[:rows]
-        for i in range(rows):
-            for j in range(n):
-                B[i, j] = X[start + i, j] - mean[j]
+        B = _centred_block(X, start, min(br, m - start), mean, buf)
         np.dot(B.T, B, part)
         _add_to(C, part)
     return m, mean, C
@@ -696,12 +695,8 @@ def whiten_rows(X, mean, MT, out, block_rows):
     res = np.empty((br, k), np.float64)
     for start in range(0, m, br):
         rows = min(br, m - start)
-        B = buf[:rows]
-        for i in range(rows):
-            for j in range(n):
-                B[i, j] = X[start + i, j] - mean[j]
         R = res[:rows]
-        np.dot(B, MT, R)
+        np.dot(_centred_block(X, start, rows, mean, buf), MT, R)
         for i in range(rows):
             for j in range(k):
                 out[start + i, j] = R[i, j]
