@@ -12,6 +12,7 @@ kernels and the objective
 passes over the data
 - ``_data``      the user's data as a row-chunked `Dataset`
 - ``_chunkread`` Zarr chunks read with one copy, read ahead, never a vanished store
+- ``_tree``      the fixed-shape reduction tree; how partial results combine (sums, moments)
 - ``_passes``    `Pass`: every pass over a dataset, a kernel over streamed runs
   of batches reduced in the fixed tree or written in output chunks
 - ``_engine``    one evaluation of (cost, gradient): one or two reduction passes

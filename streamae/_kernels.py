@@ -645,7 +645,7 @@ def centred_scatter(X, block_rows):
 
     Centring before the product keeps the precision that the textbook form
     X^T X - m mean^T mean loses to cancellation when the means are large
-    beside the spread. Chunks merge exactly with `streamae._whiten.merge_moments`.
+    beside the spread. Chunks merge exactly with `streamae._tree.merge_moments`.
     NaN and Inf make the results non-finite.
 
     Parameters

@@ -33,7 +33,7 @@ import numpy as np
 from ._atomic import write_bytes
 from ._data import as_readable
 from ._kernels import column_moments
-from ._passes import merge_moments
+from ._tree import merge_moments
 
 DEAD_FACTOR = 10.0
 

@@ -252,7 +252,7 @@ def make_hyper(rho, beta, weight_decay, decoder="sigmoid"):
 
 
 # ---------------------------------------------------------------- partial sums of the passes
-# Named tuples: `streamae._passes.add_parts` adds them field by field (and
+# Named tuples: `streamae._tree.add_parts` adds them field by field (and
 # keeps their type), so that they travel the reduction tree as one object.
 
 def _from_packed(cls, vector, bad, shapes):

@@ -6,7 +6,7 @@ count):
 
 1. A reduction: every batch's row count, column means and centred scatter
    matrix (`streamae._kernels.centred_scatter`, float64) are merged exactly
-   (`streamae._passes.merge_moments`) in the fixed-shape tree into the
+   (`streamae._tree.merge_moments`) in the fixed-shape tree into the
    dataset's mean and covariance::
 
        Sigma = (1/m) sum_i (x_i - mean)^T (x_i - mean)       (n, n)
@@ -42,7 +42,8 @@ from ._data import as_readable, describe_bad_values, input_name, is_url
 from ._errors import DataError, ParameterError
 from ._options import with_legacy_options
 from ._output import write_output
-from ._passes import Pass, merge_moments, open_input, output_chunk_rows
+from ._passes import Pass, open_input, output_chunk_rows
+from ._tree import merge_moments
 
 KINDS = ("zca", "pca")
 DEFAULT_EPSILON = 0.1  # the UFLDL exercises' value, in units of the data's variance

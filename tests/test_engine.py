@@ -28,13 +28,8 @@ from streamae import (
 from streamae._data import open_dataset
 from streamae._engine import Evaluator
 from streamae._objective import PARAM_NAMES, make_hyper
-from streamae._passes import (
-    EagerTree,
-    _merge_bad,
-    stream_group,
-    subtree_size,
-    tree,
-)
+from streamae._passes import stream_group, subtree_size
+from streamae._tree import EagerTree, _merge_bad, tree
 
 RTOL64 = 1e-12
 

@@ -21,7 +21,8 @@ from streamae._data import open_dataset
 from streamae._engine import Evaluator
 from streamae._metrics import total_variance
 from streamae._objective import make_hyper, reference_cost_and_grad
-from streamae._passes import OutputChunks, Pass, merge_moments
+from streamae._passes import OutputChunks, Pass
+from streamae._tree import merge_moments
 
 M, N, S, CHUNK = 1000, 6, 4, 64  # 16 chunks, the last of 40 rows
 HYPER = dict(rho=0.1, beta=3.0, weight_decay=1e-3)
