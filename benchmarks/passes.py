@@ -23,7 +23,9 @@ fewest-chunk figure (``ratio_to_fewest_chunks``); the targets (issue "one
 engine for every pass") are at most 1.2 for the chunk ratio, at most 2.5
 evaluations for whitening and 1.5 for encoding. The evaluations of the two
 schedulers are checked to be bit-identical, and so are the whitened and
-encoded stores.
+encoded stores. With ``--cpu``, every pass is also timed in CPU seconds of
+this process on the synchronous scheduler (one BLAS thread), which other
+load on a shared machine disturbs much less than wall time.
 
 Writes JSON (command, commit, date, machine, load average before and after)
 to ``--json`` (default benchmarks/results/passes.json).
@@ -59,34 +61,36 @@ from streamae._metrics import total_variance  # noqa: E402
 from streamae._objective import init_params, make_hyper  # noqa: E402
 
 PASSES = ("evaluation", "fit_start", "whiten", "encode")
+_LABELS = ("threads", "local_cluster", "cpu_synchronous")
 
 
-def _median_seconds(run, repeats):
-    """Median wall time of ``run()`` over ``repeats`` calls (after one untimed call)."""
+def _median_seconds(run, repeats, clock=time.perf_counter):
+    """Median time of ``run()`` by ``clock`` over ``repeats`` calls (after one
+    untimed call)."""
     run()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         run()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times), times
 
 
-def time_passes(path, chunk_rows, scheduler, args, work):
+def time_passes(path, chunk_rows, scheduler, args, work, clock=time.perf_counter):
     """{pass: (median seconds, all seconds)} and the outputs' bytes, for one store
-    on one scheduler (a Runner for the evaluation, the scheduler for the rest)."""
+    on one scheduler (a Runner for the evaluation, the scheduler for the rest);
+    times by ``clock`` (wall time, or this process's CPU time)."""
     hyper = make_hyper(0.01, 3.0, 1e-4)
     params = init_params(args.cols, args.hidden, np.random.default_rng(1))
-    runner = Runner(scheduler, workers=None if not isinstance(scheduler, str) else
-                    args.workers)
-    options = {"scheduler": scheduler,
-               "workers": args.workers if isinstance(scheduler, str) else None}
+    workers = args.workers if scheduler == "threads" else None
+    runner = Runner(scheduler, workers=workers)
+    options = {"scheduler": scheduler, "workers": workers}
     model = SparseAutoencoder.from_weights(**params, rho=0.01, beta=3.0, weight_decay=1e-4)
     times, outputs = {}, {}
     with runner.session():
         ev = Evaluator(open_dataset(path, chunk_rows=chunk_rows), hyper, strategy="one-pass",
                        scheduler=runner)
-        times["evaluation"] = _median_seconds(lambda: ev(params), args.repeats)
+        times["evaluation"] = _median_seconds(lambda: ev(params), args.repeats, clock)
         outputs["evaluation"] = ev(params).cost
 
         def fit_start():
@@ -95,15 +99,16 @@ def time_passes(path, chunk_rows, scheduler, args, work):
             fresh.compile_kernels(args.hidden)
             return total_variance(fresh)
 
-        times["fit_start"] = _median_seconds(fit_start, args.repeats)
+        times["fit_start"] = _median_seconds(fit_start, args.repeats, clock)
         white = os.path.join(work, "white.zarr")
         times["whiten"] = _median_seconds(
-            lambda: whiten(path, white, overwrite=True, run_options=options), args.repeats)
+            lambda: whiten(path, white, overwrite=True, run_options=options), args.repeats,
+            clock)
         outputs["whiten"] = zarr.open_array(white, mode="r")[...]
         codes = os.path.join(work, "codes.zarr")
         times["encode"] = _median_seconds(
             lambda: encode(model, path, codes, overwrite=True, run_options=options),
-            args.repeats)
+            args.repeats, clock)
         outputs["encode"] = zarr.open_array(codes, mode="r")[...]
     return times, outputs
 
@@ -118,6 +123,10 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compressed", action="store_true", help="zstd stores (default: none)")
     p.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
+    p.add_argument("--cpu", action="store_true",
+                   help="also time every pass in CPU seconds of this process on the "
+                        "synchronous scheduler (one BLAS thread): less sensitive to other "
+                        "load on the machine than wall time")
     p.add_argument("--json", default=os.path.join(HERE, "results", "passes.json"))
     args = p.parse_args(argv)
     report = run_record(argv)
@@ -141,14 +150,15 @@ def main(argv=None):
                                   compressed=args.compressed, X=X)
                 entry = {"chunk_rows": rows}
                 results = {}
-                for label, scheduler in (("threads", "threads"), ("local_cluster", client)):
-                    times, results[label] = time_passes(path, rows, scheduler, args, work)
+                for label, scheduler, clock in _subjects(client, args.cpu):
+                    times, results[label] = time_passes(path, rows, scheduler, args, work,
+                                                        clock)
                     entry[label] = {k: {"seconds_median": v[0], "seconds_all": v[1]}
                                     for k, v in times.items()}
                     print(f"{count:6d} chunks, {label}: " + ", ".join(
                         f"{k} {v[0]:.3f} s" for k, v in times.items()), file=sys.stderr)
-                entry["bit_identical"] = {k: bool(np.array_equal(results["threads"][k],
-                                                                 results["local_cluster"][k]))
+                entry["bit_identical"] = {k: all(np.array_equal(results["threads"][k], r[k])
+                                                     for r in results.values())
                                           for k in results["threads"]}
                 report["chunks"][str(count)] = entry
     finally:
@@ -164,11 +174,20 @@ def main(argv=None):
     return 0
 
 
+def _subjects(client, cpu):
+    """(label, scheduler, clock) of each way the passes are timed."""
+    yield "threads", "threads", time.perf_counter
+    yield "local_cluster", client, time.perf_counter
+    if cpu:
+        yield "cpu_synchronous", "synchronous", time.process_time
+
+
 def add_ratios(report, counts):
     """Ratios to the fewest-chunk evaluation and to the fewest-chunk figure, and
     whether each target holds."""
     first, last = str(counts[0]), str(counts[-1])
-    for label in ("threads", "local_cluster"):
+    labels = [k for k in report["chunks"][first] if k in _LABELS]
+    for label in labels:
         unit = report["chunks"][first][label]["evaluation"]["seconds_median"]
         for count in map(str, counts):
             for name in PASSES:
@@ -177,7 +196,7 @@ def add_ratios(report, counts):
                 base = report["chunks"][first][label][name]["seconds_median"]
                 cell["ratio_to_fewest_chunks"] = cell["seconds_median"] / base
     targets = {}
-    for label in ("threads", "local_cluster"):
+    for label in labels:
         cells = {c: report["chunks"][c][label] for c in map(str, counts)}
         targets[label] = {
             "chunks_ratio_at_most_1.2": all(cells[last][n]["ratio_to_fewest_chunks"] <= 1.2
@@ -191,15 +210,17 @@ def add_ratios(report, counts):
 
 
 def table(report, counts):
-    """Markdown: time in evaluations of the fewest-chunk store, threads / LocalCluster."""
+    """Markdown: time in evaluations of the fewest-chunk store, threads / LocalCluster
+    (/ CPU time on the synchronous scheduler, with --cpu)."""
+    labels = [k for k in report["chunks"][str(counts[0])] if k in _LABELS]
     head = " | ".join(f"{c:,} chunks" for c in counts)
-    lines = [f"| pass | {head} |", "|---|" + "---|" * len(counts)]
+    lines = [f"| pass ({' / '.join(labels)}) | {head} |", "|---|" + "---|" * len(counts)]
     for name in PASSES:
         cells = []
         for count in map(str, counts):
-            t, c = (report["chunks"][count][lab][name]["ratio_to_evaluation"]
-                    for lab in ("threads", "local_cluster"))
-            cells.append(f"{t:.2f} / {c:.2f}")
+            cells.append(" / ".join(
+                f"{report['chunks'][count][lab][name]['ratio_to_evaluation']:.2f}"
+                for lab in labels))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
