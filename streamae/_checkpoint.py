@@ -25,8 +25,12 @@ fsync'ed, renamed over the old checkpoint with ``os.replace``, then the
 directory fsync'ed), so a crash at any instant leaves either the old or the
 new checkpoint, whole.
 
-Default location: ``<out>.ckpt`` beside the model directory ``<out>`` (for an
-object-store URL ``<out>``, ``<basename>.ckpt`` in the current directory).
+Default location (`default_path`): ``checkpoint.npz`` inside the model's
+folder ``<out>``, so that deleting the model deletes its checkpoint and a
+finished model can be extended (for an object-store URL ``<out>``, which has
+no atomic rename, ``<basename>.ckpt`` in the current directory). Checkpoints
+that older versions wrote beside the model (``<out>.ckpt``) are still
+continued (`locate`).
 """
 
 import datetime
@@ -43,14 +47,16 @@ import numpy as np
 import zarr
 
 from ._atomic import remove_stale, write_bytes
+from ._constants import CHECKPOINT_NAME, LEGACY_CHECKPOINT_SUFFIX
 from ._errors import CheckpointError, CheckpointExistsError, ParameterError
 from ._optim import OptimState
 from ._validation import check_int
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
-SUFFIX = ".ckpt"
+SUFFIX = LEGACY_CHECKPOINT_SUFFIX
 _START_OVER = "start over with `overwrite=True` and `resume=False`"
+_GIVE = f"give the file that `checkpoint` named, or the default OUT/{CHECKPOINT_NAME}"
 
 
 class Stop(Exception):
@@ -58,11 +64,38 @@ class Stop(Exception):
 
 
 def default_path(out):
-    """Where a run writing the model ``out`` keeps its checkpoint."""
+    """Where a run writing the model ``out`` keeps its checkpoint: inside its folder."""
     out = os.fspath(out).rstrip("/")
     if "://" in out:
         return os.path.basename(out) + SUFFIX
-    return out + SUFFIX
+    return os.path.join(out, CHECKPOINT_NAME)
+
+
+def locate(out, given=None, resume=False):
+    """The checkpoint of a run writing the model ``out``, and a note for the user.
+
+    ``given`` (an explicit path) wins. Otherwise `default_path`, except that a
+    resumed run whose model folder holds no checkpoint continues one that an
+    older version left beside the model (``<out>.ckpt``).
+
+    Returns
+    -------
+    path : str
+    note : str or None
+        What the user should know about an older checkpoint beside the model.
+    """
+    if given is not None:
+        return os.fspath(given), None
+    path = default_path(out)
+    legacy = os.fspath(out).rstrip("/") + SUFFIX
+    if "://" in os.fspath(out) or os.path.lexists(path) or not os.path.isfile(legacy):
+        return path, None
+    if resume:
+        return legacy, f"continuing the checkpoint '{legacy}' (beside the model, where " \
+                       "earlier versions kept it)"
+    return path, (f"'{legacy}' (a checkpoint beside the model, where earlier versions kept "
+                  f"it) is not used: this run's checkpoint is '{path}'; to continue that "
+                  "run instead, add `resume=True`")
 
 
 # ---------------------------------------------------------------- identity
@@ -199,6 +232,18 @@ class Saved:
         return float(self.meta.get("elapsed", 0.0))
 
 
+def holds(path, theta):
+    """True if the checkpoint at ``path`` holds exactly the weights ``theta`` (a
+    model written from its state); False if it is missing, unreadable or other."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            saved = z["theta"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
+    theta = np.asarray(theta, np.float64)
+    return saved.shape == theta.shape and saved.tobytes() == theta.tobytes()
+
+
 def finished(state, max_iter):
     """True if a run in ``state`` has nothing left to do with ``max_iter`` iterations."""
     if state.phase != "full":  # the warm-up's end is the full phase's start
@@ -276,13 +321,11 @@ def read(path):
         magic = f.read(4)
     if magic != b"PK\x03\x04":
         raise CheckpointError(
-            f"'{path}' is not a streamae checkpoint (not an .npz file); give the file that "
-            f"`checkpoint` named, or the default <out>{SUFFIX}")
+            f"'{path}' is not a streamae checkpoint (not an .npz file); {_GIVE}")
     damaged = (f"checkpoint '{path}' is damaged or truncated; restore a good copy, or "
                f"{_START_OVER}")
     not_ours = CheckpointError(
-        f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); give the file that "
-        f"`checkpoint` named, or the default <out>{SUFFIX}")
+        f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); {_GIVE}")
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}

@@ -35,6 +35,7 @@ import psutil
 from . import _kernels as K
 from ._chunkread import READ_AHEAD, RowSource
 from ._cluster import make_runner
+from ._constants import STRATEGIES
 from ._data import MIN_TASKS, describe_bad_values, in_memory_array
 from ._errors import (
     DataError,
@@ -47,7 +48,6 @@ from ._objective import DECODERS, Hyper, assemble, sparsity_terms
 from ._progress import chunk_progress
 from ._validation import check_int
 
-STRATEGIES = ("two-pass", "one-pass", "cached")
 #: A task streams consecutive batches of a Zarr store, up to about this many
 #: bytes (see `stream_group`): tasks per evaluation grow with the data's bytes,
 #: not with its number of chunks, and each lasts long enough (about a second)

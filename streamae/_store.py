@@ -26,7 +26,8 @@ def _is_url(path):
     return "://" in str(path)
 
 
-def _exists(path, storage_options=None):
+def exists(path, storage_options=None):
+    """True if the local path or URL ``path`` exists."""
     if _is_url(path):
         import fsspec
 
@@ -42,7 +43,7 @@ def _exists(path, storage_options=None):
 def check_writable(path, overwrite, storage_options=None, what="output"):
     """Refuse an existing ``path`` unless ``overwrite``, and a local ``path`` whose
     directory cannot be created or written (checked before any work is done)."""
-    if not overwrite and _exists(path, storage_options):
+    if not overwrite and exists(path, storage_options):
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass "
             "`overwrite=True` to replace it")
@@ -78,8 +79,13 @@ def _write_group(target, params, attrs, storage_options=None):
         {"format": FORMAT, "format_version": FORMAT_VERSION, **attrs}, default=float)))
 
 
-def write_model(path, params, attrs, overwrite=False, storage_options=None):
+def write_model(path, params, attrs, overwrite=False, storage_options=None, keep=()):
     """Write a model group at ``path`` (local directory or fsspec URL).
+
+    ``keep`` names files of an existing local ``path`` (the checkpoint of the
+    run that trained these weights) that the new model keeps: they are
+    hard-linked into it before it replaces the old one, so a crash at any
+    instant leaves them in one of the two.
 
     Raises
     ------
@@ -100,6 +106,19 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None):
         return
     with staged(path, "model") as tmp:
         _write_group(tmp, params, attrs)
+        for name in keep:
+            _carry(os.path.join(path, name), os.path.join(tmp, name))
+
+
+def _carry(src, dst):
+    """``src`` also at ``dst`` (same file system): a hard link, or a copy where links
+    are not allowed."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
 
 
 def read_model(path, storage_options=None):

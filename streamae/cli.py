@@ -7,7 +7,6 @@ a checkpoint and print the command that resumes (docs/reliability.md).
 
 import argparse
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,15 +16,18 @@ import time
 
 # Nothing heavy at import: `streamae --help` must not load NumPy, Numba, SciPy,
 # scikit-learn or Dask (streamae._errors imports scikit-learn). The commands import
-# what they need.
+# what they need; the choices come from the light streamae._constants.
 from . import __version__
-
-# The choices of --strategy, --optimizer and --page-cache, as
-# streamae._engine.STRATEGIES, streamae._optim.OPTIMIZERS and
-# streamae._options.PAGE_CACHE_MODES (tests/test_cli_help.py checks they agree).
-STRATEGIES = ("two-pass", "one-pass", "cached")
-OPTIMIZERS = ("lbfgs", "gd")
-PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
+from ._constants import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_RULE,
+    DECODERS,
+    DTYPES,
+    OPTIMIZERS,
+    PAGE_CACHE_MODES,
+    STRATEGIES,
+    WARMUPS,
+)
 
 DOCS = ("docs: README.md and docs/ in the streamae source (docs/cli.md: every command; "
         "docs/tutorial.md: a first run; docs/bad-inputs.md: every error message)")
@@ -62,10 +64,10 @@ def _add_model_options(p):
     g.add_argument("--beta", type=float, default=3.0, help="weight of the sparsity penalty")
     g.add_argument("--weight-decay", type=float, default=1e-4,
                    help="lambda, L2 penalty on W1 and W2")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="kernel arithmetic (sums are float64 either way)")
     g.add_argument("--seed", type=int, default=0, help="initialisation seed, >= 0")
-    g.add_argument("--decoder", choices=("sigmoid", "linear"), default="sigmoid",
+    g.add_argument("--decoder", choices=DECODERS, default="sigmoid",
                    help="output layer: sigmoid (data in [0, 1]) or linear (any finite data, "
                         "e.g. from `streamae whiten`)")
 
@@ -74,7 +76,7 @@ def _add_run_options(p):
     g = p.add_argument_group("run")
     g.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
                    help="passes over the data per evaluation")
-    g.add_argument("--warmup", choices=("auto", "subsample", "none"), default="auto",
+    g.add_argument("--warmup", choices=WARMUPS, default="auto",
                    help="start with L-BFGS on every 16th row held in memory, then the exact "
                         "full-data fit: auto for 262,144 rows or more, subsample always, none "
                         "for the plain full-batch fit")
@@ -149,12 +151,12 @@ def storage_options(pairs):
 
 
 def _add_checkpoint_options(p):
-    g = p.add_argument_group("checkpoints")
+    g = p.add_argument_group("checkpoints", description=CHECKPOINT_RULE)
     g.add_argument("--checkpoint", metavar="PATH", default=None,
-                   help="checkpoint file (default: OUT.ckpt, beside the model)")
+                   help=f"checkpoint file (default: OUT/{CHECKPOINT_NAME})")
     g.add_argument("--checkpoint-every", metavar="K", type=_positive_int, default=None,
-                   help="write the checkpoint every K iterations and at the end (default: "
-                        "only on SIGINT/SIGTERM)")
+                   help="also write the checkpoint every K iterations (default: at the end "
+                        "and on SIGINT/SIGTERM only)")
     g.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint (bit-identical to an uninterrupted run); "
                         "starts afresh if there is none")
@@ -224,28 +226,25 @@ def cmd_train(args):
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from . import _checkpoint
     from ._errors import StreamaeError, TrainingInterrupted
-    from ._store import check_writable
+    from ._estimator import plan_run
 
-    checkpoint = args.checkpoint or _checkpoint.default_path(args.out)
     options = storage_options(args.storage_options)
+    plan = plan_run(args.out, args.checkpoint, resume=args.resume, overwrite=args.overwrite,
+                    max_iter=args.max_iter, storage_options=options)
+    for note in plan.notes:
+        print(f"streamae: {args.words(note)}", file=sys.stderr)
     model = _train_model(args, options)
-    fit_kw = dict(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every or 0,
+    fit_kw = dict(checkpoint=plan.checkpoint, checkpoint_every=args.checkpoint_every or 0,
                   resume=args.resume, overwrite=args.overwrite)
-    saved = _run_saved_at_out(checkpoint, args) if args.resume and not args.overwrite else None
-    if saved is not None and _checkpoint.finished(saved, args.max_iter):
+    if plan.done:
         # Checks the checkpoint against the data and options; no evaluation, --out untouched.
-        model.set_params(verbose=False).fit(args.data, **fit_kw)
-        print(f"the run in '{checkpoint}' had already finished ({model.n_iter_} iterations) "
-              f"and its model is at {args.out}; nothing to do")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.set_params(verbose=False).fit(args.data, **fit_kw)
+        print(f"the run in '{plan.checkpoint}' had already finished ({model.n_iter_} "
+              f"iterations) and its model is at {args.out}; nothing to do")
         return 0
-    # --resume may replace --out when it holds this run's own (earlier) result.
-    replace = args.overwrite or saved is not None
-    check_writable(args.out, replace, storage_options=options, what="model")
-    if args.resume and not os.path.lexists(checkpoint):
-        print(f"streamae: no checkpoint at '{checkpoint}'; starting from the beginning",
-              file=sys.stderr)
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():  # the summary says whether the fit converged
@@ -265,7 +264,7 @@ def cmd_train(args):
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return 2
-    model.save(args.out, overwrite=replace, storage_options=options)
+    model.save(args.out, overwrite=plan.replace, storage_options=options)
     _print_summary(model, args, time.perf_counter() - t0)
     return 0
 
@@ -308,26 +307,6 @@ def _print_summary(model, args, seconds):
           f"({model.stop_reason_}; {converged}); model written to {args.out}")
     if model.guard_events_:
         print(f"streamae: {_guard_summary(model.guard_events_)}", file=sys.stderr)
-
-
-def _run_saved_at_out(checkpoint, args):
-    """The checkpoint's optimizer state if ``--out`` holds exactly its weights (the
-    model of a run that finished, or was killed after writing it), else None."""
-    from . import _checkpoint
-    from ._errors import StreamaeError
-    from ._estimator import SparseAutoencoder
-    from ._objective import flatten
-
-    if not (os.path.exists(args.out) and os.path.exists(checkpoint)):
-        return None
-    try:
-        saved = _checkpoint.read(checkpoint)
-        theta = flatten(SparseAutoencoder.load(args.out).params_)
-    except (StreamaeError, OSError):
-        return None
-    same = (theta.shape == saved.state.theta.shape
-            and theta.tobytes() == saved.state.theta.tobytes())
-    return saved.state if same else None
 
 
 def _resume_command(args):
