@@ -741,8 +741,8 @@ def _refuse(out, path, kind, has_checkpoint, resume):
             f"model '{out}' already exists (a finished run: extend it with `resume=True` and "
             "a larger `max_iter`, or start over with `overwrite=True`)")
     raise CheckpointExistsError(
-        f"checkpoint '{path}' already exists (an unfinished run); continue that run with "
-        "`resume=True`, or start over with `overwrite=True`")
+        f"checkpoint '{path}' already exists (its run has not written its model); continue "
+        "that run with `resume=True`, or start over with `overwrite=True`")
 
 
 def _out_kind(out, checkpoint, storage_options=None):

@@ -118,3 +118,23 @@ def test_every_public_name_resolves():
         assert getattr(streamae, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         streamae.nope  # noqa: B018
+
+
+def _words(text):
+    """``text`` with runs of white space (line wrapping) as one space."""
+    return " ".join(text.split())
+
+
+def test_the_checkpoint_rule_reads_the_same_in_help_and_docs(capsys):
+    """One rule, in `train --help`, docs/cli.md and docs/reliability.md."""
+    import os
+
+    from streamae._constants import CHECKPOINT_RULE
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert _words(CHECKPOINT_RULE) in _words(capsys.readouterr().out)
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+    for page in ("cli.md", "reliability.md"):
+        with open(os.path.join(docs, page), encoding="utf-8") as f:
+            assert _words(CHECKPOINT_RULE) in _words(f.read()), page
