@@ -153,10 +153,12 @@ ROWS = [
      "streamae version that wrote it", "DataError"),
     # ---- checkpoints
     ("ckpt-truncated", "--resume from a truncated checkpoint", "CLI",
-     ERR + "checkpoint 'model.zarr/checkpoint.npz' is damaged or truncated; restore a good copy, or "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' is damaged or truncated; restore a good "
+     "copy, or "
      + START_OVER, "2"),
     ("ckpt-not-a-checkpoint", "--resume from a file that is not a checkpoint", "CLI",
-     ERR + "'model.zarr/checkpoint.npz' is not a streamae checkpoint (not an .npz file); give the file "
+     ERR + "'model.zarr/checkpoint.npz' is not a streamae checkpoint (not an .npz file); give "
+     "the file "
      "that --checkpoint named, or the default OUT/checkpoint.npz", "2"),
     ("ckpt-version", "--resume from a checkpoint of format version 2", "CLI",
      ERR + f"checkpoint 'model.zarr/checkpoint.npz' has format version 2, this streamae "
@@ -171,16 +173,19 @@ ROWS = [
      "(20, 4); store metadata checksum … now …; resume with the same data, or " + START_OVER,
      "2"),
     ("ckpt-other-hyper", "--resume with another --rho", "CLI",
-     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: rho 0.01 "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: "
+     "rho 0.01 "
      "now 0.05; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-other-run", "--resume with another --strategy", "CLI",
      ERR + "checkpoint 'model.zarr/checkpoint.npz' was written with other run settings: strategy "
      "one-pass now two-pass; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-exists", "a new run where a checkpoint exists (no --resume)", "CLI",
      ERR + "checkpoint 'model.zarr/checkpoint.npz' already exists (its run has "
-     "not written its model); continue that run with --resume, or start over with --overwrite", "2"),
+     "not written its model); continue that run with --resume, or start over with "
+     "--overwrite", "2"),
     ("api-ckpt-other-hidden", "fit(resume=True) with another n_hidden", "API",
-     "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: n_hidden 3 now 4; "
+     "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: "
+     "n_hidden 3 now 4; "
      "resume with the same options, or " + API_START_OVER, "CheckpointError"),
     ("ckpt-disk-full", "disk full while writing a checkpoint", "CLI",
      ERR + "cannot write checkpoint 'model.zarr/checkpoint.npz' (No space left on device); no "
@@ -375,7 +380,8 @@ SETUP = {
                                       "--resume"]))[1],
     "ckpt-other-shape": lambda mp: (_checkpoint(), _good("other.zarr", rows=60),
                                     main(["train", "other.zarr", "--out", "model.zarr", *BASE,
-                                          "--checkpoint", "model.zarr/checkpoint.npz", "--resume"]))[2],
+                                          "--checkpoint", "model.zarr/checkpoint.npz",
+                                          "--resume"]))[2],
     "ckpt-other-store": lambda mp: (_checkpoint(), shutil.rmtree("good.zarr"),
                                     _good(chunk=20), main(["train", "good.zarr", "--out",
                                                            "model.zarr", *BASE, "--resume"]))[3],

@@ -229,7 +229,8 @@ def test_resume_after_a_finished_run_has_nothing_to_do(store, tmp_path, capsys):
     capsys.readouterr()
     assert main(_train(store, out, 3, "--resume")) == 0
     assert capsys.readouterr().out == (
-        f"the run in '{C.default_path(out)}' had already finished (3 iterations) and its model is at "
+        f"the run in '{C.default_path(out)}' had already finished (3 iterations) and its "
+        "model is at "
         f"{out}; nothing to do\n")
     assert tree(out) == before  # untouched, byte for byte
 
