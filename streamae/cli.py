@@ -57,6 +57,28 @@ def _non_negative_int(text):
     return _positive_int(text, least=0)
 
 
+def _add_chunk_rows(p, default_text, default=None, unit="chunk"):
+    p.add_argument("--chunk-rows", type=_positive_int, default=default,
+                   help=f"rows per {unit} (default: {default_text})")
+
+
+def _add_quiet(p):
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_overwrite(p, what="an existing OUT"):
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def _add_strategy(p):
+    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
+                   help="passes over the data per evaluation")
+
+
+def _add_max_iter(p):
+    p.add_argument("--max-iter", type=int, default=400, help="iterations")
+
+
 def _add_model_options(p):
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=25, help="hidden units")
@@ -74,19 +96,17 @@ def _add_model_options(p):
 
 def _add_run_options(p):
     g = p.add_argument_group("run")
-    g.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
-                   help="passes over the data per evaluation")
+    _add_strategy(g)
     g.add_argument("--warmup", choices=WARMUPS, default="auto",
                    help="start with L-BFGS on every 16th row held in memory, then the exact "
                         "full-data fit: auto for 262,144 rows or more, subsample always, none "
                         "for the plain full-batch fit")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
-    g.add_argument("--max-iter", type=int, default=400, help="iterations")
+    _add_max_iter(g)
     g.add_argument("--history-size", type=_positive_int, default=100,
                    help="L-BFGS corrections kept (100 as minFunc)")
-    g.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per task (default: the store's chunks)")
+    _add_chunk_rows(g, "the store's chunks", unit="task")
     g.add_argument("--read-ahead", type=_non_negative_int, default=2, metavar="N",
                    help="chunk reads each task has in flight while its kernels compute "
                         "(memory: N + 1 chunks per task; 0: none)")
@@ -96,8 +116,8 @@ def _add_run_options(p):
                         "through the cache (keep); drop reads through the cache and drops the "
                         "pages")
     _add_cluster_options(p)
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_quiet(g)
+    _add_overwrite(g, "existing outputs")
 
 
 def _add_cluster_options(p):
@@ -195,11 +215,10 @@ def build_parser():
                  "Samples 10000 8x8 patches of the built-in photographs, trains 25 hidden "
                  "units and draws their filters.")
     p.add_argument("--out", default="streamae-demo", help="output directory")
-    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
-                   help="passes over the data per evaluation")
-    p.add_argument("--max-iter", type=int, default=400, help="iterations")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_strategy(p)
+    _add_max_iter(p)
+    _add_quiet(p)
+    _add_overwrite(p, "existing outputs")
 
     p = _command(sub, "gradcheck", "finite-difference gradient check of every strategy",
                  "Compares each strategy's gradient with central differences on a small "
@@ -207,8 +226,7 @@ def build_parser():
     p.add_argument("--rows", type=_positive_int, default=60, help="samples of the problem")
     p.add_argument("--visible", type=_positive_int, default=8, help="features (input width)")
     p.add_argument("--hidden", type=_positive_int, default=5, help="hidden units")
-    p.add_argument("--chunk-rows", type=_positive_int, default=17,
-                   help="rows per chunk (several chunks, the last one short)")
+    _add_chunk_rows(p, "17: several chunks, the last one short", default=17)
     p.add_argument("--tol", type=float, default=1e-9,
                    help="largest relative difference that passes")
     _add_data_parsers(sub)
@@ -392,15 +410,14 @@ def _add_patches_parser(sub):
     p.add_argument("--channels", choices=("gray", "rgb"), default="gray",
                    help="grey patches (P*P values) or colour (3*P*P)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: about 16 MiB)")
+    _add_chunk_rows(p, "about 16 MiB")
     p.add_argument("--max-side", type=int, default=512,
                    help="downscale images to at most this many pixels a side first "
                         "(0 keeps full size)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the stored patches")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_import_parser(sub):
@@ -416,12 +433,11 @@ def _add_import_parser(sub):
     p.add_argument("--scale-from", metavar="STORE", default=None,
                    help="apply the scale recorded in STORE (an earlier import) instead "
                         "(default: none)")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: about 16 MiB)")
+    _add_chunk_rows(p, "about 16 MiB")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="output dtype (default: float64 for float64 input, else float32)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_encode_parser(sub):
@@ -436,12 +452,11 @@ def _add_encode_parser(sub):
 def _add_store_output_options(p, source):
     """--chunk-rows, --scheduler, --quiet and --overwrite of a command that writes
     a store chunked like its input ``source``."""
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help=f"rows per chunk (default: {source}'s chunks)")
+    _add_chunk_rows(p, f"{source}'s chunks")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler: threads (the default), synchronous, processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_show_parser(sub):
@@ -456,7 +471,7 @@ def _add_show_parser(sub):
                    help="grey tile shape, e.g. 28x28 (default: most nearly square)")
     p.add_argument("--scale", type=_positive_int, default=None,
                    help="pixels per weight in filters.png (default: up to 8, ~640 px wide)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing pictures")
+    _add_overwrite(p, "existing pictures")
 
 
 def _task_progress(args, label):
