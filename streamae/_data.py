@@ -19,7 +19,8 @@ import zarr
 from dask.highlevelgraph import HighLevelGraph
 
 from ._chunkread import LocalChunks, RowSource, as_dask
-from ._errors import DataError
+from ._errors import DataError, fix, zarr_reason
+from ._hints import rescale_fix
 from ._validation import check_int
 
 # A NumPy array given directly is cut into tasks of about this many bytes.
@@ -99,7 +100,8 @@ def open_zarr_array(path, storage_options=None):
     if not _is_url(path) and not os.path.exists(path):
         raise DataError(
             f"no data at '{path}': the path does not exist "
-            "(check the path, or create a store with `streamae import`)"
+            "(check the path, or create a store with "
+            + fix("`streamae import`", "`streamae.import_array`") + ")"
         )
     if not _is_url(path) and os.path.isfile(path):
         raise DataError(not_a_store(path))
@@ -113,7 +115,7 @@ def open_zarr_array(path, storage_options=None):
         return zarr.open_array(path, mode="r", **kwargs)
     except (FileNotFoundError, KeyError) as exc:
         raise DataError(
-            f"no Zarr array at '{path}' ({type(exc).__name__}: {exc}); "
+            f"no Zarr array at '{path}' ({zarr_reason(exc)}); "
             "point to the array itself, not a group or a plain folder"
         ) from None
     except (ValueError, TypeError) as exc:
@@ -394,19 +396,8 @@ def describe_bad_values(dataset, row, decoder="sigmoid"):
                 "decoder needs finite values: clean the data")
     found = "; ".join(parts) or "values outside [0, 1]"
     return (f"{dataset.source}, chunk {i} (rows {start}-{stop - 1}): {found}; the sigmoid "
-            f"decoder needs finite values in [0, 1]: {_rescale_hint(dataset.array.dtype)}")
-
-
-def _rescale_hint(dtype):
-    """How to bring data of ``dtype`` into [0, 1]."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        # Integers are usually pixels or counts on one scale: per-column min-max
-        # would stretch each column (pixel) differently.
-        over = f"divide them by {np.iinfo(dtype).max} or " if dtype.kind == "u" else ""
-        return (f"the data are integers ({dtype.name}): {over}rescale them all with one "
-                "scale, `streamae import --scale minmax-all`")
-    return "clean the data, or rescale it with `streamae import --scale minmax`"
+            f"decoder needs finite values in [0, 1]: "
+            f"{rescale_fix(dataset.array.dtype, bool(nan.any() or inf.any()), bool(out.any()))}")
 
 
 def _rows(rows):

@@ -7,9 +7,42 @@ is, and the fix; the CLI prints the message and exits with status 2.
 the command line imports it only once a command runs.)
 """
 
+import contextlib
 import signal
 
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+# The interface whose words messages use ("python" or "cli"): `fix` picks the
+# wording, the command line switches it with `cli_wording` while a command runs.
+_WORDING = ["python"]
+
+
+@contextlib.contextmanager
+def cli_wording():
+    """Messages built inside the block name command-line fixes (`fix`)."""
+    _WORDING.append("cli")
+    try:
+        yield
+    finally:
+        _WORDING.pop()
+
+
+def fix(cli, python):
+    """The fix ``cli`` (command-line words) or ``python`` (API words), whichever
+    interface is in use (`cli_wording`)."""
+    return cli if _WORDING[-1] == "cli" else python
+
+
+def zarr_reason(exc):
+    """Why Zarr could not open something, in words (never an exception class name)."""
+    name, text = type(exc).__name__, str(exc).strip().splitlines()
+    if name == "ContainsArrayError":
+        return "a Zarr array is there, not a group"
+    if name == "ContainsGroupError" or (text and "Got 'group'" in text[0]):
+        return "a Zarr group is there, not an array"
+    if name.endswith("NotFoundError") or isinstance(exc, (FileNotFoundError, KeyError)):
+        return "no Zarr metadata there"
+    return text[0] if text else "unreadable"
 
 
 class StreamaeError(ValueError):

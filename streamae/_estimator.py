@@ -28,6 +28,7 @@ from ._encode import encode, hidden_graph
 from ._engine import STRATEGIES, Evaluator, make_hyper
 from ._errors import CheckpointExistsError, DataError, OutputExistsError, ParameterError
 from ._fitloop import Settings, TrainingRun
+from ._hints import check_before_training
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
 from ._options import as_run_options
 from ._store import check_writable, read_model, write_model
@@ -338,6 +339,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         C.require_path(checkpoint, checkpoint_every, resume)
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
+        check_before_training(data, dataset, settings.hyper.decoder, self.clip,
+                              options.storage_options)
         # A store written by `streamae whiten`: keep its transform, for encode and show.
         self.whitening_ = whitening_of(data, options.storage_options)
         theta0, rng = self._initial_theta(settings, dataset)
@@ -357,7 +360,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         if outcome.interrupt is not None:
             raise outcome.interrupt
         if outcome.reached_max_iter:
-            self._warn_not_converged(outcome, settings)
+            self._warn_not_converged(outcome, settings, checkpoint)
         return self
 
     def _initial_theta(self, settings, dataset):
@@ -394,13 +397,16 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.strategy_ = settings.strategy
         self.guard_events_ = list(state.rejections)
 
-    def _warn_not_converged(self, outcome, settings):
+    def _warn_not_converged(self, outcome, settings, checkpoint=None):
         worst = float(np.abs(outcome.state.grad).max())
         if worst > GRAD_TOL:
+            # Resuming is advice only when this fit wrote a checkpoint.
+            resume = (f" (or resume the checkpoint '{os.fspath(checkpoint)}' with a larger "
+                      "max_iter)" if checkpoint is not None else "")
             warnings.warn(ConvergenceWarning(
                 f"SparseAutoencoder reached max_iter={settings.max_iter} with max |gradient| "
-                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter (or resume the "
-                "checkpoint with a larger max_iter) for a converged fit"), stacklevel=3)
+                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter{resume} for a "
+                "converged fit"), stacklevel=3)
 
     # ------------------------------------------------------------ evaluation
     def cost_and_grad(self, X):

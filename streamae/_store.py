@@ -15,11 +15,18 @@ import zarr
 
 from ._atomic import staged
 from ._data import describe_url_error, missing_bucket
-from ._errors import DataError, OutputExistsError, OutputWriteError
+from ._errors import DataError, OutputExistsError, OutputWriteError, fix, zarr_reason
 from ._objective import PARAM_NAMES
 
 FORMAT = "streamae-model"
 FORMAT_VERSION = 1
+
+
+def _give_model():
+    """Where a model comes from, in the words of the interface in use."""
+    return fix("give the model folder that `streamae train --out` wrote",
+               "give the model folder that `SparseAutoencoder.save` (or `streamae train "
+               "--out`) wrote")
 
 
 def _is_url(path):
@@ -135,20 +142,22 @@ def read_model(path, storage_options=None):
                               or type(exc).__module__.startswith(("botocore", "aiohttp"))):
             raise DataError(describe_url_error(path, exc, storage_options, "read",
                                                "model")) from None
-        raise DataError(f"'{path}' is not a streamae model ({type(exc).__name__}: {exc}); "
-                        "give the directory written by `streamae train --out`") from None
+        raise DataError(f"'{path}' is not a streamae model ({zarr_reason(exc)}); "
+                        f"{_give_model()}") from None
     if attrs.get("format") != FORMAT:
         raise DataError(f"'{path}' is not a streamae model (no '{FORMAT}' format attribute); "
-                        "give the directory written by `streamae train --out`")
+                        f"{_give_model()}")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"model '{path}' has format version {attrs.get('format_version')}, this streamae "
             f"reads version {FORMAT_VERSION}; install the streamae version that wrote it")
-    try:
-        params = {name: np.asarray(group[name][...], np.float64) for name in PARAM_NAMES}
-    except Exception as exc:
-        raise DataError(f"model '{path}' is damaged: cannot read its weights "
-                        f"({type(exc).__name__}: {exc}); retrain or restore it") from None
+    params = {}
+    for name in PARAM_NAMES:
+        try:
+            params[name] = np.asarray(group[name][...], np.float64)
+        except Exception as exc:
+            raise DataError(f"model '{path}' is damaged: cannot read its weights {name} "
+                            f"({zarr_reason(exc)}); retrain or restore it") from None
     return params, attrs
 
 

@@ -675,22 +675,47 @@ def _help(parser, topic=None):
     return 0
 
 
+def _parse(parser, argv):
+    """``argv`` parsed; a mistyped command or option ends with the usage of the command
+    it belongs to and the nearest spelling ("did you mean --hidden?"), exit status 2."""
+    import difflib
+
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in commands.choices and argv.index(first) == 0:
+        near = difflib.get_close_matches(first, list(commands.choices), n=1)
+        if near:
+            parser.error(f"no command {first!r}; did you mean {near[0]!r}? (choose from "
+                         f"{', '.join(commands.choices)})")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _command_parser(parser, args.command)
+        options = [f for a in command._actions for f in a.option_strings if f.startswith("--")]
+        guesses = [difflib.get_close_matches(u.split("=")[0], options, n=1)
+                   for u in unknown if u.startswith("-")]
+        near = [g[0] for g in guesses if g]
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command in (None, "help"):
         return _help(parser, getattr(args, "topic", None))
     args.argv = argv
     args.words = lambda message: in_cli_words(str(message), _command_parser(parser, args.command))
-    from ._errors import StreamaeError
+    from ._errors import StreamaeError, cli_wording
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return COMMANDS[args.command](args)
+        with cli_wording():
+            return COMMANDS[args.command](args)
     except StreamaeError as exc:
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         return 2

@@ -37,8 +37,11 @@ DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "bad-inputs.md"
 BASE = ["--hidden", "3", "--max-iter", "2", "--quiet"]
 ERR = "streamae: error: "
 USAGE = "streamae train: error: "
-BAD_DATA = ("; the sigmoid decoder needs finite values in [0, 1]: clean the data, or rescale it "
-            "with `streamae import --scale minmax`")
+BAD_DATA = "; the sigmoid decoder needs finite values in [0, 1]: "
+NOT_FINITE = BAD_DATA + ("remove the rows with NaN or inf, or replace those values (rescaling "
+                         "does not remove them)")
+OUT_OF_RANGE = BAD_DATA + ("rescale it into [0, 1] with `streamae import --scale minmax`, or "
+                           "train with --decoder linear (any finite values)")
 DAMAGED = ("; the chunk's file is damaged (cut short, or bytes that do not decode): restore "
            "the store from a good copy, or write it again (`streamae import`, "
            "`streamae patches`)")
@@ -52,12 +55,12 @@ ROWS = [
      ERR + "no data at 'nope.zarr': the path does not exist (check the path, or create a "
      "store with `streamae import`)", "2"),
     ("data-nan", "NaN in the data (row 5)", "CLI",
-     ERR + "'nan.zarr', chunk 0 (rows 0-9): 1 NaN value(s) in rows 5" + BAD_DATA, "2"),
+     ERR + "'nan.zarr', chunk 0 (rows 0-9): 1 NaN value(s) in rows 5" + NOT_FINITE, "2"),
     ("data-inf", "+Inf in the data (row 12)", "CLI",
-     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 inf value(s) in rows 12" + BAD_DATA, "2"),
+     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 inf value(s) in rows 12" + NOT_FINITE, "2"),
     ("data-out-of-range", "values outside [0, 1] (rows 21, 22)", "CLI",
      ERR + "'range.zarr', chunk 2 (rows 20-29): 2 value(s) outside [0, 1] (from -0.5 to 1.5) "
-     "in rows 21, 22" + BAD_DATA, "2"),
+     "in rows 21, 22" + OUT_OF_RANGE, "2"),
     ("data-1d", "1-D array", "CLI",
      ERR + "'vector.zarr' has shape (30,) (1-D); streamae needs a 2-D array of shape "
      "(samples, features): reshape it to one sample per row", "2"),
@@ -99,7 +102,7 @@ ROWS = [
      "(Complex data not supported): keep the real part or the magnitude (numpy.abs) and "
      "save that", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
-     "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
+     "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + NOT_FINITE, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
      "X has 5 features, but SparseAutoencoder is expecting 4 features as input (X is the "
      "NumPy array); use data of the width the model was trained on", "DataError"),
@@ -143,11 +146,12 @@ ROWS = [
     ("model-missing", "load a model path that does not exist", "API",
      "no model at 'nope.zarr': the path does not exist (check the path)", "DataError"),
     ("model-not-a-model", "load a data store as a model", "API",
-     "'good.zarr' is not a streamae model (…); give the directory written by "
-     "`streamae train --out`", "DataError"),
+     "'good.zarr' is not a streamae model (a Zarr array is there, not a group); give the "
+     "model folder that `SparseAutoencoder.save` (or `streamae train --out`) wrote",
+     "DataError"),
     ("model-damaged", "load a model whose W1 is gone", "API",
-     "model 'model.zarr' is damaged: cannot read its weights (KeyError: 'W1'); retrain or "
-     "restore it", "DataError"),
+     "model 'model.zarr' is damaged: cannot read its weights W1 (no Zarr metadata there); "
+     "retrain or restore it", "DataError"),
     ("model-version", "load a model of format version 2", "API",
      "model 'model.zarr' has format version 2, this streamae reads version 1; install the "
      "streamae version that wrote it", "DataError"),
