@@ -33,8 +33,8 @@ def rescale_fix(dtype, nonfinite=False, out_of_range=True):
     """
     parts = []
     if nonfinite:
-        parts.append("remove the rows with NaN or inf, or replace those values (rescaling "
-                     "does not remove them)")
+        parts.append("clean the data: remove the rows with NaN or inf, or replace those "
+                     "values (rescaling does not remove them)")
     if out_of_range or not parts:
         parts.append(_scale_fix(np.dtype(dtype)))
     return "; then ".join(parts)

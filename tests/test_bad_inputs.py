@@ -38,8 +38,8 @@ BASE = ["--hidden", "3", "--max-iter", "2", "--quiet"]
 ERR = "streamae: error: "
 USAGE = "streamae train: error: "
 BAD_DATA = "; the sigmoid decoder needs finite values in [0, 1]: "
-NOT_FINITE = BAD_DATA + ("remove the rows with NaN or inf, or replace those values (rescaling "
-                         "does not remove them)")
+NOT_FINITE = BAD_DATA + ("clean the data: remove the rows with NaN or inf, or replace those "
+                         "values (rescaling does not remove them)")
 OUT_OF_RANGE = BAD_DATA + ("rescale it into [0, 1] with `streamae import --scale minmax`, or "
                            "train with --decoder linear (any finite values)")
 DAMAGED = ("; the chunk's file is damaged (cut short, or bytes that do not decode): restore "
