@@ -6,7 +6,8 @@ A checkpoint is taken at an iteration boundary and holds
   gradient there, the L-BFGS correction pairs s and y, the last step, the
   iteration and evaluation counters, its stop message and the numerical
   guard's rejections;
-- the history so far, rho_hat at theta, and the seconds spent;
+- the history so far, rho_hat at theta, the seconds spent, and the data's
+  total variance (measured once, at the run's start);
 - the hyperparameters and run settings that change the floating-point result
   (n_hidden, rho, beta, weight_decay, dtype, seed, optimizer, history size,
   strategy, chunking, block rows, reduction fan-in);
@@ -231,6 +232,13 @@ class Saved:
     def elapsed(self):
         return float(self.meta.get("elapsed", 0.0))
 
+    @property
+    def data_variance(self):
+        """The data's total variance measured at the run's start (None in checkpoints
+        written before it was kept)."""
+        value = self.meta.get("statistics", {}).get("data_variance")
+        return None if value is None else float(value)
+
 
 def holds(path, theta):
     """True if the checkpoint at ``path`` holds exactly the weights ``theta`` (a
@@ -392,8 +400,16 @@ class Checkpointer:
             saved = read(self.path)
             check_matches(self.path, saved.meta, self.expected)
             self.last = (saved.state.phase, saved.state.iteration, saved.state.message)
+            if saved.data_variance is not None:
+                self.keep(data_variance=saved.data_variance)
         remove_stale(self.path)
         return saved
+
+    def keep(self, **statistics):
+        """Store ``statistics`` of the data (plain floats) in every later checkpoint, so
+        that a resumed run does not measure them again."""
+        self.extra = {**self.extra, "statistics": {**self.extra.get("statistics", {}),
+                                                   **statistics}}
 
     def due(self, state):
         return self.every > 0 and state.iteration % self.every == 0

@@ -4,7 +4,8 @@
   layout of the exercise's ``display_network.m`` (grey) or
   ``displayColorNetwork.m`` (colour): tiles laid out by
   ``skimage.util.montage``, written with Pillow;
-- ``cost.png``: the cost and its three terms per iteration (log scale);
+- ``cost.png``: the cost and its three terms against the passes over the data
+  (log scale), the warm-up on a subsample drawn apart from the full-data fit;
 - ``rho_hat.png``: histogram of the hidden units' mean activations, with the
   target rho and the dead / saturated thresholds marked.
 
@@ -179,21 +180,41 @@ def _figure():
     return fig
 
 
+_TERMS = (("cost", dict(color="black", lw=2)), ("reconstruction", dict(color="tab:blue")),
+          ("sparsity", dict(color="tab:orange")), ("weight_decay", dict(color="tab:green")))
+
+
 def cost_figure(history):
-    """Cost and its three terms against the iteration, log scale."""
+    """Cost and its three terms against the passes over the data, log scale.
+
+    The x-axis counts passes over the whole data (``data_passes``; the
+    iteration for histories without it), so a warm-up on a subsample and the
+    full-data fit after it share one axis at their true cost. The warm-up's
+    curves are dashed and labelled apart (their cost is the subsample's), and
+    a vertical line marks where the full-data fit starts.
+    """
     fig = _figure()
     ax = fig.add_subplot()
-    it = [r["iteration"] for r in history]
-    for key, style in (("cost", dict(color="black", lw=2)),
-                       ("reconstruction", dict(color="tab:blue")),
-                       ("sparsity", dict(color="tab:orange")),
-                       ("weight_decay", dict(color="tab:green"))):
-        values = np.array([r.get(key, np.nan) for r in history], float)
-        values[~(values > 0)] = np.nan  # log scale: leave out zeros (e.g. beta = 0)
-        if np.isfinite(values).any():
-            ax.plot(it, values, label=key.replace("_", " "), **style)
+    phases = [r.get("phase", "full") for r in history]
+    x_key = "data_passes" if all("data_passes" in r for r in history) else "iteration"
+    for phase, suffix, dashes in (("warmup", " (warm-up, subsample)", (4, 2)),
+                                  ("full", "", ())):
+        rows = [r for r, p in zip(history, phases) if p == phase]
+        if not rows:
+            continue
+        x = [r[x_key] for r in rows]
+        for key, style in _TERMS:
+            values = np.array([r.get(key, np.nan) for r in rows], float)
+            values[~(values > 0)] = np.nan  # log scale: leave out zeros (e.g. beta = 0)
+            if np.isfinite(values).any():
+                alpha = 0.6 if phase == "warmup" else 1.0
+                ax.plot(x, values, label=key.replace("_", " ") + suffix, dashes=dashes,
+                        alpha=alpha, **style)
+    if "warmup" in phases and "full" in phases:
+        start = next(r[x_key] for r, p in zip(history, phases) if p == "full")
+        ax.axvline(start, color="grey", lw=1, ls=":", label="full-data fit starts")
     ax.set_yscale("log")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("passes over the data" if x_key == "data_passes" else "iteration")
     ax.set_ylabel("cost")
     last = history[-1]
     ev = last.get("explained_variance")
@@ -201,7 +222,7 @@ def cost_figure(history):
                                                if ev is not None else "")
     ax.set_title(note, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
