@@ -68,7 +68,14 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.utils import ensure_dict
 
-from ._errors import ClusterError, DataError, LostInputError, ParameterError, StreamaeError
+from ._errors import (
+    ClusterError,
+    DataError,
+    LostInputError,
+    ParameterError,
+    StreamaeError,
+    install_hint,
+)
 from ._validation import check_int
 
 __all__ = ["Runner", "SCATTER_THRESHOLD", "make_runner"]
@@ -222,8 +229,7 @@ def _require_distributed(what):
         import distributed  # noqa: F401
     except ImportError:
         raise ParameterError(
-            f"{what} needs the 'distributed' package; install it with "
-            "`pip install streamae[distributed]`") from None
+            f"{what} needs the 'distributed' package; {install_hint('distributed')}") from None
 
 
 def _is_client(obj):

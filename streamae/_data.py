@@ -19,7 +19,7 @@ import zarr
 from dask.highlevelgraph import HighLevelGraph
 
 from ._chunkread import LocalChunks, RowSource, as_dask
-from ._errors import DataError, fix, zarr_reason
+from ._errors import DataError, fix, install_hint, zarr_reason
 from ._hints import rescale_fix
 from ._validation import check_int
 
@@ -171,6 +171,11 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
     if isinstance(exc, (ValueError, TypeError)):
         return (f"cannot open '{url}' as a Zarr array ({reason}); point to the array itself, "
                 "not a group")
+    if isinstance(exc, ImportError):  # fsspec's backend for the URL is not installed
+        scheme = url.split("://", 1)[0]
+        fix = (install_hint("s3") if scheme in ("s3", "s3a")
+               else f"install fsspec's {scheme} backend")
+        return f"cannot {action} '{url}' ({reason}); {fix}"
     return f"cannot {action} '{url}' ({name}: {reason})"
 
 

@@ -33,6 +33,12 @@ def fix(cli, python):
     return cli if _WORDING[-1] == "cli" else python
 
 
+def install_hint(extra):
+    """How to install streamae's optional ``extra``, from PyPI and from a checkout."""
+    return (f"install it with `pip install \"streamae[{extra}]\"` (from a checkout of the "
+            f"source: `pip install \".[{extra}]\"`)")
+
+
 def zarr_reason(exc):
     """Why Zarr could not open something, in words (never an exception class name)."""
     name, text = type(exc).__name__, str(exc).strip().splitlines()
@@ -80,6 +86,10 @@ class CheckpointError(StreamaeError):
 
 class CheckpointExistsError(CheckpointError, FileExistsError):
     """A fresh run would replace an existing checkpoint."""
+
+
+class MissingDependencyError(StreamaeError, ImportError):
+    """An optional package that a feature needs is not installed."""
 
 
 class ClusterError(StreamaeError, RuntimeError):

@@ -7,6 +7,7 @@ attributes. Save and load are `streamae._store`'s model format.
 """
 
 import dataclasses
+import importlib
 import numbers
 import os
 import warnings
@@ -26,7 +27,14 @@ from ._constants import CHECKPOINT_NAME, DTYPES
 from ._data import Dataset, open_dataset
 from ._encode import encode, hidden_graph
 from ._engine import STRATEGIES, Evaluator, make_hyper
-from ._errors import CheckpointExistsError, DataError, OutputExistsError, ParameterError
+from ._errors import (
+    CheckpointExistsError,
+    DataError,
+    MissingDependencyError,
+    OutputExistsError,
+    ParameterError,
+    install_hint,
+)
 from ._fitloop import Settings, TrainingRun
 from ._hints import check_before_training
 from ._objective import PARAM_NAMES, flatten, init_params, unflatten
@@ -206,6 +214,29 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         tags.transformer_tags.preserves_dtype = []  # output dtype is the model's ``dtype``
         tags.non_deterministic = False
         return tags
+
+    def set_output(self, *, transform=None):
+        """Set the container `transform` returns, as scikit-learn's ``set_output``.
+
+        ``transform="pandas"`` (or ``"polars"``) needs that package: checked
+        here, so that a missing one is named now and not at the first
+        ``transform``.
+
+        Raises
+        ------
+        MissingDependencyError
+            The package is not installed (the message says how to install it).
+        """
+        if transform in ("pandas", "polars"):
+            try:
+                importlib.import_module(transform)
+            except ImportError:
+                how = install_hint("pandas") if transform == "pandas" else \
+                    "install it with `pip install polars`"
+                raise MissingDependencyError(
+                    f"set_output(transform={transform!r}) needs the '{transform}' package, "
+                    f"which is not installed; {how}") from None
+        return super().set_output(transform=transform)
 
     # ------------------------------------------------------------ validation
     @property

@@ -260,3 +260,56 @@ def test_no_exception_class_names_in_messages(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"streamae: error: '{tmp_path / 'x.zarr'}' is not a streamae model (a Zarr array is "
         "there, not a group); give the model folder that `streamae train --out` wrote\n")
+
+
+# ----------------------------------------------------------------- optional packages
+
+INSTALL = "(from a checkout of the source: `pip install \".[{0}]\"`)"
+
+
+def test_set_output_pandas_without_pandas_says_how_to_install_it(monkeypatch):
+    from streamae import MissingDependencyError
+
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # as if not installed
+    with pytest.raises(MissingDependencyError) as info:
+        SparseAutoencoder().set_output(transform="pandas")
+    assert str(info.value) == (
+        "set_output(transform='pandas') needs the 'pandas' package, which is not installed; "
+        "install it with `pip install \"streamae[pandas]\"` " + INSTALL.format("pandas"))
+    assert isinstance(info.value, ImportError)
+
+
+def test_set_output_pandas_with_pandas_gives_data_frames():
+    pytest.importorskip("pandas")
+    X = np.random.default_rng(0).uniform(0.1, 0.9, (20, 4))
+    model = SparseAutoencoder(n_hidden=2, max_iter=1).fit(X).set_output(transform="pandas")
+    assert list(model.transform(X).columns) == ["sparseautoencoder0", "sparseautoencoder1"]
+
+
+def test_a_missing_distributed_names_its_extra_both_ways(monkeypatch):
+    from streamae import ParameterError
+    from streamae._cluster import _require_distributed
+
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)
+    with pytest.raises(ParameterError) as info:
+        _require_distributed("--workers")
+    assert str(info.value).endswith(
+        "install it with `pip install \"streamae[distributed]\"` " + INSTALL.format(
+            "distributed"))
+
+
+def test_an_s3_url_without_s3fs_names_its_extra_both_ways(monkeypatch):
+    from streamae._data import describe_url_error
+
+    message = describe_url_error("s3://bucket/x.zarr", ImportError("Install s3fs to access S3"))
+    assert message == ("cannot read 's3://bucket/x.zarr' (Install s3fs to access S3); install "
+                       "it with `pip install \"streamae[s3]\"` " + INSTALL.format("s3"))
+
+
+def test_distributed_is_a_dependency_of_the_main_install():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert any(d.startswith("distributed") for d in project["dependencies"])

@@ -219,9 +219,9 @@ def test_train_log_counts_right_and_labels_every_phase(store, tmp_path, monkeypa
 
 def test_a_terminal_bar_never_shows_a_stale_cost(store, tmp_path, monkeypatch, capsys):
     """The bar's last redraws all show the last iteration's cost, not the one before."""
-    from streamae.cli import main
-
     import functools
+
+    from streamae.cli import main
 
     monkeypatch.setattr(_progress, "interactive", lambda: True)
     # Redraw at every update, as a slow fit does (each iteration longer than 0.1 s).
