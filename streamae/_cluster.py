@@ -58,6 +58,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 import weakref
 from asyncio import CancelledError as AsyncCancelledError
@@ -65,6 +66,7 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor
 
 import dask
 import numpy as np
+from dask.base import named_schedulers
 from dask.delayed import Delayed
 from dask.utils import ensure_dict
 
@@ -233,6 +235,8 @@ def _require_distributed(what):
 
 
 def _is_client(obj):
+    if "distributed" not in sys.modules:
+        return False  # nothing made a Client: importing distributed would only cost time
     try:
         from distributed import Client
     except ImportError:
@@ -307,8 +311,10 @@ class _Threads(_Backend):
     kind = mode = "threads"
 
     def compute(self, objs, optimize):
-        return dask.compute(*objs, scheduler=self.kind, num_workers=self.runner.workers,
-                            optimize_graph=optimize)
+        # The scheduler's function, not its name: a name makes Dask import distributed
+        # (a fifth of a second) to look for a client this run does not use.
+        return dask.compute(*objs, scheduler=named_schedulers[self.kind],
+                            num_workers=self.runner.workers, optimize_graph=optimize)
 
 
 class _Synchronous(_Threads):
@@ -863,6 +869,8 @@ def _pack(*parts):
 
 
 def _holds_futures(objs):
+    if "distributed" not in sys.modules:
+        return False  # no Future can exist
     from distributed import Future
 
     for obj in objs:

@@ -30,3 +30,12 @@ CHECKPOINT_RULE = (
     "SIGINT/SIGTERM, when the cluster or the data fails mid-run, and every K "
     "iterations with --checkpoint-every K. --resume continues it, bit-identical to an "
     "uninterrupted run, also to extend a finished model with a larger --max-iter.")
+
+#: A hidden unit is dead when its mean activation is below rho / DEAD_FACTOR,
+#: saturated above DEAD_FACTOR * rho (`streamae._metrics`, `streamae._plots`).
+DEAD_FACTOR = 10.0
+
+
+def unit_thresholds(rho):
+    """``(dead_below, saturated_above)`` for target ``rho``."""
+    return rho / DEAD_FACTOR, min(DEAD_FACTOR * rho, (1.0 + rho) / 2.0)

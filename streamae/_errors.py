@@ -3,14 +3,12 @@
 Each `StreamaeError` carries a one-line message naming the problem, where it
 is, and the fix; the CLI prints the message and exits with status 2.
 `TrainingInterrupted` is a `KeyboardInterrupt`, not a `StreamaeError`.
-(`NotFittedError` is also scikit-learn's: this module imports scikit-learn, so
-the command line imports it only once a command runs.)
+(`NotFittedError` is also scikit-learn's: it is made on first use, so that
+commands that never need scikit-learn do not spend a second importing it.)
 """
 
 import contextlib
 import signal
-
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 # The interface whose words messages use ("python" or "cli"): `fix` picks the
 # wording, the command line switches it with `cli_wording` while a command runs.
@@ -134,9 +132,24 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(text)
 
 
-class NotFittedError(StreamaeError, SklearnNotFittedError):
-    """The model has no weights yet.
+def _not_fitted_error():
+    """`NotFittedError`, made on first use (it derives from scikit-learn's)."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-    Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
-    which is what scikit-learn's tools expect from an unfitted estimator.
-    """
+    class NotFittedError(StreamaeError, SklearnNotFittedError):
+        """The model has no weights yet.
+
+        Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+        which is what scikit-learn's tools expect from an unfitted estimator.
+        """
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"  # pickled by name, as a module class
+    return NotFittedError
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        globals()[name] = _not_fitted_error()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,7 +78,7 @@ def check_before_training(data, dataset, decoder, clip=False, storage_options=No
         Naming the store, what it holds and the fix.
     """
     sigmoid = decoder == "sigmoid" and not clip
-    meta = _recorded(data, storage_options)
+    meta, array = _recorded(data, storage_options)
     if sigmoid and meta.get("kind") == "whitened":
         raise DataError(f"{dataset.source} holds whitened data (written by "
                         + fix("`streamae whiten`", "`streamae.whiten`") + "), whose values are "
@@ -91,15 +91,18 @@ def check_before_training(data, dataset, decoder, clip=False, storage_options=No
                         + _scale_fix(np.dtype(dataset.array.dtype)))
     if hasattr(data, "dask"):
         return  # a user's lazy graph: computing a chunk now would compute it twice
-    _check_first_chunk(dataset, decoder, sigmoid)
+    _check_first_chunk(dataset, decoder, sigmoid, array if array is not None else data)
 
 
-def _check_first_chunk(dataset, decoder, sigmoid):
-    """Refuse NaN, Inf (and, for ``sigmoid``, values outside [0, 1]) in the first chunk."""
+def _check_first_chunk(dataset, decoder, sigmoid, source):
+    """Refuse NaN, Inf (and, for ``sigmoid``, values outside [0, 1]) in the first chunk
+    of ``source`` (a Zarr array or an in-memory array: read directly, no graph)."""
     from ._data import describe_bad_values
 
     _, start, stop = dataset.locate_unit(0)
-    block = np.asarray(dataset.array[start:stop].compute(scheduler="synchronous"))
+    if not hasattr(source, "__getitem__") or not hasattr(source, "shape"):
+        return
+    block = np.asarray(source[start:stop])
     if block.dtype.kind == "f":
         bad = ~np.isfinite(block)
         if sigmoid:
@@ -114,7 +117,8 @@ def _check_first_chunk(dataset, decoder, sigmoid):
 
 
 def _recorded(data, storage_options=None):
-    """The ``streamae`` attributes a store wrote about itself, or {}."""
+    """The ``streamae`` attributes a store wrote about itself ({} if none), and the
+    store as a ``zarr.Array`` (None for other data)."""
     import zarr
 
     if isinstance(data, (str, os.PathLike)):
@@ -124,8 +128,8 @@ def _recorded(data, storage_options=None):
         try:
             data = zarr.open_array(path, mode="r", **kwargs)
         except Exception:  # not a Zarr array: open_dataset said so already
-            return {}
+            return {}, None
     if not isinstance(data, zarr.Array):
-        return {}
+        return {}, None
     meta = data.attrs.get("streamae")
-    return meta if isinstance(meta, dict) else {}
+    return (meta if isinstance(meta, dict) else {}), data

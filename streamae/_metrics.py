@@ -32,14 +32,8 @@ import dask
 import numpy as np
 
 from ._atomic import write_bytes
+from ._constants import DEAD_FACTOR, unit_thresholds  # noqa: F401  (shared with the pictures)
 from ._kernels import column_moments
-
-DEAD_FACTOR = 10.0
-
-
-def unit_thresholds(rho):
-    """``(dead_below, saturated_above)`` for target ``rho``."""
-    return rho / DEAD_FACTOR, min(DEAD_FACTOR * rho, (1.0 + rho) / 2.0)
 
 
 def unit_counts(rho_hat, rho):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._constants import unit_thresholds
 from ._errors import DataError, ParameterError
-from ._metrics import unit_thresholds
 
 CHANNELS = ("auto", "gray", "rgb")
 CHART_SIZE = (640, 400)  # pixels
@@ -307,9 +307,8 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     """
     from ._atomic import missing_dirs, remove_empty
     from ._errors import OutputExistsError
-    from ._estimator import SparseAutoencoder
 
-    if isinstance(model, SparseAutoencoder):
+    if not isinstance(model, (str, os.PathLike)):  # a fitted estimator
         if out is None:
             raise ParameterError("give out= (a directory) to show a model that is not saved")
     else:
@@ -317,7 +316,7 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
         if out is None and "://" in path:
             raise ParameterError(f"give `out` (a local directory) for the pictures of '{path}'")
         out = default_out(path) if out is None else out
-        model = SparseAutoencoder.load(path, storage_options=storage_options)
+        model = _Saved(path, storage_options)
     out = Path(os.fspath(out))
     if out.exists() and not out.is_dir():
         raise DataError(f"'{out}' exists and is not a directory; give a directory as `out`")
@@ -339,6 +338,22 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     except BaseException:
         remove_empty(created)  # a failed command leaves no empty folder
         raise
+
+
+class _Saved:
+    """What the pictures need of a saved model, read without the estimator (whose
+    imports would cost more than drawing): weights, history, rho_hat, rho."""
+
+    def __init__(self, path, storage_options=None):
+        from ._store import read_model
+
+        params, attrs = read_model(path, storage_options=storage_options)
+        self.W1_ = params["W1"]
+        self.history_ = list(attrs.get("history", []))
+        self.rho = attrs["rho"]
+        self.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64) if attrs.get("rho_hat") \
+            else None
+        self.whitening_ = attrs.get("whitening")
 
 
 def _write_pictures(model, filters, targets):

@@ -14,7 +14,6 @@ import numpy as np
 import zarr
 
 from ._atomic import staged
-from ._data import describe_url_error, missing_bucket
 from ._errors import DataError, OutputExistsError, OutputWriteError, fix, zarr_reason
 from ._objective import PARAM_NAMES
 
@@ -27,6 +26,13 @@ def _give_model():
     return fix("give the model folder that `streamae train --out` wrote",
                "give the model folder that `SparseAutoencoder.save` (or `streamae train "
                "--out`) wrote")
+
+
+def _url_error(*args):
+    # streamae._data (and Dask with it) is only needed for URLs.
+    from ._data import describe_url_error
+
+    return describe_url_error(*args)
 
 
 def _is_url(path):
@@ -42,7 +48,7 @@ def exists(path, storage_options=None):
             fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
             return fs.exists(root)
         except Exception as exc:
-            raise OutputWriteError(describe_url_error(path, exc, storage_options, "write",
+            raise OutputWriteError(_url_error(path, exc, storage_options, "write",
                                                       "output")) from None
     return os.path.exists(path)
 
@@ -55,6 +61,8 @@ def check_writable(path, overwrite, storage_options=None, what="output"):
             f"{what} '{path}' already exists; choose another path or pass "
             "`overwrite=True` to replace it")
     if _is_url(path):
+        from ._data import missing_bucket
+
         bucket = missing_bucket(path, storage_options)
         if bucket:
             raise OutputWriteError(f"cannot write {what} '{path}': no bucket '{bucket}' (check "
@@ -108,7 +116,7 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None, keep
         try:
             _write_group(path, params, attrs, storage_options)
         except Exception as exc:
-            raise OutputWriteError(describe_url_error(path, exc, storage_options, "write",
+            raise OutputWriteError(_url_error(path, exc, storage_options, "write",
                                                       "model")) from None
         return
     with staged(path, "model") as tmp:
@@ -140,7 +148,7 @@ def read_model(path, storage_options=None):
     except Exception as exc:  # zarr raises several types for "not a group"
         if _is_url(path) and (isinstance(exc, (OSError, KeyError))
                               or type(exc).__module__.startswith(("botocore", "aiohttp"))):
-            raise DataError(describe_url_error(path, exc, storage_options, "read",
+            raise DataError(_url_error(path, exc, storage_options, "read",
                                                "model")) from None
         raise DataError(f"'{path}' is not a streamae model ({zarr_reason(exc)}); "
                         f"{_give_model()}") from None
