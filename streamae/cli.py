@@ -220,6 +220,13 @@ def build_parser():
     _add_quiet(p)
     _add_overwrite(p, "existing outputs")
 
+    p = _command(sub, "photos", "sample photographs as JPEG files, to follow the tutorial",
+                 "Writes the ten natural photographs bundled with scikit-image into a folder, "
+                 "as a camera would (nothing is downloaded): a folder of photos for "
+                 "`streamae patches --images`.")
+    p.add_argument("folder", help="folder to create (or add to)")
+    _add_overwrite(p, "photos of the same names")
+
     p = _command(sub, "gradcheck", "finite-difference gradient check of every strategy",
                  "Compares each strategy's gradient with central differences on a small "
                  "random problem in float64; exit status 1 if one differs by --tol or more.")
@@ -353,6 +360,13 @@ def cmd_demo(args):
 
     run_demo(out=args.out, overwrite=args.overwrite, strategy=args.strategy,
              max_iter=args.max_iter, progress=not args.quiet)
+    return 0
+
+
+def cmd_photos(args):
+    from ._demo import sample_photos
+
+    sample_photos(args.folder, overwrite=args.overwrite)
     return 0
 
 
@@ -566,7 +580,8 @@ def cmd_show(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "gradcheck": cmd_gradcheck}
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "photos": cmd_photos,
+            "gradcheck": cmd_gradcheck}
 COMMANDS.update({"patches": cmd_patches, "import": cmd_import, "encode": cmd_encode,
                  "show": cmd_show})
 
