@@ -365,3 +365,19 @@ def test_init_refuses_another_hidden_size(store, tmp_path, capsys):
     assert main(_train(store, tmp_path / "m2.zarr", 1, "--init", str(first))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--hidden 4 differs from the 5 hidden units" in err
+
+
+def test_photos_writes_the_sample_photographs_and_refuses_to_overwrite(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    assert main(["photos", str(folder)]) == 0
+    names = sorted(os.listdir(folder))
+    assert len(names) == 10 and all(n.endswith(".jpg") for n in names)
+    assert capsys.readouterr().out.splitlines()[0] == f"{folder / 'astronaut.jpg'}: 512x512"
+    with Image.open(folder / "rocket.jpg") as im:
+        assert im.size == (640, 427)
+    before = tree(folder)
+    assert main(["photos", str(folder)]) == 2
+    assert "already exists; choose another folder or pass --overwrite" in \
+        capsys.readouterr().err
+    assert tree(folder) == before
+    assert main(["photos", str(folder), "--overwrite"]) == 0
