@@ -9,6 +9,7 @@ commands that never need scikit-learn do not spend a second importing it.)
 
 import contextlib
 import signal
+from typing import TYPE_CHECKING
 
 # The interface whose words messages use ("python" or "cli"): `fix` picks the
 # wording, the command line switches it with `cli_wording` while a command runs.
@@ -132,8 +133,30 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(text)
 
 
+_NOT_FITTED_DOC = """The model has no weights yet.
+
+    Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+    which is what scikit-learn's tools expect from an unfitted estimator.
+    """
+
+
 def _not_fitted_error():
     """`NotFittedError`, made on first use (it derives from scikit-learn's)."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    cls = type("NotFittedError", (StreamaeError, SklearnNotFittedError),
+               {"__doc__": _NOT_FITTED_DOC, "__module__": __name__})
+    return cls  # pickled by name: streamae._errors.NotFittedError
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        globals()[name] = _not_fitted_error()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # what documentation tools and type checkers see
     from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
     class NotFittedError(StreamaeError, SklearnNotFittedError):
@@ -142,14 +165,3 @@ def _not_fitted_error():
         Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
         which is what scikit-learn's tools expect from an unfitted estimator.
         """
-
-    NotFittedError.__module__ = __name__
-    NotFittedError.__qualname__ = "NotFittedError"  # pickled by name, as a module class
-    return NotFittedError
-
-
-def __getattr__(name):
-    if name == "NotFittedError":
-        globals()[name] = _not_fitted_error()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
