@@ -221,6 +221,7 @@ def _kill_test(kill_setup, count, seed):
     return landed
 
 
+@pytest.mark.slow  # the default suite keeps the SIGKILL at a chosen point (below)
 def test_sigkill_at_3_random_instants_then_resume_is_bit_identical(kill_setup):
     _kill_test(kill_setup, 3, seed=2024)
 
