@@ -243,6 +243,7 @@ def build_parser():
                        formatter_class=_HelpFormatter)
     p.add_argument("topic", nargs="?", metavar="COMMAND", help="a command")
     _add_whiten_parser(sub)
+    parser.commands = sub.choices  # name -> the command's parser
     return parser
 
 
@@ -656,7 +657,7 @@ def in_cli_words(message, parser):
     `chunk_rows` --chunk-rows. A keyword that is not an option of ``parser``
     stays as it is.
     """
-    flags = {f for a in parser._actions for f in a.option_strings}
+    flags = set(_flags(parser))
 
     def flag(match):
         name, value = match.groups()
@@ -672,10 +673,14 @@ def in_cli_words(message, parser):
     return _QUOTED_KEYWORD.sub(flag, message)
 
 
+def _flags(parser):
+    """The option strings of ``parser`` (``--hidden``, ``-h``, ...)."""
+    return [f for a in parser._actions for f in a.option_strings]
+
+
 def _command_parser(parser, command):
     """The parser of ``command`` (or ``parser`` itself)."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return commands.choices.get(command, parser)
+    return parser.commands.get(command, parser)
 
 
 def _help(parser, topic=None):
@@ -683,10 +688,9 @@ def _help(parser, topic=None):
     if topic is None:
         parser.print_help()
         return 0
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if topic not in commands.choices:
-        parser.error(f"no command {topic!r}; choose from {', '.join(commands.choices)}")
-    commands.choices[topic].print_help()
+    if topic not in parser.commands:
+        parser.error(f"no command {topic!r}; choose from {', '.join(parser.commands)}")
+    parser.commands[topic].print_help()
     return 0
 
 
@@ -695,17 +699,17 @@ def _parse(parser, argv):
     it belongs to and the nearest spelling ("did you mean --hidden?"), exit status 2."""
     import difflib
 
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = parser.commands
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in commands.choices and argv.index(first) == 0:
-        near = difflib.get_close_matches(first, list(commands.choices), n=1)
+    if first is not None and first not in commands and argv.index(first) == 0:
+        near = difflib.get_close_matches(first, list(commands), n=1)
         if near:
             parser.error(f"no command {first!r}; did you mean {near[0]!r}? (choose from "
-                         f"{', '.join(commands.choices)})")
+                         f"{', '.join(commands)})")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = _command_parser(parser, args.command)
-        options = [f for a in command._actions for f in a.option_strings if f.startswith("--")]
+        options = [f for f in _flags(command) if f.startswith("--")]
         guesses = [difflib.get_close_matches(u.split("=")[0], options, n=1)
                    for u in unknown if u.startswith("-")]
         near = [g[0] for g in guesses if g]

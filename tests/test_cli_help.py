@@ -13,8 +13,7 @@ from streamae import cli
 
 
 def _subparsers(parser):
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices
+    return parser.commands
 
 
 def _required_groups(parser):

@@ -152,7 +152,7 @@ def test_usage_lines_of_the_cli_page_match_the_parser():
     from streamae.cli import build_parser
 
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    commands = parser.commands
     checked = set()
     for block in blocks(ROOT / "docs" / "cli.md"):
         found = re.match(r"streamae (?:(\w+) )?\[-h\]", block.code)

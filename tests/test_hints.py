@@ -12,7 +12,7 @@ from streamae.cli import build_parser, in_cli_words, main
 
 
 def _parser(command):
-    return build_parser()._subparsers._group_actions[0].choices[command]
+    return build_parser().commands[command]
 
 
 @pytest.mark.parametrize("message, command, expected", [
