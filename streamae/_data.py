@@ -328,8 +328,9 @@ def readable_dtype(dtype, source):
     dtype = np.dtype(dtype)
     if dtype.kind == "f" and dtype.itemsize > 8:
         raise DataError(f"{source} has dtype {dtype} ({dtype.itemsize * 8}-bit floats), wider "
-                        "than the kernels compute in; convert it to float64 first "
-                        "(`streamae import --dtype float64`)")
+                        "than the kernels compute in; convert it to float64 first ("
+                        + fix("`streamae import --dtype float64`",
+                              "`streamae.import_array(src, out, dtype='float64')`") + ")")
     if dtype.kind == "f" and dtype.itemsize < 4:
         return np.dtype(np.float32)
     if dtype.kind == "b":
