@@ -197,21 +197,22 @@ def cost_figure(history):
     ax = fig.add_subplot()
     phases = [r.get("phase", "full") for r in history]
     x_key = "data_passes" if all("data_passes" in r for r in history) else "iteration"
-    for phase, suffix, dashes in (("warmup", " (warm-up, subsample)", (4, 2)),
-                                  ("full", "", ())):
+    for phase in ("warmup", "full"):
         rows = [r for r, p in zip(history, phases) if p == phase]
-        if not rows:
-            continue
-        x = [r[x_key] for r in rows]
-        for key, style in _TERMS:
+        # One legend entry per term: the warm-up's curves are labelled "_..." (left
+        # out of the legend) when the full phase draws the same terms.
+        hidden = "_" if phase == "warmup" and "full" in phases else ""
+        suffix = " (warm-up, subsample)" if phase == "warmup" else ""
+        for key, style in _TERMS if rows else ():
             values = np.array([r.get(key, np.nan) for r in rows], float)
             values[~(values > 0)] = np.nan  # log scale: leave out zeros (e.g. beta = 0)
             if np.isfinite(values).any():
-                alpha = 0.6 if phase == "warmup" else 1.0
-                ax.plot(x, values, label=key.replace("_", " ") + suffix, dashes=dashes,
-                        alpha=alpha, **style)
+                ax.plot([r[x_key] for r in rows], values,
+                        label=hidden + key.replace("_", " ") + suffix,
+                        dashes=(4, 2) if phase == "warmup" else (), **style)
     if "warmup" in phases and "full" in phases:
         start = next(r[x_key] for r, p in zip(history, phases) if p == "full")
+        ax.plot([], [], color="grey", dashes=(4, 2), label="warm-up on a subsample")
         ax.axvline(start, color="grey", lw=1, ls=":", label="full-data fit starts")
     ax.set_yscale("log")
     ax.set_xlabel("passes over the data" if x_key == "data_passes" else "iteration")

@@ -266,8 +266,11 @@ def test_cost_chart_tells_the_phases_apart_on_an_axis_of_data_passes():
     ax = cost_figure(history).axes[0]
     assert ax.get_xlabel() == "passes over the data"
     lines = {line.get_label(): line for line in ax.get_lines()}
-    warm, full = lines["cost (warm-up, subsample)"], lines["cost"]
+    warm, full = lines["_cost (warm-up, subsample)"], lines["cost"]  # "_": not in the legend
     assert list(warm.get_xdata()) == [0, 1 / 16, 2 / 16, 3 / 16]
     assert list(full.get_xdata()) == [0.25, 1.25, 2.25]  # no restart at 0
     assert warm.get_linestyle() != full.get_linestyle()
     assert list(lines["full-data fit starts"].get_xdata()) == [0.25, 0.25]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["cost", "reconstruction", "sparsity", "weight decay",
+                      "warm-up on a subsample", "full-data fit starts"]
