@@ -32,7 +32,7 @@ def run_demo(out="streamae-demo", overwrite=False, strategy="one-pass", max_iter
     Writes ``out/patches.zarr``, ``out/model.zarr`` and ``out/filters.png``.
     """
     if max_iter < 0:
-        raise ParameterError(f"--max-iter must be >= 0, got {max_iter}")
+        raise ParameterError(f"`max_iter` must be >= 0, got {max_iter}")
     if strategy not in STRATEGIES:
         raise ParameterError(f"unknown strategy {strategy!r}; choose one of "
                              f"{', '.join(STRATEGIES)}")
@@ -40,7 +40,8 @@ def run_demo(out="streamae-demo", overwrite=False, strategy="one-pass", max_iter
     taken = [p for p in outputs if os.path.exists(p)]
     if taken and not overwrite:
         raise OutputExistsError(
-            f"'{taken[0]}' already exists; choose another --out directory or pass --overwrite")
+            f"'{taken[0]}' already exists; choose another `out` directory or pass "
+            "`overwrite=True`")
     os.makedirs(out, exist_ok=True)
 
     t0 = time.perf_counter()
