@@ -14,7 +14,7 @@ predicts the diagnosis of the test rows:
   0.1 and 0.01, linear decoder (``streamae.encode`` whitens the test rows
   with the training rows' transform).
 
-Prints one line per case and writes them to ``decoder-scaling.json``:
+Prints one line per case (``--results FILE`` also writes them as JSON):
 
     python examples/decoder_and_scaling.py
 """
@@ -89,8 +89,7 @@ def cases(max_iter, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per fit")
-    parser.add_argument("--results", default="decoder-scaling.json",
-                        help="JSON file to write the table to")
+    parser.add_argument("--results", default=None, help="JSON file to write the table to")
     args = parser.parse_args()
     print(f"breast cancer, 398 training / 171 test rows x 30 features; "
           f"{MODEL['n_hidden']} hidden units, rho {MODEL['rho']}, {args.max_iter} iterations")
@@ -101,8 +100,9 @@ def main():
             shown = "-" if ev is None else f"{ev:.3f}"
             print(f"{name:<50} {shown:>18} {accuracy:>13.3f}")
             rows.append({"case": name, "explained_variance": ev, "test_accuracy": accuracy})
-    with open(args.results, "w") as f:
-        json.dump({"max_iter": args.max_iter, "model": MODEL, "rows": rows}, f, indent=1)
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump({"max_iter": args.max_iter, "model": MODEL, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
