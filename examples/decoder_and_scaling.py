@@ -25,7 +25,6 @@ import os
 import tempfile
 import warnings
 
-import numpy as np
 import zarr
 from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import ConvergenceWarning
