@@ -26,7 +26,8 @@ ROWS, COLS = 16384, 192
 CHILD = """
 import sys
 from streamae import whiten
-whiten(sys.argv[1], sys.argv[2], kind="zca", epsilon=0.1, scheduler=sys.argv[3])
+whiten(sys.argv[1], sys.argv[2], kind="zca", epsilon=0.1,
+       run_options={"scheduler": sys.argv[3]})
 """
 
 

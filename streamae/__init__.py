@@ -61,7 +61,7 @@ _EXPORTS = {
     "TrainingInterrupted": "_errors",
     "ClusterError": "_errors",
     "encode": "_encode",
-    "STRATEGIES": "_engine",
+    "STRATEGIES": "_constants",
     "DataError": "_errors",
     "MemoryBudgetError": "_errors",
     "NumericalError": "_errors",
@@ -78,6 +78,7 @@ _EXPORTS = {
     "show": "_plots",
     "whiten": "_whiten",
     "OutputWriteError": "_errors",
+    "MissingDependencyError": "_errors",
 }
 
 
@@ -97,13 +98,14 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from ._constants import STRATEGIES
     from ._encode import encode
-    from ._engine import STRATEGIES
     from ._errors import (
         CheckpointError,
         ClusterError,
         DataError,
         MemoryBudgetError,
+        MissingDependencyError,
         NotFittedError,
         NumericalError,
         OutputExistsError,
@@ -129,6 +131,7 @@ __all__ = [
     "DataError",
     "MetricsLog",
     "MemoryBudgetError",
+    "MissingDependencyError",
     "NotFittedError",
     "NumericalError",
     "OutputExistsError",

@@ -12,12 +12,14 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import dask
+from dask.base import named_schedulers
 
-from ._errors import ClusterError, ParameterError
+from ._errors import ClusterError, ParameterError, install_hint
 from ._failures import _first_line, _scheduler_lost, quiet_rescheduling
 from ._workers import QUIET_WORKER, _init_pool_process, _plugin_class, signals_blocked
 
@@ -43,11 +45,12 @@ def _require_distributed(what):
         import distributed  # noqa: F401
     except ImportError:
         raise ParameterError(
-            f"{what} needs the 'distributed' package; install it with "
-            "`pip install streamae[distributed]`") from None
+            f"{what} needs the 'distributed' package; {install_hint('distributed')}") from None
 
 
 def _is_client(obj):
+    if "distributed" not in sys.modules:
+        return False  # nothing made a Client: importing distributed would only cost time
     try:
         from distributed import Client
     except ImportError:
@@ -91,8 +94,10 @@ class _Threads(_Backend):
     kind = mode = "threads"
 
     def compute(self, objs, optimize):
-        return dask.compute(*objs, scheduler=self.kind, num_workers=self.runner.workers,
-                            optimize_graph=optimize)
+        # The scheduler's function, not its name: a name makes Dask import distributed
+        # (a fifth of a second) to look for a client this run does not use.
+        return dask.compute(*objs, scheduler=named_schedulers[self.kind],
+                            num_workers=self.runner.workers, optimize_graph=optimize)
 
 
 class _Synchronous(_Threads):

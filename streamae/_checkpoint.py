@@ -6,7 +6,8 @@ A checkpoint is taken at an iteration boundary and holds
   gradient there, the L-BFGS correction pairs s and y, the last step, the
   iteration and evaluation counters, its stop message and the numerical
   guard's rejections;
-- the history so far, rho_hat at theta, and the seconds spent;
+- the history so far, rho_hat at theta, the seconds spent, and the data's
+  total variance (measured once, at the run's start);
 - the hyperparameters and run settings that change the floating-point result
   (n_hidden, rho, beta, weight_decay, dtype, seed, optimizer, history size,
   strategy, chunking, block rows, reduction fan-in);
@@ -25,8 +26,12 @@ fsync'ed, renamed over the old checkpoint with ``os.replace``, then the
 directory fsync'ed), so a crash at any instant leaves either the old or the
 new checkpoint, whole.
 
-Default location: ``<out>.ckpt`` beside the model directory ``<out>`` (for an
-object-store URL ``<out>``, ``<basename>.ckpt`` in the current directory).
+Default location (`default_path`): ``checkpoint.npz`` inside the model's
+folder ``<out>``, so that deleting the model deletes its checkpoint and a
+finished model can be extended (for an object-store URL ``<out>``, which has
+no atomic rename, ``<basename>.ckpt`` in the current directory). Checkpoints
+that older versions wrote beside the model (``<out>.ckpt``) are still
+continued (`locate`).
 """
 
 import datetime
@@ -40,6 +45,7 @@ import numpy as np
 import zarr
 
 from ._atomic import remove_stale, write_bytes
+from ._constants import CHECKPOINT_NAME, LEGACY_CHECKPOINT_SUFFIX
 from ._errors import CheckpointError, CheckpointExistsError, ParameterError
 from ._interrupt import InterruptFlag, Stop  # noqa: F401 (the fit loop's names for them)
 from ._optim import OptimState
@@ -47,16 +53,44 @@ from ._validation import check_int
 
 FORMAT = "streamae-checkpoint"
 FORMAT_VERSION = 1
-SUFFIX = ".ckpt"
+SUFFIX = LEGACY_CHECKPOINT_SUFFIX
 _START_OVER = "start over with `overwrite=True` and `resume=False`"
+_GIVE = f"give the file that `checkpoint` named, or the default OUT/{CHECKPOINT_NAME}"
 
 
 def default_path(out):
-    """Where a run writing the model ``out`` keeps its checkpoint."""
+    """Where a run writing the model ``out`` keeps its checkpoint: inside its folder."""
     out = os.fspath(out).rstrip("/")
     if "://" in out:
         return os.path.basename(out) + SUFFIX
-    return out + SUFFIX
+    return os.path.join(out, CHECKPOINT_NAME)
+
+
+def locate(out, given=None, resume=False):
+    """The checkpoint of a run writing the model ``out``, and a note for the user.
+
+    ``given`` (an explicit path) wins. Otherwise `default_path`, except that a
+    resumed run whose model folder holds no checkpoint continues one that an
+    older version left beside the model (``<out>.ckpt``).
+
+    Returns
+    -------
+    path : str
+    note : str or None
+        What the user should know about an older checkpoint beside the model.
+    """
+    if given is not None:
+        return os.fspath(given), None
+    path = default_path(out)
+    legacy = os.fspath(out).rstrip("/") + SUFFIX
+    if "://" in os.fspath(out) or os.path.lexists(path) or not os.path.isfile(legacy):
+        return path, None
+    if resume:
+        return legacy, f"continuing the checkpoint '{legacy}' (beside the model, where " \
+                       "earlier versions kept it)"
+    return path, (f"'{legacy}' (a checkpoint beside the model, where earlier versions kept "
+                  f"it) is not used: this run's checkpoint is '{path}'; to continue that "
+                  "run instead, add `resume=True`")
 
 
 # ---------------------------------------------------------------- identity
@@ -192,6 +226,25 @@ class Saved:
     def elapsed(self):
         return float(self.meta.get("elapsed", 0.0))
 
+    @property
+    def data_variance(self):
+        """The data's total variance measured at the run's start (None in checkpoints
+        written before it was kept)."""
+        value = self.meta.get("statistics", {}).get("data_variance")
+        return None if value is None else float(value)
+
+
+def holds(path, theta):
+    """True if the checkpoint at ``path`` holds exactly the weights ``theta`` (a
+    model written from its state); False if it is missing, unreadable or other."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            saved = z["theta"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
+    theta = np.asarray(theta, np.float64)
+    return saved.shape == theta.shape and saved.tobytes() == theta.tobytes()
+
 
 def finished(state, max_iter):
     """True if a run in ``state`` has nothing left to do with ``max_iter`` iterations."""
@@ -270,13 +323,11 @@ def read(path):
         magic = f.read(4)
     if magic != b"PK\x03\x04":
         raise CheckpointError(
-            f"'{path}' is not a streamae checkpoint (not an .npz file); give the file that "
-            f"`checkpoint` named, or the default <out>{SUFFIX}")
+            f"'{path}' is not a streamae checkpoint (not an .npz file); {_GIVE}")
     damaged = (f"checkpoint '{path}' is damaged or truncated; restore a good copy, or "
                f"{_START_OVER}")
     not_ours = CheckpointError(
-        f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); give the file that "
-        f"`checkpoint` named, or the default <out>{SUFFIX}")
+        f"'{path}' is not a streamae checkpoint (no '{FORMAT}' format); {_GIVE}")
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
@@ -343,8 +394,16 @@ class Checkpointer:
             saved = read(self.path)
             check_matches(self.path, saved.meta, self.expected)
             self.last = (saved.state.phase, saved.state.iteration, saved.state.message)
+            if saved.data_variance is not None:
+                self.keep(data_variance=saved.data_variance)
         remove_stale(self.path)
         return saved
+
+    def keep(self, **statistics):
+        """Store ``statistics`` of the data (plain floats) in every later checkpoint, so
+        that a resumed run does not measure them again."""
+        self.extra = {**self.extra, "statistics": {**self.extra.get("statistics", {}),
+                                                   **statistics}}
 
     def due(self, state):
         return self.every > 0 and state.iteration % self.every == 0

@@ -52,6 +52,7 @@ How the work is shipped (see docs/cluster.md)
 
 import contextlib
 import importlib.util
+import sys
 import weakref
 from asyncio import CancelledError as AsyncCancelledError
 
@@ -389,6 +390,8 @@ def _pack(*parts):
 
 
 def _holds_futures(objs):
+    if "distributed" not in sys.modules:
+        return False  # no Future can exist
     from distributed import Future
 
     for obj in objs:

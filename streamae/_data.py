@@ -19,7 +19,9 @@ import zarr
 from dask.highlevelgraph import HighLevelGraph
 
 from ._chunkread import LocalChunks, RowSource, as_dask
-from ._errors import DataError
+from ._errors import DataError, fix, install_hint, zarr_reason
+from ._hints import rescale_fix
+from ._store import is_url
 from ._validation import check_int
 
 # A NumPy array given directly is cut into tasks of about this many bytes.
@@ -99,11 +101,6 @@ class Dataset:
         return i, int(starts[i]), int(starts[i + 1])
 
 
-def is_url(path):
-    """Whether ``path`` (str or os.PathLike) is an fsspec URL rather than a local path."""
-    return "://" in os.fspath(path)
-
-
 def input_name(data):
     """How metadata records the input ``data``: its path or URL, or its kind."""
     if isinstance(data, (str, os.PathLike)):
@@ -125,7 +122,8 @@ def open_zarr_array(path, storage_options=None):
     if not is_url(path) and not os.path.exists(path):
         raise DataError(
             f"no data at '{path}': the path does not exist "
-            "(check the path, or create a store with `streamae import`)"
+            "(check the path, or create a store with "
+            + fix("`streamae import`", "`streamae.import_array`") + ")"
         )
     if not is_url(path) and os.path.isfile(path):
         raise DataError(not_a_store(path))
@@ -139,7 +137,7 @@ def open_zarr_array(path, storage_options=None):
         return zarr.open_array(path, mode="r", **kwargs)
     except (FileNotFoundError, KeyError) as exc:
         raise DataError(
-            f"no Zarr array at '{path}' ({type(exc).__name__}: {exc}); "
+            f"no Zarr array at '{path}' ({zarr_reason(exc)}); "
             "point to the array itself, not a group or a plain folder"
         ) from None
     except (ValueError, TypeError) as exc:
@@ -195,6 +193,11 @@ def describe_url_error(url, exc, storage_options=None, action="read", what="Zarr
     if isinstance(exc, (ValueError, TypeError)):
         return (f"cannot open '{url}' as a Zarr array ({reason}); point to the array itself, "
                 "not a group")
+    if isinstance(exc, ImportError):  # fsspec's backend for the URL is not installed
+        scheme = url.split("://", 1)[0]
+        fix = (install_hint("s3") if scheme in ("s3", "s3a")
+               else f"install fsspec's {scheme} backend")
+        return f"cannot {action} '{url}' ({reason}); {fix}"
     return f"cannot {action} '{url}' ({name}: {reason})"
 
 
@@ -347,8 +350,9 @@ def readable_dtype(dtype, source):
     dtype = np.dtype(dtype)
     if dtype.kind == "f" and dtype.itemsize > 8:
         raise DataError(f"{source} has dtype {dtype} ({dtype.itemsize * 8}-bit floats), wider "
-                        "than the kernels compute in; convert it to float64 first "
-                        "(`streamae import --dtype float64`)")
+                        "than the kernels compute in; convert it to float64 first ("
+                        + fix("`streamae import --dtype float64`",
+                              "`streamae.import_array(src, out, dtype='float64')`") + ")")
     if dtype.kind == "f" and dtype.itemsize < 4:
         return np.dtype(np.float32)
     if dtype.kind == "b":
@@ -427,19 +431,8 @@ def describe_bad_values(dataset, row, decoder="sigmoid"):
                 "decoder needs finite values: clean the data")
     found = "; ".join(parts) or "values outside [0, 1]"
     return (f"{dataset.source}, chunk {i} (rows {start}-{stop - 1}): {found}; the sigmoid "
-            f"decoder needs finite values in [0, 1]: {_rescale_hint(dataset.array.dtype)}")
-
-
-def _rescale_hint(dtype):
-    """How to bring data of ``dtype`` into [0, 1]."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        # Integers are usually pixels or counts on one scale: per-column min-max
-        # would stretch each column (pixel) differently.
-        over = f"divide them by {np.iinfo(dtype).max} or " if dtype.kind == "u" else ""
-        return (f"the data are integers ({dtype.name}): {over}rescale them all with one "
-                "scale, `streamae import --scale minmax-all`")
-    return "clean the data, or rescale it with `streamae import --scale minmax`"
+            f"decoder needs finite values in [0, 1]: "
+            f"{rescale_fix(dataset.array.dtype, bool(nan.any() or inf.any()), bool(out.any()))}")
 
 
 def _rows(rows):

@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 
 from ._cluster import make_runner
+from ._constants import STRATEGIES
 from ._data import describe_bad_values
 from ._errors import (
     DataError,
@@ -41,7 +42,6 @@ from ._passes import Pass
 from ._progress import chunk_progress
 from ._validation import check_int
 
-STRATEGIES = ("two-pass", "one-pass", "cached")
 PASSES = {"two-pass": 2, "one-pass": 1, "cached": 2}
 
 

@@ -3,13 +3,51 @@
 Each `StreamaeError` carries a one-line message naming the problem, where it
 is, and the fix; the CLI prints the message and exits with status 2.
 `TrainingInterrupted` is a `KeyboardInterrupt`, not a `StreamaeError`.
-(`NotFittedError` is also scikit-learn's: this module imports scikit-learn, so
-the command line imports it only once a command runs.)
+(`NotFittedError` is also scikit-learn's: it is made on first use, so that
+commands that never need scikit-learn do not spend a second importing it.)
 """
 
+import contextlib
 import signal
+from typing import TYPE_CHECKING
 
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+# The interface whose words messages use ("python" or "cli"): `fix` picks the
+# wording, the command line switches it with `cli_wording` while a command runs.
+_WORDING = ["python"]
+
+
+@contextlib.contextmanager
+def cli_wording():
+    """Messages built inside the block name command-line fixes (`fix`)."""
+    _WORDING.append("cli")
+    try:
+        yield
+    finally:
+        _WORDING.pop()
+
+
+def fix(cli, python):
+    """The fix ``cli`` (command-line words) or ``python`` (API words), whichever
+    interface is in use (`cli_wording`)."""
+    return cli if _WORDING[-1] == "cli" else python
+
+
+def install_hint(extra):
+    """How to install streamae's optional ``extra``, from PyPI and from a checkout."""
+    return (f"install it with `pip install \"streamae[{extra}]\"` (from a checkout of the "
+            f"source: `pip install \".[{extra}]\"`)")
+
+
+def zarr_reason(exc):
+    """Why Zarr could not open something, in words (never an exception class name)."""
+    name, text = type(exc).__name__, str(exc).strip().splitlines()
+    if name == "ContainsArrayError":
+        return "a Zarr array is there, not a group"
+    if name == "ContainsGroupError" or (text and "Got 'group'" in text[0]):
+        return "a Zarr group is there, not an array"
+    if name.endswith("NotFoundError") or isinstance(exc, (FileNotFoundError, KeyError)):
+        return "no Zarr metadata there"
+    return text[0] if text else "unreadable"
 
 
 class StreamaeError(ValueError):
@@ -47,6 +85,10 @@ class CheckpointError(StreamaeError):
 
 class CheckpointExistsError(CheckpointError, FileExistsError):
     """A fresh run would replace an existing checkpoint."""
+
+
+class MissingDependencyError(StreamaeError, ImportError):
+    """An optional package that a feature needs is not installed."""
 
 
 class ClusterError(StreamaeError, RuntimeError):
@@ -91,9 +133,35 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(text)
 
 
-class NotFittedError(StreamaeError, SklearnNotFittedError):
-    """The model has no weights yet.
+_NOT_FITTED_DOC = """The model has no weights yet.
 
     Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
     which is what scikit-learn's tools expect from an unfitted estimator.
     """
+
+
+def _not_fitted_error():
+    """`NotFittedError`, made on first use (it derives from scikit-learn's)."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    cls = type("NotFittedError", (StreamaeError, SklearnNotFittedError),
+               {"__doc__": _NOT_FITTED_DOC, "__module__": __name__})
+    return cls  # pickled by name: streamae._errors.NotFittedError
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        globals()[name] = _not_fitted_error()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # what documentation tools and type checkers see
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(StreamaeError, SklearnNotFittedError):
+        """The model has no weights yet.
+
+        Also a ``sklearn.exceptions.NotFittedError`` (and so an ``AttributeError``),
+        which is what scikit-learn's tools expect from an unfitted estimator.
+        """

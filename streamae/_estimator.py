@@ -7,6 +7,7 @@ attributes. Save and load are `streamae._store`'s model format.
 """
 
 import dataclasses
+import importlib
 import numbers
 import os
 import warnings
@@ -22,14 +23,24 @@ from sklearn.utils.validation import _check_feature_names, check_array
 from . import _checkpoint as C
 from . import _metrics, _optim
 from ._cluster import make_runner
+from ._constants import CHECKPOINT_NAME, DTYPES
 from ._data import Dataset, open_dataset
 from ._encode import encode, hidden_graph
 from ._engine import STRATEGIES, Evaluator
-from ._errors import DataError, ParameterError
+from ._errors import (
+    CheckpointExistsError,
+    DataError,
+    MissingDependencyError,
+    OutputExistsError,
+    ParameterError,
+    install_hint,
+)
 from ._fitloop import Settings, TrainingRun
+from ._hints import check_before_training
 from ._objective import PARAM_NAMES, flatten, init_params, make_hyper, unflatten
 from ._options import as_run_options
-from ._store import read_model, write_model
+from ._store import check_writable, read_model, write_model
+from ._store import exists as _exists
 from ._validation import (
     check_choice,
     check_float,
@@ -40,7 +51,6 @@ from ._validation import (
 from ._warmup import check_warmup
 from ._whiten import whitening_of
 
-DTYPES = ("float32", "float64")
 _SEED_ALIAS = "deprecated"
 #: max |gradient| at which the optimizer's own gradient rule stops a fit.
 GRAD_TOL = 1e-5
@@ -205,6 +215,29 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         tags.non_deterministic = False
         return tags
 
+    def set_output(self, *, transform=None):
+        """Set the container `transform` returns, as scikit-learn's ``set_output``.
+
+        ``transform="pandas"`` (or ``"polars"``) needs that package: checked
+        here, so that a missing one is named now and not at the first
+        ``transform``.
+
+        Raises
+        ------
+        MissingDependencyError
+            The package is not installed (the message says how to install it).
+        """
+        if transform in ("pandas", "polars"):
+            try:
+                importlib.import_module(transform)
+            except ImportError:
+                how = install_hint("pandas") if transform == "pandas" else \
+                    "install it with `pip install polars`"
+                raise MissingDependencyError(
+                    f"set_output(transform={transform!r}) needs the '{transform}' package, "
+                    f"which is not installed; {how}") from None
+        return super().set_output(transform=transform)
+
     # ------------------------------------------------------------ validation
     @property
     def hyper(self):
@@ -337,6 +370,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         C.require_path(checkpoint, checkpoint_every, resume)
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
+        check_before_training(data, dataset, settings.hyper.decoder, self.clip,
+                              options.storage_options)
         # A store written by `streamae whiten`: keep its transform, for encode and show.
         self.whitening_ = whitening_of(data, options.storage_options)
         theta0, rng = self._initial_theta(settings, dataset)
@@ -356,7 +391,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         if outcome.interrupt is not None:
             raise outcome.interrupt
         if outcome.reached_max_iter:
-            self._warn_not_converged(outcome, settings)
+            self._warn_not_converged(outcome, settings, checkpoint)
         return self
 
     def _initial_theta(self, settings, dataset):
@@ -393,13 +428,16 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.strategy_ = settings.strategy
         self.guard_events_ = list(state.rejections)
 
-    def _warn_not_converged(self, outcome, settings):
+    def _warn_not_converged(self, outcome, settings, checkpoint=None):
         worst = float(np.abs(outcome.state.grad).max())
         if worst > GRAD_TOL:
+            # Resuming is advice only when this fit wrote a checkpoint.
+            resume = (f" (or resume the checkpoint '{os.fspath(checkpoint)}' with a larger "
+                      "max_iter)" if checkpoint is not None else "")
             warnings.warn(ConvergenceWarning(
                 f"SparseAutoencoder reached max_iter={settings.max_iter} with max |gradient| "
-                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter (or resume the "
-                "checkpoint with a larger max_iter) for a converged fit"), stacklevel=3)
+                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter{resume} for a "
+                "converged fit"), stacklevel=3)
 
     # ------------------------------------------------------------ evaluation
     def cost_and_grad(self, X):
@@ -569,7 +607,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         require_fitted(self)
         attrs = _model_attrs(self)
         write_model(path, self.params_, attrs, overwrite=overwrite,
-                    storage_options=storage_options)
+                    storage_options=storage_options, keep=_own_checkpoint(path, self.params_))
         _metrics.write_metrics(_metrics.metrics_path(path), getattr(self, "history_", []),
                                storage_options)
         return path
@@ -665,3 +703,109 @@ def _reconstruct(H, W2, b2, decoder="sigmoid"):
     """sigmoid(H W2^T + b2), or H W2^T + b2 for the linear decoder, in float64."""
     z = np.asarray(H, np.float64) @ W2.T + b2
     return z if decoder == "linear" else 1.0 / (1.0 + np.exp(-z))
+
+
+# ---------------------------------------------------------------- a run writing a model folder
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What a fit that writes the model ``out`` (``streamae train``) found there.
+
+    Attributes
+    ----------
+    checkpoint : str
+        The run's checkpoint (`streamae._checkpoint.locate`).
+    done : bool
+        The checkpoint's run has finished for this ``max_iter`` and ``out``
+        holds its model: nothing to train.
+    replace : bool
+        The new model may replace ``out`` (absent, or holding only this run's
+        checkpoint, or this run's earlier result, or ``overwrite``).
+    notes : tuple of str
+        What the user should know before the run starts.
+    """
+
+    checkpoint: str
+    done: bool
+    replace: bool
+    notes: tuple
+
+
+def plan_run(out, checkpoint=None, *, resume=False, overwrite=False, max_iter=400,
+             storage_options=None):
+    """Decide, before any work, what a fit that writes the model ``out`` does.
+
+    The rules (docs/reliability.md): ``out`` may be replaced when it holds
+    nothing but this run's checkpoint, or, with ``resume``, the model this
+    run's checkpoint finished with; anything else only with ``overwrite``.
+
+    Returns
+    -------
+    RunPlan
+
+    Raises
+    ------
+    OutputExistsError, CheckpointExistsError
+        ``out`` or the checkpoint holds something this run may not replace.
+    """
+    path, note = C.locate(out, checkpoint, resume)
+    notes = [note] if note else []
+    kind = _out_kind(os.fspath(out), path, storage_options)
+    has_checkpoint = os.path.lexists(path)
+    if not overwrite:
+        _refuse(out, path, kind, has_checkpoint, resume)
+    if resume and not has_checkpoint:
+        notes.append(f"no checkpoint at '{path}'; starting from the beginning")
+    done = (resume and not overwrite and kind == "result"
+            and C.finished(C.read(path).state, max_iter))
+    # Absent now: what the run finds there at its end is its own checkpoint's folder.
+    replace = overwrite or kind in ("absent", "run folder", "result")
+    check_writable(out, replace, storage_options=storage_options, what="model")
+    return RunPlan(path, done, replace, tuple(notes))
+
+
+def _refuse(out, path, kind, has_checkpoint, resume):
+    """Raise the error of a run (without ``overwrite``) that may not write ``out``."""
+    if kind == "other":
+        why = (f" and does not hold the weights of the checkpoint '{path}'"
+               if resume and has_checkpoint else "")
+        raise OutputExistsError(f"model '{out}' already exists{why}; choose another path or "
+                                "pass `overwrite=True` to replace it")
+    if resume or not has_checkpoint:
+        return
+    if kind == "result":
+        raise OutputExistsError(
+            f"model '{out}' already exists (a finished run: extend it with `resume=True` and "
+            "a larger `max_iter`, or start over with `overwrite=True`)")
+    raise CheckpointExistsError(
+        f"checkpoint '{path}' already exists (its run has not written its model); continue "
+        "that run with `resume=True`, or start over with `overwrite=True`")
+
+
+def _out_kind(out, checkpoint, storage_options=None):
+    """What ``out`` holds: "absent"; "run folder" (a local folder holding nothing but
+    its checkpoint and temporaries); "result" (a model with exactly the weights of
+    ``checkpoint``); or "other"."""
+    local = "://" not in out
+    if local and not os.path.lexists(out):
+        return "absent"
+    if local and os.path.isdir(out) and all(
+            name == CHECKPOINT_NAME or (name.startswith(".") and ".tmp-" in name)
+            for name in os.listdir(out)):
+        return "run folder"
+    if not local and not _exists(out, storage_options):
+        return "absent"
+    try:
+        theta = flatten(read_model(out, storage_options=storage_options)[0])
+    except DataError:
+        return "other"
+    return "result" if C.holds(checkpoint, theta) else "other"
+
+
+def _own_checkpoint(path, params):
+    """``(CHECKPOINT_NAME,)`` if the local model folder ``path`` holds the checkpoint
+    of the run that ended with ``params`` (kept when the model is written), else ()."""
+    path = os.fspath(path)
+    if "://" in path or not C.holds(os.path.join(path, CHECKPOINT_NAME), flatten(params)):
+        return ()
+    return (CHECKPOINT_NAME,)

@@ -167,6 +167,7 @@ class TrainingRun:
         if saved is not None:
             self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
             self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
+            self.data_variance = saved.data_variance  # no second pass to measure it
 
     def _fun(self, theta, evaluator=None):
         self.flag.check()
@@ -259,8 +260,11 @@ class TrainingRun:
     def _measure_variance(self):
         """Denominator of the explained variance: one streaming pass, inside the
         session (same workers) and the signal handler."""
-        with self.evaluator.pass_progress("data variance"):
-            self.data_variance = _metrics.total_variance(self.evaluator)
+        if self.data_variance is None:
+            with self.evaluator.pass_progress("data variance"):
+                self.data_variance = _metrics.total_variance(self.evaluator)
+            if self.store is not None:
+                self.store.keep(data_variance=self.data_variance)
         self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
 
     def _full_phase(self):
@@ -280,10 +284,11 @@ class TrainingRun:
             asked = False
             if info is not None:
                 record = self._record(info, phase)
-                bar.update(1)
+                # The postfix first: the line drawn by update shows this iteration's cost.
                 bar.set_postfix(cost=f"{record['cost']:.5g}",
                                 rho_hat=f"{record['rho_hat_mean']:.4f}",
                                 samples_s=f"{record['samples_per_s']:.3g}", refresh=False)
+                bar.update(1)
                 if self.store is not None and self.store.due(self.state):
                     self.save()
                 asked = self.callback is not None and self._call_back(record)

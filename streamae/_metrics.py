@@ -31,16 +31,10 @@ import os
 import numpy as np
 
 from ._atomic import write_bytes
+from ._constants import DEAD_FACTOR, unit_thresholds  # noqa: F401  (shared with the pictures)
 from ._data import as_readable
 from ._kernels import column_moments
 from ._tree import merge_moments
-
-DEAD_FACTOR = 10.0
-
-
-def unit_thresholds(rho):
-    """``(dead_below, saturated_above)`` for target ``rho``."""
-    return rho / DEAD_FACTOR, min(DEAD_FACTOR * rho, (1.0 + rho) / 2.0)
 
 
 def unit_counts(rho_hat, rho):

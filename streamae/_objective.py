@@ -24,10 +24,8 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from . import _kernels as K
+from ._constants import DECODERS, PARAM_NAMES
 from ._errors import NumericalError, ParameterError
-
-PARAM_NAMES = ("W1", "b1", "W2", "b2")
-DECODERS = ("sigmoid", "linear")
 
 
 @dataclass(frozen=True)

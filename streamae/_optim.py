@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import line_search
 
+from ._constants import OPTIMIZERS  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
 from ._errors import NumericalError
-
-OPTIMIZERS = ("lbfgs", "gd")
 
 
 @dataclass

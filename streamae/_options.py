@@ -8,12 +8,11 @@ do), so they are kept apart from the model's hyperparameters.
 
 from dataclasses import dataclass, fields
 
+from ._constants import PAGE_CACHE_MODES
 from ._errors import ParameterError
 from ._validation import check_int
 
 DEFAULT_BLOCK_ROWS = 512  # rows per kernel block: see docs/benchmarks.md
-#: How a local store's chunk reads may use the page cache (`streamae._chunkread`).
-PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
 
 
 @dataclass(frozen=True)

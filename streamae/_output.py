@@ -18,8 +18,7 @@ import numpy as np
 import zarr
 
 from ._atomic import staged
-from ._data import is_url
-from ._store import check_writable
+from ._store import check_writable, is_url
 
 # Default size of one chunk of a store written by streamae (the unit of one
 # task when training): large enough to amortise Dask's per-task overhead,

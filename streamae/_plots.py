@@ -4,7 +4,8 @@
   layout of the exercise's ``display_network.m`` (grey) or
   ``displayColorNetwork.m`` (colour): tiles laid out by
   ``skimage.util.montage``, written with Pillow;
-- ``cost.png``: the cost and its three terms per iteration (log scale);
+- ``cost.png``: the cost and its three terms against the passes over the data
+  (log scale), the warm-up on a subsample drawn apart from the full-data fit;
 - ``rho_hat.png``: histogram of the hidden units' mean activations, with the
   target rho and the dead / saturated thresholds marked.
 
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._constants import unit_thresholds
 from ._errors import DataError, ParameterError
-from ._metrics import unit_thresholds
 
 CHANNELS = ("auto", "gray", "rgb")
 CHART_SIZE = (640, 400)  # pixels
@@ -179,21 +180,42 @@ def _figure():
     return fig
 
 
+_TERMS = (("cost", dict(color="black", lw=2)), ("reconstruction", dict(color="tab:blue")),
+          ("sparsity", dict(color="tab:orange")), ("weight_decay", dict(color="tab:green")))
+
+
 def cost_figure(history):
-    """Cost and its three terms against the iteration, log scale."""
+    """Cost and its three terms against the passes over the data, log scale.
+
+    The x-axis counts passes over the whole data (``data_passes``; the
+    iteration for histories without it), so a warm-up on a subsample and the
+    full-data fit after it share one axis at their true cost. The warm-up's
+    curves are dashed and labelled apart (their cost is the subsample's), and
+    a vertical line marks where the full-data fit starts.
+    """
     fig = _figure()
     ax = fig.add_subplot()
-    it = [r["iteration"] for r in history]
-    for key, style in (("cost", dict(color="black", lw=2)),
-                       ("reconstruction", dict(color="tab:blue")),
-                       ("sparsity", dict(color="tab:orange")),
-                       ("weight_decay", dict(color="tab:green"))):
-        values = np.array([r.get(key, np.nan) for r in history], float)
-        values[~(values > 0)] = np.nan  # log scale: leave out zeros (e.g. beta = 0)
-        if np.isfinite(values).any():
-            ax.plot(it, values, label=key.replace("_", " "), **style)
+    phases = [r.get("phase", "full") for r in history]
+    x_key = "data_passes" if all("data_passes" in r for r in history) else "iteration"
+    for phase in ("warmup", "full"):
+        rows = [r for r, p in zip(history, phases) if p == phase]
+        # One legend entry per term: the warm-up's curves are labelled "_..." (left
+        # out of the legend) when the full phase draws the same terms.
+        hidden = "_" if phase == "warmup" and "full" in phases else ""
+        suffix = " (warm-up, subsample)" if phase == "warmup" else ""
+        for key, style in _TERMS if rows else ():
+            values = np.array([r.get(key, np.nan) for r in rows], float)
+            values[~(values > 0)] = np.nan  # log scale: leave out zeros (e.g. beta = 0)
+            if np.isfinite(values).any():
+                ax.plot([r[x_key] for r in rows], values,
+                        label=hidden + key.replace("_", " ") + suffix,
+                        dashes=(4, 2) if phase == "warmup" else (), **style)
+    if "warmup" in phases and "full" in phases:
+        start = next(r[x_key] for r, p in zip(history, phases) if p == "full")
+        ax.plot([], [], color="grey", dashes=(4, 2), label="warm-up on a subsample")
+        ax.axvline(start, color="grey", lw=1, ls=":", label="full-data fit starts")
     ax.set_yscale("log")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("passes over the data" if x_key == "data_passes" else "iteration")
     ax.set_ylabel("cost")
     last = history[-1]
     ev = last.get("explained_variance")
@@ -201,7 +223,7 @@ def cost_figure(history):
                                                if ev is not None else "")
     ax.set_title(note, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
@@ -286,9 +308,8 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     """
     from ._atomic import missing_dirs, remove_empty
     from ._errors import OutputExistsError
-    from ._estimator import SparseAutoencoder
 
-    if isinstance(model, SparseAutoencoder):
+    if not isinstance(model, (str, os.PathLike)):  # a fitted estimator
         if out is None:
             raise ParameterError("give out= (a directory) to show a model that is not saved")
     else:
@@ -296,7 +317,7 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
         if out is None and "://" in path:
             raise ParameterError(f"give `out` (a local directory) for the pictures of '{path}'")
         out = default_out(path) if out is None else out
-        model = SparseAutoencoder.load(path, storage_options=storage_options)
+        model = _Saved(path, storage_options)
     out = Path(os.fspath(out))
     if out.exists() and not out.is_dir():
         raise DataError(f"'{out}' exists and is not a directory; give a directory as `out`")
@@ -318,6 +339,22 @@ def show(model, out=None, *, channels="auto", patch_shape=None, scale=None, over
     except BaseException:
         remove_empty(created)  # a failed command leaves no empty folder
         raise
+
+
+class _Saved:
+    """What the pictures need of a saved model, read without the estimator (whose
+    imports would cost more than drawing): weights, history, rho_hat, rho."""
+
+    def __init__(self, path, storage_options=None):
+        from ._store import read_model
+
+        params, attrs = read_model(path, storage_options=storage_options)
+        self.W1_ = params["W1"]
+        self.history_ = list(attrs.get("history", []))
+        self.rho = attrs["rho"]
+        self.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64) if attrs.get("rho_hat") \
+            else None
+        self.whitening_ = attrs.get("whitening")
 
 
 def _write_pictures(model, filters, targets):

@@ -10,13 +10,18 @@ cursor escapes.
 Three kinds of bars:
 
 - `bar`: counted by the caller (the fit's iterations).
-- `chunk_progress`: the kernel tasks (one per chunk) of one pass over the data
-  in a local Dask compute. On a large dataset one iteration is one or more
-  passes that can take minutes; the bar appears only when a pass lasts longer
-  than `DELAY` seconds and disappears when it ends. On a distributed cluster
-  the dashboard shows the same (its address is printed when the fit starts).
+- `chunk_progress`: the kernel tasks (each a run of chunks) of one pass over
+  the data in a local Dask compute, counted in tasks. On a large dataset one
+  iteration is one or more passes that can take minutes; the bar appears only
+  when a pass lasts longer than `DELAY` seconds and disappears when it ends.
+  On a distributed cluster the dashboard shows the same (its address is
+  printed when the fit starts).
 - `task_progress`: every task of the local Dask computes inside a block (the
   ``patches``, ``import`` and ``encode`` commands).
+
+Totals come from the graphs being computed (the tasks a bar counts, in every
+compute inside its block), so a count never passes its total and a bar's
+unit is what it counts. Each bar ends with one final line.
 
 `phase` labels a step that cannot be counted (compiling the kernels).
 """
@@ -115,7 +120,8 @@ class LogBar:
         if self.disable:
             return
         if self.total:
-            count = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            n = min(self.n, self.total)
+            count = f"{n}/{self.total} {self.unit} ({100 * n / self.total:.0f}%)"
         elif self.n:
             count = f"{self.n} {self.unit}"
         else:
@@ -150,38 +156,50 @@ class _TaskCounter:
     Parameters
     ----------
     progress : tqdm.tqdm or LogBar
+        Its total grows, at the start of each compute inside the block, by the
+        tasks of that compute this counter will count.
     prefixes : tuple of str, optional
-        Count only the tasks whose key name starts with one of these (then the
-        total is the caller's); else every task, the total growing with each
-        compute started inside the block.
+        Count only the tasks whose key name starts with one of these; a compute
+        with no such task (a pass written another way) has each of its tasks
+        counted. None: every task.
     """
 
     def __init__(self, progress, prefixes=None):
         self.progress = progress
         self.prefixes = prefixes
+        self.counted = None  # key-name predicate of the compute under way
         self.callback = _dask_callback()(start_state=self._start_state, posttask=self._posttask)
 
     def _start_state(self, dsk, state):
-        if self.prefixes is None:
-            todo = len(state["ready"]) + len(state["waiting"])
-            self.progress.total = (self.progress.total or 0) + todo
+        todo = list(state["ready"]) + list(state["waiting"])
+        matching = [k for k in todo if self._matches(k)] if self.prefixes else []
+        self.counted = self._matches if matching else None
+        self.progress.total = (self.progress.total or 0) + len(matching or todo)
+        if hasattr(self.progress, "refresh"):
+            self.progress.refresh()
+
+    def _matches(self, key):
+        name = key[0] if isinstance(key, tuple) else key
+        return isinstance(name, str) and name.startswith(self.prefixes)
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        name = key[0] if isinstance(key, tuple) else key
-        if self.prefixes is None or (isinstance(name, str) and name.startswith(self.prefixes)):
+        if self.counted is None or self.counted(key):
             self.progress.update(1)
 
 
 @contextlib.contextmanager
-def chunk_progress(label, total, enabled=True):
-    """Show the chunks done by the local Dask computes inside the block (if ``enabled``).
+def chunk_progress(label, total=None, enabled=True):
+    """Show the kernel tasks done by the local Dask computes inside the block (if
+    ``enabled``), in tasks.
 
     The bar appears after `DELAY` seconds and disappears when the block ends.
     """
     if not enabled:
         yield
         return
-    with bar(label, total, "chunk", leave=False, delay=DELAY) as progress:
+    # ``total`` (the tasks the caller expects) is a first guess: the graphs set it.
+    del total
+    with bar(label, None, "task", leave=False, delay=DELAY) as progress:
         with _TaskCounter(progress, CHUNK_TASKS).callback:
             yield
 

@@ -14,15 +14,34 @@ import numpy as np
 import zarr
 
 from ._atomic import staged
-from ._data import describe_url_error, is_url, missing_bucket
-from ._errors import DataError, OutputExistsError, OutputWriteError
-from ._objective import PARAM_NAMES
+from ._constants import PARAM_NAMES
+from ._errors import DataError, OutputExistsError, OutputWriteError, fix, zarr_reason
 
 FORMAT = "streamae-model"
 FORMAT_VERSION = 1
 
 
-def _exists(path, storage_options=None):
+def _give_model():
+    """Where a model comes from, in the words of the interface in use."""
+    return fix("give the model folder that `streamae train --out` wrote",
+               "give the model folder that `SparseAutoencoder.save` (or `streamae train "
+               "--out`) wrote")
+
+
+def _url_error(*args):
+    # streamae._data (and Dask with it) is only needed for URLs.
+    from ._data import describe_url_error
+
+    return describe_url_error(*args)
+
+
+def is_url(path):
+    """Whether ``path`` (str or os.PathLike) is an fsspec URL rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def exists(path, storage_options=None):
+    """True if the local path or URL ``path`` exists."""
     if is_url(path):
         import fsspec
 
@@ -30,7 +49,7 @@ def _exists(path, storage_options=None):
             fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
             return fs.exists(root)
         except Exception as exc:
-            raise OutputWriteError(describe_url_error(path, exc, storage_options, "write",
+            raise OutputWriteError(_url_error(path, exc, storage_options, "write",
                                                       "output")) from None
     return os.path.exists(path)
 
@@ -38,11 +57,13 @@ def _exists(path, storage_options=None):
 def check_writable(path, overwrite, storage_options=None, what="output"):
     """Refuse an existing ``path`` unless ``overwrite``, and a local ``path`` whose
     directory cannot be created or written (checked before any work is done)."""
-    if not overwrite and _exists(path, storage_options):
+    if not overwrite and exists(path, storage_options):
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass "
             "`overwrite=True` to replace it")
     if is_url(path):
+        from ._data import missing_bucket
+
         bucket = missing_bucket(path, storage_options)
         if bucket:
             raise OutputWriteError(f"cannot write {what} '{path}': no bucket '{bucket}' (check "
@@ -74,8 +95,13 @@ def _write_group(target, params, attrs, storage_options=None):
         {"format": FORMAT, "format_version": FORMAT_VERSION, **attrs}, default=float)))
 
 
-def write_model(path, params, attrs, overwrite=False, storage_options=None):
+def write_model(path, params, attrs, overwrite=False, storage_options=None, keep=()):
     """Write a model group at ``path`` (local directory or fsspec URL).
+
+    ``keep`` names files of an existing local ``path`` (the checkpoint of the
+    run that trained these weights) that the new model keeps: they are
+    hard-linked into it before it replaces the old one, so a crash at any
+    instant leaves them in one of the two.
 
     Raises
     ------
@@ -91,11 +117,24 @@ def write_model(path, params, attrs, overwrite=False, storage_options=None):
         try:
             _write_group(path, params, attrs, storage_options)
         except Exception as exc:
-            raise OutputWriteError(describe_url_error(path, exc, storage_options, "write",
+            raise OutputWriteError(_url_error(path, exc, storage_options, "write",
                                                       "model")) from None
         return
     with staged(path, "model") as tmp:
         _write_group(tmp, params, attrs)
+        for name in keep:
+            _carry(os.path.join(path, name), os.path.join(tmp, name))
+
+
+def _carry(src, dst):
+    """``src`` also at ``dst`` (same file system): a hard link, or a copy where links
+    are not allowed."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
 
 
 def read_model(path, storage_options=None):
@@ -110,22 +149,24 @@ def read_model(path, storage_options=None):
     except Exception as exc:  # zarr raises several types for "not a group"
         if is_url(path) and (isinstance(exc, (OSError, KeyError))
                               or type(exc).__module__.startswith(("botocore", "aiohttp"))):
-            raise DataError(describe_url_error(path, exc, storage_options, "read",
+            raise DataError(_url_error(path, exc, storage_options, "read",
                                                "model")) from None
-        raise DataError(f"'{path}' is not a streamae model ({type(exc).__name__}: {exc}); "
-                        "give the directory written by `streamae train --out`") from None
+        raise DataError(f"'{path}' is not a streamae model ({zarr_reason(exc)}); "
+                        f"{_give_model()}") from None
     if attrs.get("format") != FORMAT:
         raise DataError(f"'{path}' is not a streamae model (no '{FORMAT}' format attribute); "
-                        "give the directory written by `streamae train --out`")
+                        f"{_give_model()}")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"model '{path}' has format version {attrs.get('format_version')}, this streamae "
             f"reads version {FORMAT_VERSION}; install the streamae version that wrote it")
-    try:
-        params = {name: np.asarray(group[name][...], np.float64) for name in PARAM_NAMES}
-    except Exception as exc:
-        raise DataError(f"model '{path}' is damaged: cannot read its weights "
-                        f"({type(exc).__name__}: {exc}); retrain or restore it") from None
+    params = {}
+    for name in PARAM_NAMES:
+        try:
+            params[name] = np.asarray(group[name][...], np.float64)
+        except Exception as exc:
+            raise DataError(f"model '{path}' is damaged: cannot read its weights {name} "
+                            f"({zarr_reason(exc)}); retrain or restore it") from None
     return params, attrs
 
 

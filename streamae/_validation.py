@@ -7,7 +7,7 @@ the option, the rule and the value received.
 import math
 import numbers
 
-from ._errors import DataError, NotFittedError, ParameterError
+from ._errors import DataError, ParameterError
 
 
 def check_int(name, value, low=None, *, allow_none=False, error=ParameterError):
@@ -93,6 +93,8 @@ def check_choice(name, value, choices):
 def require_fitted(model):
     """Raise `NotFittedError` unless ``model`` has weights."""
     if getattr(model, "W1_", None) is None:
+        from ._errors import NotFittedError  # made on first use (scikit-learn's subclass)
+
         raise NotFittedError(
             "this SparseAutoencoder has no weights yet; call fit() first, or build one "
             "with SparseAutoencoder.from_weights() or load()")

@@ -21,11 +21,11 @@ import math
 
 import numpy as np
 
+from ._constants import WARMUPS
 from ._data import open_dataset
 from ._engine import Evaluator
 from ._errors import ParameterError
 
-WARMUPS = ("auto", "subsample", "none")
 #: Rows of the data per row of the subsample (at least).
 STRIDE = 16
 #: The subsample is held in memory: at most this many bytes (the stride grows).

@@ -38,11 +38,12 @@ import zarr
 
 from . import _kernels as K
 from ._cluster import make_runner
-from ._data import as_readable, describe_bad_values, input_name, is_url
+from ._data import as_readable, describe_bad_values, input_name
 from ._errors import DataError, ParameterError
 from ._options import with_legacy_options
 from ._output import write_output
 from ._passes import Pass, open_input, output_chunk_rows
+from ._store import is_url
 from ._tree import merge_moments
 
 KINDS = ("zca", "pca")

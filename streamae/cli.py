@@ -7,7 +7,6 @@ a checkpoint and print the command that resumes (docs/reliability.md).
 
 import argparse
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,15 +16,18 @@ import time
 
 # Nothing heavy at import: `streamae --help` must not load NumPy, Numba, SciPy,
 # scikit-learn or Dask (streamae._errors imports scikit-learn). The commands import
-# what they need.
+# what they need; the choices come from the light streamae._constants.
 from . import __version__
-
-# The choices of --strategy, --optimizer and --page-cache, as
-# streamae._engine.STRATEGIES, streamae._optim.OPTIMIZERS and
-# streamae._options.PAGE_CACHE_MODES (tests/test_cli_help.py checks they agree).
-STRATEGIES = ("two-pass", "one-pass", "cached")
-OPTIMIZERS = ("lbfgs", "gd")
-PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
+from ._constants import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_RULE,
+    DECODERS,
+    DTYPES,
+    OPTIMIZERS,
+    PAGE_CACHE_MODES,
+    STRATEGIES,
+    WARMUPS,
+)
 
 DOCS = ("docs: README.md and docs/ in the streamae source (docs/cli.md: every command; "
         "docs/tutorial.md: a first run; docs/bad-inputs.md: every error message)")
@@ -55,6 +57,28 @@ def _non_negative_int(text):
     return _positive_int(text, least=0)
 
 
+def _add_chunk_rows(p, default_text, default=None, unit="chunk"):
+    p.add_argument("--chunk-rows", type=_positive_int, default=default,
+                   help=f"rows per {unit} (default: {default_text})")
+
+
+def _add_quiet(p):
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_overwrite(p, what="an existing OUT"):
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def _add_strategy(p):
+    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
+                   help="passes over the data per evaluation")
+
+
+def _add_max_iter(p):
+    p.add_argument("--max-iter", type=int, default=400, help="iterations")
+
+
 def _add_model_options(p):
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=25, help="hidden units")
@@ -62,29 +86,27 @@ def _add_model_options(p):
     g.add_argument("--beta", type=float, default=3.0, help="weight of the sparsity penalty")
     g.add_argument("--weight-decay", type=float, default=1e-4,
                    help="lambda, L2 penalty on W1 and W2")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="kernel arithmetic (sums are float64 either way)")
     g.add_argument("--seed", type=int, default=0, help="initialisation seed, >= 0")
-    g.add_argument("--decoder", choices=("sigmoid", "linear"), default="sigmoid",
+    g.add_argument("--decoder", choices=DECODERS, default="sigmoid",
                    help="output layer: sigmoid (data in [0, 1]) or linear (any finite data, "
                         "e.g. from `streamae whiten`)")
 
 
 def _add_run_options(p):
     g = p.add_argument_group("run")
-    g.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
-                   help="passes over the data per evaluation")
-    g.add_argument("--warmup", choices=("auto", "subsample", "none"), default="auto",
+    _add_strategy(g)
+    g.add_argument("--warmup", choices=WARMUPS, default="auto",
                    help="start with L-BFGS on every 16th row held in memory, then the exact "
                         "full-data fit: auto for 262,144 rows or more, subsample always, none "
                         "for the plain full-batch fit")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
-    g.add_argument("--max-iter", type=int, default=400, help="iterations")
+    _add_max_iter(g)
     g.add_argument("--history-size", type=_positive_int, default=100,
                    help="L-BFGS corrections kept (100 as minFunc)")
-    g.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per task (default: the store's chunks)")
+    _add_chunk_rows(g, "the store's chunks", unit="task")
     g.add_argument("--read-ahead", type=_non_negative_int, default=2, metavar="N",
                    help="chunk reads each task has in flight while its kernels compute "
                         "(memory: N + 1 chunks per task; 0: none)")
@@ -94,8 +116,8 @@ def _add_run_options(p):
                         "through the cache (keep); drop reads through the cache and drops the "
                         "pages")
     _add_cluster_options(p)
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_quiet(g)
+    _add_overwrite(g, "existing outputs")
 
 
 def _add_cluster_options(p):
@@ -149,12 +171,12 @@ def storage_options(pairs):
 
 
 def _add_checkpoint_options(p):
-    g = p.add_argument_group("checkpoints")
+    g = p.add_argument_group("checkpoints", description=CHECKPOINT_RULE)
     g.add_argument("--checkpoint", metavar="PATH", default=None,
-                   help="checkpoint file (default: OUT.ckpt, beside the model)")
+                   help=f"checkpoint file (default: OUT/{CHECKPOINT_NAME})")
     g.add_argument("--checkpoint-every", metavar="K", type=_positive_int, default=None,
-                   help="write the checkpoint every K iterations and at the end (default: "
-                        "only on SIGINT/SIGTERM)")
+                   help="also write the checkpoint every K iterations (default: at the end "
+                        "and on SIGINT/SIGTERM only)")
     g.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint (bit-identical to an uninterrupted run); "
                         "starts afresh if there is none")
@@ -193,11 +215,17 @@ def build_parser():
                  "Samples 10000 8x8 patches of the built-in photographs, trains 25 hidden "
                  "units and draws their filters.")
     p.add_argument("--out", default="streamae-demo", help="output directory")
-    p.add_argument("--strategy", choices=STRATEGIES, default="one-pass",
-                   help="passes over the data per evaluation")
-    p.add_argument("--max-iter", type=int, default=400, help="iterations")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_strategy(p)
+    _add_max_iter(p)
+    _add_quiet(p)
+    _add_overwrite(p, "existing outputs")
+
+    p = _command(sub, "photos", "sample photographs as JPEG files, to follow the tutorial",
+                 "Writes the ten natural photographs bundled with scikit-image into a folder, "
+                 "as a camera would (nothing is downloaded): a folder of photos for "
+                 "`streamae patches --images`.")
+    p.add_argument("folder", help="folder to create (or add to)")
+    _add_overwrite(p, "photos of the same names")
 
     p = _command(sub, "gradcheck", "finite-difference gradient check of every strategy",
                  "Compares each strategy's gradient with central differences on a small "
@@ -205,8 +233,7 @@ def build_parser():
     p.add_argument("--rows", type=_positive_int, default=60, help="samples of the problem")
     p.add_argument("--visible", type=_positive_int, default=8, help="features (input width)")
     p.add_argument("--hidden", type=_positive_int, default=5, help="hidden units")
-    p.add_argument("--chunk-rows", type=_positive_int, default=17,
-                   help="rows per chunk (several chunks, the last one short)")
+    _add_chunk_rows(p, "17: several chunks, the last one short", default=17)
     p.add_argument("--tol", type=float, default=1e-9,
                    help="largest relative difference that passes")
     _add_data_parsers(sub)
@@ -216,6 +243,7 @@ def build_parser():
                        formatter_class=_HelpFormatter)
     p.add_argument("topic", nargs="?", metavar="COMMAND", help="a command")
     _add_whiten_parser(sub)
+    parser.commands = sub.choices  # name -> the command's parser
     return parser
 
 
@@ -224,28 +252,25 @@ def cmd_train(args):
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from . import _checkpoint
     from ._errors import StreamaeError, TrainingInterrupted
-    from ._store import check_writable
+    from ._estimator import plan_run
 
-    checkpoint = args.checkpoint or _checkpoint.default_path(args.out)
     options = storage_options(args.storage_options)
+    plan = plan_run(args.out, args.checkpoint, resume=args.resume, overwrite=args.overwrite,
+                    max_iter=args.max_iter, storage_options=options)
+    for note in plan.notes:
+        print(f"streamae: {args.words(note)}", file=sys.stderr)
     model = _train_model(args, options)
-    fit_kw = dict(checkpoint=checkpoint, checkpoint_every=args.checkpoint_every or 0,
+    fit_kw = dict(checkpoint=plan.checkpoint, checkpoint_every=args.checkpoint_every or 0,
                   resume=args.resume, overwrite=args.overwrite)
-    saved = _run_saved_at_out(checkpoint, args) if args.resume and not args.overwrite else None
-    if saved is not None and _checkpoint.finished(saved, args.max_iter):
+    if plan.done:
         # Checks the checkpoint against the data and options; no evaluation, --out untouched.
-        model.set_params(verbose=False).fit(args.data, **fit_kw)
-        print(f"the run in '{checkpoint}' had already finished ({model.n_iter_} iterations) "
-              f"and its model is at {args.out}; nothing to do")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.set_params(verbose=False).fit(args.data, **fit_kw)
+        print(f"the run in '{plan.checkpoint}' had already finished ({model.n_iter_} "
+              f"iterations) and its model is at {args.out}; nothing to do")
         return 0
-    # --resume may replace --out when it holds this run's own (earlier) result.
-    replace = args.overwrite or saved is not None
-    check_writable(args.out, replace, storage_options=options, what="model")
-    if args.resume and not os.path.lexists(checkpoint):
-        print(f"streamae: no checkpoint at '{checkpoint}'; starting from the beginning",
-              file=sys.stderr)
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():  # the summary says whether the fit converged
@@ -265,7 +290,7 @@ def cmd_train(args):
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         print(f"resume with: {_resume_command(args)}", file=sys.stderr)
         return 2
-    model.save(args.out, overwrite=replace, storage_options=options)
+    model.save(args.out, overwrite=plan.replace, storage_options=options)
     _print_summary(model, args, time.perf_counter() - t0)
     return 0
 
@@ -310,26 +335,6 @@ def _print_summary(model, args, seconds):
         print(f"streamae: {_guard_summary(model.guard_events_)}", file=sys.stderr)
 
 
-def _run_saved_at_out(checkpoint, args):
-    """The checkpoint's optimizer state if ``--out`` holds exactly its weights (the
-    model of a run that finished, or was killed after writing it), else None."""
-    from . import _checkpoint
-    from ._errors import StreamaeError
-    from ._estimator import SparseAutoencoder
-    from ._objective import flatten
-
-    if not (os.path.exists(args.out) and os.path.exists(checkpoint)):
-        return None
-    try:
-        saved = _checkpoint.read(checkpoint)
-        theta = flatten(SparseAutoencoder.load(args.out).params_)
-    except (StreamaeError, OSError):
-        return None
-    same = (theta.shape == saved.state.theta.shape
-            and theta.tobytes() == saved.state.theta.tobytes())
-    return saved.state if same else None
-
-
 def _resume_command(args):
     argv = list(args.argv)
     if "--resume" not in argv:
@@ -356,6 +361,13 @@ def cmd_demo(args):
 
     run_demo(out=args.out, overwrite=args.overwrite, strategy=args.strategy,
              max_iter=args.max_iter, progress=not args.quiet)
+    return 0
+
+
+def cmd_photos(args):
+    from ._demo import sample_photos
+
+    sample_photos(args.folder, overwrite=args.overwrite)
     return 0
 
 
@@ -413,15 +425,14 @@ def _add_patches_parser(sub):
     p.add_argument("--channels", choices=("gray", "rgb"), default="gray",
                    help="grey patches (P*P values) or colour (3*P*P)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: about 16 MiB)")
+    _add_chunk_rows(p, "about 16 MiB")
     p.add_argument("--max-side", type=int, default=512,
                    help="downscale images to at most this many pixels a side first "
                         "(0 keeps full size)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the stored patches")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_import_parser(sub):
@@ -437,12 +448,11 @@ def _add_import_parser(sub):
     p.add_argument("--scale-from", metavar="STORE", default=None,
                    help="apply the scale recorded in STORE (an earlier import) instead "
                         "(default: none)")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help="rows per chunk (default: about 16 MiB)")
+    _add_chunk_rows(p, "about 16 MiB")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="output dtype (default: float64 for float64 input, else float32)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_encode_parser(sub):
@@ -457,12 +467,11 @@ def _add_encode_parser(sub):
 def _add_store_output_options(p, source):
     """--chunk-rows, --scheduler, --quiet and --overwrite of a command that writes
     a store chunked like its input ``source``."""
-    p.add_argument("--chunk-rows", type=_positive_int, default=None,
-                   help=f"rows per chunk (default: {source}'s chunks)")
+    _add_chunk_rows(p, f"{source}'s chunks")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler: threads (the default), synchronous, processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_quiet(p)
+    _add_overwrite(p)
 
 
 def _add_show_parser(sub):
@@ -477,7 +486,7 @@ def _add_show_parser(sub):
                    help="grey tile shape, e.g. 28x28 (default: most nearly square)")
     p.add_argument("--scale", type=_positive_int, default=None,
                    help="pixels per weight in filters.png (default: up to 8, ~640 px wide)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing pictures")
+    _add_overwrite(p, "existing pictures")
 
 
 def _task_progress(args, label):
@@ -572,7 +581,8 @@ def cmd_show(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "gradcheck": cmd_gradcheck}
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "photos": cmd_photos,
+            "gradcheck": cmd_gradcheck}
 COMMANDS.update({"patches": cmd_patches, "import": cmd_import, "encode": cmd_encode,
                  "show": cmd_show})
 
@@ -647,7 +657,7 @@ def in_cli_words(message, parser):
     `chunk_rows` --chunk-rows. A keyword that is not an option of ``parser``
     stays as it is.
     """
-    flags = {f for a in parser._actions for f in a.option_strings}
+    flags = set(_flags(parser))
 
     def flag(match):
         name, value = match.groups()
@@ -663,10 +673,14 @@ def in_cli_words(message, parser):
     return _QUOTED_KEYWORD.sub(flag, message)
 
 
+def _flags(parser):
+    """The option strings of ``parser`` (``--hidden``, ``-h``, ...)."""
+    return [f for a in parser._actions for f in a.option_strings]
+
+
 def _command_parser(parser, command):
     """The parser of ``command`` (or ``parser`` itself)."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return commands.choices.get(command, parser)
+    return parser.commands.get(command, parser)
 
 
 def _help(parser, topic=None):
@@ -674,29 +688,53 @@ def _help(parser, topic=None):
     if topic is None:
         parser.print_help()
         return 0
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if topic not in commands.choices:
-        parser.error(f"no command {topic!r}; choose from {', '.join(commands.choices)}")
-    commands.choices[topic].print_help()
+    if topic not in parser.commands:
+        parser.error(f"no command {topic!r}; choose from {', '.join(parser.commands)}")
+    parser.commands[topic].print_help()
     return 0
+
+
+def _parse(parser, argv):
+    """``argv`` parsed; a mistyped command or option ends with the usage of the command
+    it belongs to and the nearest spelling ("did you mean --hidden?"), exit status 2."""
+    import difflib
+
+    commands = parser.commands
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in commands and argv.index(first) == 0:
+        near = difflib.get_close_matches(first, list(commands), n=1)
+        if near:
+            parser.error(f"no command {first!r}; did you mean {near[0]!r}? (choose from "
+                         f"{', '.join(commands)})")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _command_parser(parser, args.command)
+        options = [f for f in _flags(command) if f.startswith("--")]
+        guesses = [difflib.get_close_matches(u.split("=")[0], options, n=1)
+                   for u in unknown if u.startswith("-")]
+        near = [g[0] for g in guesses if g]
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command in (None, "help"):
         return _help(parser, getattr(args, "topic", None))
     args.argv = argv
     args.words = lambda message: in_cli_words(str(message), _command_parser(parser, args.command))
-    from ._errors import StreamaeError
+    from ._errors import StreamaeError, cli_wording
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return COMMANDS[args.command](args)
+        with cli_wording():
+            return COMMANDS[args.command](args)
     except StreamaeError as exc:
         print(f"streamae: error: {args.words(exc)}", file=sys.stderr)
         return 2

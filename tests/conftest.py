@@ -1,5 +1,5 @@
 """Shared fixtures of the core trainer tests (kernels, objective, engine,
-estimator, CLI, memory).
+estimator, CLI, memory), and the quick subset ``pytest -m smoke``.
 
 Randomness comes only from ``np.random.default_rng(seed)`` fixtures; nothing
 sets a global seed.
@@ -140,3 +140,64 @@ def store_kind(request, tmp_path):
         return where
 
     return kind, put
+
+
+# ----------------------------------------------------------------- pytest -m smoke
+
+#: The quick subset: a few fast tests of each file, which between them run
+#: every module of streamae (kernels to command line) in about a minute.
+#: ``pytest -m smoke`` runs them; a name that matches no test is an error.
+SMOKE = {
+    "test_kernels.py": ("test_hidden_sum", "test_backprop_sums"),
+    "test_objective.py": ("test_gradient_check_every_strategy", "test_relative_difference"),
+    "test_engine.py": ("test_strategies_match_reference",),
+    "test_chunkread.py": ("test_uncompressed_local_store_is_read_directly_and_exactly",),
+    "test_estimator.py": ("test_fit_lowers_the_cost",),
+    "test_warmup.py": ("test_plan_depends_on_the_shape_only",
+                       "test_fit_ends_on_the_exact_full_objective"),
+    "test_linear_decoder.py": ("test_one_pass_kernel_matches_numpy",),
+    "test_guards.py": ("test_saturated_rho_hat_names_the_units",),
+    "test_resume.py": ("test_resume_is_bit_identical",),
+    "test_signals.py": ("test_signal_during_the_first_streaming_pass_is_handled",),
+    "test_cluster.py": ("test_scheduler_names",),
+    "test_sklearn.py": ("test_init_stores_arguments_and_set_params_changes_them",),
+    "test_metrics.py": ("test_dead_and_saturated_thresholds",
+                        "test_jsonl_written_on_save_and_streamed"),
+    "test_progress.py": ("test_log_lines_are_periodic_and_plain",
+                         "test_a_count_is_never_shown_past_its_total"),
+    "test_cli.py": ("test_train_writes_a_loadable_model",
+                    "test_deleting_the_model_and_training_again_works",
+                    "test_photos_writes_the_sample_photographs_and_refuses_to_overwrite"),
+    "test_cli_help.py": ("test_every_command_has_a_description",
+                         "test_the_checkpoint_rule_reads_the_same_in_help_and_docs"),
+    "test_hints.py": ("test_the_cli_shows_keywords_as_its_flags",
+                      "test_nan_is_not_sent_to_a_rescaling_that_refuses_it"),
+    "test_bad_inputs.py": ("test_docs_table_matches_rows",),
+    "test_damaged.py": ("test_chunk_error_message",),
+    "test_display.py": ("test_grid_shape_and_tile_scaling",),
+    "test_show.py": ("test_show_writes_three_pngs",),
+    "test_images.py": ("test_normalize_matches_reference_and_range",),
+    "test_patches.py": ("test_streaming_std_is_numpy_std_over_all_values",),
+    "test_import.py": ("test_npy_round_trip",),
+    "test_whiten.py": ("test_centred_scatter_matches_numpy",),
+    "test_encode.py": ("test_encode_equals_transform_in_chunks_for_the_next_pass",),
+    "test_passes.py": ("test_merge_moments_of_vectors_and_matrices",
+                       "test_written_pass_tasks_are_few_and_own_whole_output_chunks"),
+    "test_docs.py": ("test_usage_lines_of_the_cli_page_match_the_parser",
+                     "test_relative_links_resolve"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests named in `SMOKE` ``smoke``; refuse a name that matches nothing."""
+    found = set()
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if name in SMOKE.get(item.path.name, ()):
+            item.add_marker(pytest.mark.smoke)
+            found.add((item.path.name, name))
+    files = {item.path.name for item in items}
+    missing = [f"{f}::{n}" for f, names in SMOKE.items() if f in files for n in names
+               if (f, n) not in found]
+    if missing and not config.getoption("keyword"):
+        raise pytest.UsageError(f"tests/conftest.py SMOKE names no test: {', '.join(missing)}")

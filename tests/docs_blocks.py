@@ -24,6 +24,9 @@ show on the rendered page):
 - ``<!-- docs-test: slow REASON -->``: the page runs only with ``pytest -m slow``
   (minutes even on small counts); it may stand anywhere.
 
+A bash block whose last line is ``cd DIR`` (the tutorial's ``mkdir -p DIR && cd
+DIR``) moves the blocks after it into DIR, as it would in the reader's shell.
+
 Small counts: before a block runs, `small` caps ``--max-iter`` at `MAX_ITER`,
 ``--count`` at `COUNT` and ``--repeats`` at `REPEATS` (``max_iter=`` and
 ``count=`` in Python), and adds ``--max-iter`` / ``--count`` to the commands of
@@ -143,6 +146,16 @@ def _append_flags(line):
                 if flag not in command:
                     command += f" {flag} {CAPS[flag]}"
     return command + (comment or "")
+
+
+def moved_to(block, folder):
+    """The folder the blocks after ``block`` run in: ``folder``, or DIR below it when
+    the block's last command changes directory (``cd DIR``)."""
+    if block.lang not in ("bash", "sh"):
+        return folder
+    last = block.code.strip().splitlines()[-1] if block.code.strip() else ""
+    match = re.search(r"(?:^|&&|;)\s*cd\s+(\S+)\s*$", last)
+    return Path(folder) / match.group(1) if match else folder
 
 
 def scratch(folder):

@@ -37,8 +37,11 @@ DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "bad-inputs.md"
 BASE = ["--hidden", "3", "--max-iter", "2", "--quiet"]
 ERR = "streamae: error: "
 USAGE = "streamae train: error: "
-BAD_DATA = ("; the sigmoid decoder needs finite values in [0, 1]: clean the data, or rescale it "
-            "with `streamae import --scale minmax`")
+BAD_DATA = "; the sigmoid decoder needs finite values in [0, 1]: "
+NOT_FINITE = BAD_DATA + ("clean the data: remove the rows with NaN or inf, or replace those "
+                         "values (rescaling does not remove them)")
+OUT_OF_RANGE = BAD_DATA + ("rescale it into [0, 1] with `streamae import --scale minmax`, or "
+                           "train with --decoder linear (any finite values)")
 DAMAGED = ("; the chunk's file is damaged (cut short, or bytes that do not decode): restore "
            "the store from a good copy, or write it again (`streamae import`, "
            "`streamae patches`)")
@@ -52,12 +55,12 @@ ROWS = [
      ERR + "no data at 'nope.zarr': the path does not exist (check the path, or create a "
      "store with `streamae import`)", "2"),
     ("data-nan", "NaN in the data (row 5)", "CLI",
-     ERR + "'nan.zarr', chunk 0 (rows 0-9): 1 NaN value(s) in rows 5" + BAD_DATA, "2"),
+     ERR + "'nan.zarr', chunk 0 (rows 0-9): 1 NaN value(s) in rows 5" + NOT_FINITE, "2"),
     ("data-inf", "+Inf in the data (row 12)", "CLI",
-     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 inf value(s) in rows 12" + BAD_DATA, "2"),
+     ERR + "'inf.zarr', chunk 1 (rows 10-19): 1 inf value(s) in rows 12" + NOT_FINITE, "2"),
     ("data-out-of-range", "values outside [0, 1] (rows 21, 22)", "CLI",
      ERR + "'range.zarr', chunk 2 (rows 20-29): 2 value(s) outside [0, 1] (from -0.5 to 1.5) "
-     "in rows 21, 22" + BAD_DATA, "2"),
+     "in rows 21, 22" + OUT_OF_RANGE, "2"),
     ("data-1d", "1-D array", "CLI",
      ERR + "'vector.zarr' has shape (30,) (1-D); streamae needs a 2-D array of shape "
      "(samples, features): reshape it to one sample per row", "2"),
@@ -99,7 +102,7 @@ ROWS = [
      "(Complex data not supported): keep the real part or the magnitude (numpy.abs) and "
      "save that", "2"),
     ("api-data-nan", "NumPy array with NaN (row 3) to fit", "API",
-     "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + BAD_DATA, "DataError"),
+     "the NumPy array, chunk 0 (rows 0-29): 1 NaN value(s) in rows 3" + NOT_FINITE, "DataError"),
     ("api-width", "data of 5 columns for a model of 4 (transform)", "API",
      "X has 5 features, but SparseAutoencoder is expecting 4 features as input (X is the "
      "NumPy array); use data of the width the model was trained on", "DataError"),
@@ -143,52 +146,61 @@ ROWS = [
     ("model-missing", "load a model path that does not exist", "API",
      "no model at 'nope.zarr': the path does not exist (check the path)", "DataError"),
     ("model-not-a-model", "load a data store as a model", "API",
-     "'good.zarr' is not a streamae model (…); give the directory written by "
-     "`streamae train --out`", "DataError"),
+     "'good.zarr' is not a streamae model (a Zarr array is there, not a group); give the "
+     "model folder that `SparseAutoencoder.save` (or `streamae train --out`) wrote",
+     "DataError"),
     ("model-damaged", "load a model whose W1 is gone", "API",
-     "model 'model.zarr' is damaged: cannot read its weights (KeyError: 'W1'); retrain or "
-     "restore it", "DataError"),
+     "model 'model.zarr' is damaged: cannot read its weights W1 (no Zarr metadata there); "
+     "retrain or restore it", "DataError"),
     ("model-version", "load a model of format version 2", "API",
      "model 'model.zarr' has format version 2, this streamae reads version 1; install the "
      "streamae version that wrote it", "DataError"),
     # ---- checkpoints
     ("ckpt-truncated", "--resume from a truncated checkpoint", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' is damaged or truncated; restore a good copy, or "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' is damaged or truncated; restore a good "
+     "copy, or "
      + START_OVER, "2"),
     ("ckpt-not-a-checkpoint", "--resume from a file that is not a checkpoint", "CLI",
-     ERR + "'model.zarr.ckpt' is not a streamae checkpoint (not an .npz file); give the file "
-     "that --checkpoint named, or the default <out>.ckpt", "2"),
+     ERR + "'model.zarr/checkpoint.npz' is not a streamae checkpoint (not an .npz file); give "
+     "the file "
+     "that --checkpoint named, or the default OUT/checkpoint.npz", "2"),
     ("ckpt-version", "--resume from a checkpoint of format version 2", "CLI",
-     ERR + f"checkpoint 'model.zarr.ckpt' has format version 2, this streamae "
+     ERR + f"checkpoint 'model.zarr/checkpoint.npz' has format version 2, this streamae "
      f"({streamae.__version__}) reads version 1; finish that run with the streamae version "
      "that wrote it, or " + START_OVER, "2"),
     ("ckpt-other-shape", "--resume against data of another shape", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' was written for other data: path … now …; shape "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written for other data: path … now …; shape "
      "(40, 4) now (60, 4); store metadata checksum … now …; resume with the same data, or "
      + START_OVER, "2"),
     ("ckpt-other-store", "--resume against the same values in another store layout", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' was written for other data: chunks (10, 4) now "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written for other data: chunks (10, 4) now "
      "(20, 4); store metadata checksum … now …; resume with the same data, or " + START_OVER,
      "2"),
     ("ckpt-other-hyper", "--resume with another --rho", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' was written with other hyperparameters: rho 0.01 "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: "
+     "rho 0.01 "
      "now 0.05; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-other-run", "--resume with another --strategy", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' was written with other run settings: strategy "
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' was written with other run settings: strategy "
      "one-pass now two-pass; resume with the same options, or " + START_OVER, "2"),
     ("ckpt-exists", "a new run where a checkpoint exists (no --resume)", "CLI",
-     ERR + "checkpoint 'model.zarr.ckpt' already exists; continue that run with --resume, "
-     "or start over with --overwrite", "2"),
+     ERR + "checkpoint 'model.zarr/checkpoint.npz' already exists (its run has "
+     "not written its model); continue that run with --resume, or start over with "
+     "--overwrite", "2"),
     ("api-ckpt-other-hidden", "fit(resume=True) with another n_hidden", "API",
-     "checkpoint 'model.zarr.ckpt' was written with other hyperparameters: n_hidden 3 now 4; "
+     "checkpoint 'model.zarr/checkpoint.npz' was written with other hyperparameters: "
+     "n_hidden 3 now 4; "
      "resume with the same options, or " + API_START_OVER, "CheckpointError"),
     ("ckpt-disk-full", "disk full while writing a checkpoint", "CLI",
-     ERR + "cannot write checkpoint 'model.zarr.ckpt' (No space left on device); no "
+     ERR + "cannot write checkpoint 'model.zarr/checkpoint.npz' (No space left on device); no "
      "checkpoint was written", "2"),
     # ---- outputs
     ("out-exists", "--out that exists, without --overwrite", "CLI",
      ERR + "model 'model.zarr' already exists; choose another path or pass --overwrite "
      "to replace it", "2"),
+    ("out-finished-run", "--out holding a finished run's model, without --resume", "CLI",
+     ERR + "model 'model.zarr' already exists (a finished run: extend it with --resume and a "
+     "larger --max-iter, or start over with --overwrite)", "2"),
     ("out-permission", "--out in a directory without write permission", "CLI",
      ERR + "cannot write model 'locked/model.zarr' (Permission denied on 'locked'); nothing "
      "was written", "2"),
@@ -240,12 +252,15 @@ def _with(rows, value, name):
 
 
 def _checkpoint(*extra):
-    """A finished run on good.zarr with its checkpoint model.zarr.ckpt; the model removed."""
+    """A finished run on good.zarr; its folder model.zarr keeps only the checkpoint."""
     _good()
     assert main(["train", "good.zarr", "--out", "model.zarr", *BASE, "--checkpoint-every", "1",
                  *extra]) == 0
-    shutil.rmtree("model.zarr")
-    return "model.zarr.ckpt"
+    for name in os.listdir("model.zarr"):
+        if name != "checkpoint.npz":
+            shutil.rmtree(os.path.join("model.zarr", name), ignore_errors=True)
+    os.remove(os.path.join("model.zarr", "zarr.json"))
+    return "model.zarr/checkpoint.npz"
 
 
 def _rewrite_meta(path, **changes):
@@ -360,15 +375,17 @@ SETUP = {
     "ckpt-truncated": lambda mp: (_truncate(_checkpoint()),
                                   main(["train", "good.zarr", "--out", "model.zarr", *BASE,
                                         "--resume"]))[1],
-    "ckpt-not-a-checkpoint": lambda mp: (_text("model.zarr.ckpt"), _good(),
+    "ckpt-not-a-checkpoint": lambda mp: (os.mkdir("model.zarr"),
+                                         _text("model.zarr/checkpoint.npz"), _good(),
                                          main(["train", "good.zarr", "--out", "model.zarr",
-                                               *BASE, "--resume"]))[2],
+                                               *BASE, "--resume"]))[3],
     "ckpt-version": lambda mp: (_rewrite_meta(_checkpoint(), format_version=2),
                                 main(["train", "good.zarr", "--out", "model.zarr", *BASE,
                                       "--resume"]))[1],
     "ckpt-other-shape": lambda mp: (_checkpoint(), _good("other.zarr", rows=60),
                                     main(["train", "other.zarr", "--out", "model.zarr", *BASE,
-                                          "--checkpoint", "model.zarr.ckpt", "--resume"]))[2],
+                                          "--checkpoint", "model.zarr/checkpoint.npz",
+                                          "--resume"]))[2],
     "ckpt-other-store": lambda mp: (_checkpoint(), shutil.rmtree("good.zarr"),
                                     _good(chunk=20), main(["train", "good.zarr", "--out",
                                                            "model.zarr", *BASE, "--resume"]))[3],
@@ -381,13 +398,15 @@ SETUP = {
     "ckpt-exists": lambda mp: (_checkpoint(),
                                main(["train", "good.zarr", "--out", "model.zarr", *BASE]))[1],
     "api-ckpt-other-hidden": lambda mp: (_checkpoint(), SparseAutoencoder(n_hidden=4).fit(
-        "good.zarr", checkpoint="model.zarr.ckpt", resume=True))[1],
+        "good.zarr", checkpoint="model.zarr/checkpoint.npz", resume=True))[1],
     "ckpt-disk-full": lambda mp: (_good(), mp.setattr(os, "fsync",
-                                                      _fsync_full_for(".model.zarr.ckpt.tmp-")),
+                                                      _fsync_full_for(".checkpoint.npz.tmp-")),
                                   main(["train", "good.zarr", "--out", "model.zarr", *BASE,
                                         "--checkpoint-every", "1"]))[2],
-    "out-exists": lambda mp: (_model(), main(["train", "good.zarr", "--out", "model.zarr",
-                                              *BASE]))[1],
+    "out-exists": lambda mp: (_model(), os.remove("model.zarr/checkpoint.npz"),
+                              main(["train", "good.zarr", "--out", "model.zarr", *BASE]))[2],
+    "out-finished-run": lambda mp: (_model(), main(["train", "good.zarr", "--out",
+                                                    "model.zarr", *BASE]))[1],
     "out-permission": lambda mp: (_good(), _lock("locked", mp),
                                   main(["train", "good.zarr", "--out", "locked/model.zarr",
                                         *BASE]))[2],
@@ -403,11 +422,13 @@ SETUP = {
 
 AFTER = {
     # what must still hold after the error
-    "out-disk-full": lambda: _snapshot("model.zarr") == SNAPSHOTS["model.zarr"]
+    # (the run over it started afresh: its checkpoint is the new run's)
+    "out-disk-full": lambda: _without_checkpoint(_snapshot("model.zarr"))
+    == _without_checkpoint(SNAPSHOTS["model.zarr"])
     and not [p for p in os.listdir(".") if ".tmp-" in p],
-    "ckpt-disk-full": lambda: not os.path.exists("model.zarr.ckpt")
+    "ckpt-disk-full": lambda: not os.path.exists("model.zarr")
     and not [p for p in os.listdir(".") if ".tmp-" in p],
-    "ckpt-truncated": lambda: os.path.getsize("model.zarr.ckpt") > 0,
+    "ckpt-truncated": lambda: os.path.getsize("model.zarr/checkpoint.npz") > 0,
 }
 SNAPSHOTS = {}
 
@@ -420,6 +441,10 @@ def _snapshot(path):
                 files[os.path.relpath(os.path.join(root, name), path)] = f.read()
     SNAPSHOTS.setdefault(path, files)
     return files
+
+
+def _without_checkpoint(files):
+    return {k: v for k, v in files.items() if k != "checkpoint.npz"}
 
 
 def _truncate(path):

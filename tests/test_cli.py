@@ -44,6 +44,11 @@ def tree(path):
             if p.is_file()}
 
 
+def same_bits(a, b):
+    return all(getattr(a, k).tobytes() == getattr(b, k).tobytes()
+               for k in ("W1_", "b1_", "W2_", "b2_"))
+
+
 def assert_one_line_error(rc, err, *words):
     assert rc == 2
     assert "Traceback" not in err
@@ -219,12 +224,13 @@ def _train(data, out, max_iter, *extra):
 def test_resume_after_a_finished_run_has_nothing_to_do(store, tmp_path, capsys):
     out = tmp_path / "model.zarr"
     assert main(_train(store, out, 3)) == 0  # no --checkpoint-every: written at the end
-    assert C.read(str(out) + ".ckpt").state.iteration == 3
+    assert C.read(C.default_path(out)).state.iteration == 3
     before = tree(out)
     capsys.readouterr()
     assert main(_train(store, out, 3, "--resume")) == 0
     assert capsys.readouterr().out == (
-        f"the run in '{out}.ckpt' had already finished (3 iterations) and its model is at "
+        f"the run in '{C.default_path(out)}' had already finished (3 iterations) and its "
+        "model is at "
         f"{out}; nothing to do\n")
     assert tree(out) == before  # untouched, byte for byte
 
@@ -241,7 +247,7 @@ def test_resume_with_a_larger_max_iter_extends_a_finished_run(store, tmp_path, c
     for k in ("W1_", "b1_", "W2_", "b2_"):
         assert_array_equal(getattr(extended, k), getattr(full, k), strict=True)
     assert [r["cost"] for r in extended.history_] == [r["cost"] for r in full.history_]
-    assert C.read(str(out) + ".ckpt").state.iteration == 6
+    assert C.read(C.default_path(out)).state.iteration == 6
 
 
 def test_resume_refuses_an_output_holding_other_weights(store, tmp_path, capsys):
@@ -249,13 +255,84 @@ def test_resume_refuses_an_output_holding_other_weights(store, tmp_path, capsys)
     assert main(_train(store, out, 3)) == 0
     other = tmp_path / "other.zarr"
     assert main(_train(store, other, 3, "--seed", "9")) == 0
+    os.replace(C.default_path(out), tmp_path / "kept.npz")
     shutil.rmtree(out)
-    shutil.copytree(other, out)
+    shutil.copytree(other, out)  # the other model, with out's own checkpoint
+    os.replace(tmp_path / "kept.npz", C.default_path(out))
     before = tree(out)
     capsys.readouterr()
     assert main(_train(store, out, 6, "--resume")) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"streamae: error: model '{out}' already exists and does not hold the weights of the "
+        f"checkpoint '{C.default_path(out)}'; choose another path or pass --overwrite to "
+        "replace it\n")
     assert tree(out) == before
+
+
+def test_deleting_the_model_and_training_again_works(store, tmp_path, capsys):
+    """The checkpoint is inside the model's folder: `rm -r M` removes both."""
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 3)) == 0
+    assert os.path.isfile(os.path.join(out, "checkpoint.npz"))
+    assert sorted(os.listdir(tmp_path)) == ["data.zarr", "model.metrics.jsonl", "model.zarr"]
+    shutil.rmtree(out)
+    assert main(_train(store, out, 3)) == 0
+    assert SparseAutoencoder.load(out).n_iter_ == 3
+
+
+def test_training_over_a_finished_model_says_how_to_extend_it(store, tmp_path, capsys):
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 3)) == 0
+    before = tree(out)
+    capsys.readouterr()
+    assert main(_train(store, out, 3)) == 2
+    assert capsys.readouterr().err == (
+        f"streamae: error: model '{out}' already exists (a finished run: extend it with "
+        "--resume and a larger --max-iter, or start over with --overwrite)\n")
+    assert tree(out) == before
+
+
+def test_an_unfinished_run_is_continued_not_replaced(store, tmp_path, capsys):
+    """A folder holding only a checkpoint (a run interrupted before its model was
+    written) is refused without --resume, and --resume continues it exactly."""
+    reference = tmp_path / "ref.zarr"
+    assert main(_train(store, reference, 5)) == 0
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 2)) == 0
+    for name in os.listdir(out):  # keep only the checkpoint of iteration 2
+        if name != "checkpoint.npz":
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    capsys.readouterr()
+    assert main(_train(store, out, 5)) == 2
+    assert capsys.readouterr().err == (
+        f"streamae: error: checkpoint '{C.default_path(out)}' already exists (its run has "
+        "not written its model); continue that run with --resume, or start over with "
+        "--overwrite\n")
+    assert main(_train(store, out, 5, "--resume")) == 0
+    assert same_bits(SparseAutoencoder.load(out), SparseAutoencoder.load(reference))
+
+
+def test_a_checkpoint_beside_the_model_is_still_continued(store, tmp_path, capsys):
+    """Earlier versions kept the checkpoint at OUT.ckpt: --resume continues it."""
+    reference = tmp_path / "ref.zarr"
+    assert main(_train(store, reference, 5)) == 0
+    out = tmp_path / "model.zarr"
+    assert main(_train(store, out, 2)) == 0
+    os.rename(C.default_path(out), f"{out}.ckpt")
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(_train(store, out, 2)) == 0  # a fresh run: says the old one is not used
+    assert capsys.readouterr().err == (
+        f"streamae: '{out}.ckpt' (a checkpoint beside the model, where earlier versions kept "
+        f"it) is not used: this run's checkpoint is '{C.default_path(out)}'; to continue "
+        "that run instead, add --resume\n")
+    shutil.rmtree(out)
+    assert main(_train(store, out, 5, "--resume")) == 0
+    assert capsys.readouterr().err == (
+        f"streamae: continuing the checkpoint '{out}.ckpt' (beside the model, where earlier "
+        "versions kept it)\n")
+    assert same_bits(SparseAutoencoder.load(out), SparseAutoencoder.load(reference))
 
 
 def test_summary_says_whether_the_fit_converged(store, tmp_path, capsys):
@@ -288,3 +365,19 @@ def test_init_refuses_another_hidden_size(store, tmp_path, capsys):
     assert main(_train(store, tmp_path / "m2.zarr", 1, "--init", str(first))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--hidden 4 differs from the 5 hidden units" in err
+
+
+def test_photos_writes_the_sample_photographs_and_refuses_to_overwrite(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    assert main(["photos", str(folder)]) == 0
+    names = sorted(os.listdir(folder))
+    assert len(names) == 10 and all(n.endswith(".jpg") for n in names)
+    assert capsys.readouterr().out.splitlines()[0] == f"{folder / 'astronaut.jpg'}: 512x512"
+    with Image.open(folder / "rocket.jpg") as im:
+        assert im.size == (640, 427)
+    before = tree(folder)
+    assert main(["photos", str(folder)]) == 2
+    assert "already exists; choose another folder or pass --overwrite" in \
+        capsys.readouterr().err
+    assert tree(folder) == before
+    assert main(["photos", str(folder), "--overwrite"]) == 0

@@ -13,8 +13,7 @@ from streamae import cli
 
 
 def _subparsers(parser):
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices
+    return parser.commands
 
 
 def _required_groups(parser):
@@ -118,3 +117,56 @@ def test_every_public_name_resolves():
         assert getattr(streamae, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         streamae.nope  # noqa: B018
+
+
+def _words(text):
+    """``text`` with runs of white space (line wrapping) as one space."""
+    return " ".join(text.split())
+
+
+def test_the_checkpoint_rule_reads_the_same_in_help_and_docs(capsys):
+    """One rule, in `train --help`, docs/cli.md and docs/reliability.md."""
+    import os
+
+    from streamae._constants import CHECKPOINT_RULE
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert _words(CHECKPOINT_RULE) in _words(capsys.readouterr().out)
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+    for page in ("cli.md", "reliability.md"):
+        with open(os.path.join(docs, page), encoding="utf-8") as f:
+            assert _words(CHECKPOINT_RULE) in _words(f.read()), page
+
+
+_RUN_AND_LIST = """
+import json, sys
+from streamae.cli import main
+code = main(sys.argv[1:])
+print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def _imports_of(argv, cwd):
+    """Exit status and the top-level modules loaded by ``streamae ARGV``."""
+    out = subprocess.run([sys.executable, "-c", _RUN_AND_LIST, *argv], capture_output=True,
+                         text=True, check=True, cwd=cwd).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_each_command_imports_only_what_it_needs(tmp_path):
+    """Start-up time is mostly imports: `show` draws without scikit-learn, Dask or
+    Numba, and `train` on threads does not load distributed or Matplotlib."""
+    import numpy as np
+
+    from streamae._store import write_array
+
+    write_array(tmp_path / "x.zarr", np.full((40, 4), 0.5), chunk_rows=20)
+    code, train = _imports_of(["train", "x.zarr", "--out", "m.zarr", "--hidden", "2",
+                               "--max-iter", "1", "--quiet"], tmp_path)
+    assert code == 0
+    assert "distributed" not in train and "matplotlib" not in train
+    code, show = _imports_of(["show", "m.zarr"], tmp_path)
+    assert code == 0 and "matplotlib" in show  # it did draw
+    for heavy in ("sklearn", "dask", "numba", "distributed", "scipy", "pandas"):
+        assert heavy not in show, heavy

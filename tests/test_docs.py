@@ -21,18 +21,41 @@ def test_every_block_of_the_page_runs(page, tmp_path):
     for module in docs_blocks.needs(page):
         pytest.importorskip(module)
     docs_blocks.scratch(tmp_path)
+    folder = tmp_path
     for block in blocks(page):
         if not block.runs:
             continue
         if block.session:
-            missing = docs_blocks.check_session(block, tmp_path)
+            missing = docs_blocks.check_session(block, folder)
             assert not missing, f"{block.where()}:\n" + "\n".join(missing)
             continue
-        done = docs_blocks.run(block, tmp_path)
-        assert done.returncode == 0, (
-            f"{block.where()} ({block.lang}) failed with status {done.returncode}:\n"
-            f"{small(block)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n"
-            f"{done.stderr[-3000:]}")
+        before = _listing(folder)
+        _run_block(block, folder)
+        if page.name == "README.md" and _listing(folder) != before:
+            _run_block(block, folder)  # every README block can be run again as it is
+        folder = docs_blocks.moved_to(block, folder)
+    if folder != tmp_path:  # the page made a folder of its own: nothing was left outside
+        assert sorted(os.listdir(tmp_path)) == sorted(["examples", folder.name]), page.name
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _run_block(block, folder):
+    done = docs_blocks.run(block, folder)
+    assert done.returncode == 0, (
+        f"{block.where()} ({block.lang}) failed with status {done.returncode}:\n"
+        f"{small(block)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n"
+        f"{done.stderr[-3000:]}")
+
+
+def test_the_tutorial_starts_in_a_folder_of_its_own():
+    """Run from any directory (a checkout included), the tutorial writes only inside
+    the folder its first command makes."""
+    first = next(b for b in blocks(ROOT / "docs" / "tutorial.md") if b.runs)
+    assert first.code.strip() == "mkdir -p streamae-tutorial && cd streamae-tutorial"
+    assert str(docs_blocks.moved_to(first, ROOT)).endswith("streamae-tutorial")
 
 
 def test_the_tutorial_runs_end_to_end_with_distinct_outputs():
@@ -129,7 +152,7 @@ def test_usage_lines_of_the_cli_page_match_the_parser():
     from streamae.cli import build_parser
 
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    commands = parser.commands
     checked = set()
     for block in blocks(ROOT / "docs" / "cli.md"):
         found = re.match(r"streamae (?:(\w+) )?\[-h\]", block.code)

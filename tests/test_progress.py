@@ -45,7 +45,8 @@ def finished_bars(monkeypatch):
 
 
 def chunk_bars(bars):
-    return [(label, n, total) for label, n, total, unit in bars if unit == "chunk"]
+    """The bars of passes over the data: counted in tasks (runs of chunks)."""
+    return [(label, n, total) for label, n, total, unit in bars if unit == "task"]
 
 
 @pytest.mark.parametrize("strategy, labels", [
@@ -54,7 +55,7 @@ def chunk_bars(bars):
     ("cached", ["cached 1/2", "cached 2/2"]),
 ])
 @pytest.mark.parametrize("scheduler", ["threads", "synchronous", "processes"])
-def test_each_pass_counts_its_chunks(store, strategy, labels, scheduler, finished_bars,
+def test_each_pass_counts_its_tasks(store, strategy, labels, scheduler, finished_bars,
                                      monkeypatch, capsys):
     monkeypatch.setattr(_progress, "DELAY", 0.0)  # show every pass, however short
     model = SparseAutoencoder(n_hidden=3, strategy=strategy, max_iter=2, verbose=True,
@@ -85,13 +86,34 @@ def test_no_bar_for_short_passes_or_without_progress(store, finished_bars, monke
     assert capsys.readouterr().err == "" and chunk_bars(finished_bars) == []
 
 
-def test_chunk_bar_counts_only_chunk_tasks():
-    progress = _progress.LogBar("pass", 2, "chunk", enabled=False)
+def test_a_pass_bar_counts_only_kernel_tasks_and_takes_its_total_from_the_graph():
+    progress = _progress.LogBar("pass", None, "task", enabled=False)
     counter = _progress._TaskCounter(progress, _progress.CHUNK_TASKS)
-    for key in [("_task_one_pass-abc",), "_combine-1", "_task_one_pass-def", "_moments-x",
-                ("other", 0)]:
+    keys = [("_task_one_pass-abc",), "_combine-1", "_task_one_pass-def", "_moments-x",
+            ("other", 0)]
+    counter._start_state({}, {"ready": keys[:2], "waiting": keys[2:]})
+    assert progress.total == 3
+    for key in keys:
         counter._posttask(key, None, {}, {}, 0)
     assert progress.n == 3
+
+
+def test_a_pass_without_kernel_tasks_counts_all_of_them():
+    """E.g. reading the warm-up's subsample: its tasks are counted, not left at 0."""
+    progress = _progress.LogBar("warm-up: reading the subsample", None, "task",
+                                enabled=False)
+    counter = _progress._TaskCounter(progress, _progress.CHUNK_TASKS)
+    keys = [("getitem-1", 0), ("getitem-1", 1), "finalize-2"]
+    counter._start_state({}, {"ready": keys, "waiting": []})
+    for key in keys:
+        counter._posttask(key, None, {}, {}, 0)
+    assert (progress.n, progress.total) == (3, 3)
+
+
+def test_a_count_is_never_shown_past_its_total(capsys):
+    with _progress.bar("data variance", 10, "task") as progress:
+        progress.update(153)
+    assert capsys.readouterr().err.startswith("streamae: data variance: 10/10 task (100%), ")
 
 
 def test_task_progress_counts_every_task_of_every_compute(finished_bars, capsys):
@@ -153,3 +175,102 @@ def test_a_redirected_log_has_no_carriage_returns_or_escapes(tmp_path, rng):
         assert "\r" not in log and "\x1b" not in log, log
     assert "streamae: compiling kernels: done" in logs[1]
     assert "streamae: fit one-pass: 3/3 it (100%)" in logs[1]
+
+
+# ----------------------------------------------------------------- what `streamae train` shows
+
+_LINE = r"^streamae: (?P<label>[^:]+(?:: [^:0-9]+)?): (?P<count>.+?), [0-9.]+ s(?:, (?P<post>.*))?$"
+
+
+def _train(store, out, *extra):
+    return ["train", store, "--out", out, "--hidden", "3", *extra]
+
+
+def _log_lines(err):
+    import re
+
+    return [m.groupdict() for m in map(re.compile(_LINE).match, err.splitlines()) if m]
+
+
+def test_train_log_counts_right_and_labels_every_phase(store, tmp_path, monkeypatch, capsys):
+    from streamae.cli import main
+
+    monkeypatch.setattr(_progress, "DELAY", 0.0)  # every pass gets its bar
+    out = str(tmp_path / "m.zarr")
+    assert main(_train(store, out, "--max-iter", "3", "--warmup", "subsample")) == 0
+    captured = capsys.readouterr()
+    lines = _log_lines(captured.err)
+    labels = [line["label"] for line in lines]
+    for label in ("compiling kernels", "data variance", "warm-up: reading the subsample",
+                  "warm-up on 1/16 of the rows", "fit one-pass"):
+        assert label in labels, (label, labels)
+    for line in lines:
+        count = line["count"]
+        if "/" in count:  # N/T unit (P%): never past the total, never a 0/T final line
+            done, rest = count.split("/", 1)
+            total, unit = rest.split(" ")[:2]
+            assert 0 < int(done) <= int(total), line
+            assert unit in ("it", "task"), line
+    fit = [line for line in lines if line["label"] == "fit one-pass"]
+    assert len(fit) == 1 and fit[0]["count"] == "3/3 it (100%)"
+    cost = SparseAutoencoder.load(out).history_[-1]["cost"]
+    assert fit[0]["post"].startswith(f"cost={cost:.5g},")
+
+
+def test_a_terminal_bar_never_shows_a_stale_cost(store, tmp_path, monkeypatch, capsys):
+    """The bar's last redraws all show the last iteration's cost, not the one before."""
+    import functools
+
+    from streamae.cli import main
+
+    monkeypatch.setattr(_progress, "interactive", lambda: True)
+    # Redraw at every update, as a slow fit does (each iteration longer than 0.1 s).
+    monkeypatch.setattr(tqdm, "__init__", functools.partialmethod(
+        tqdm.__init__, mininterval=0, miniters=1))
+    out = str(tmp_path / "m.zarr")
+    assert main(_train(store, out, "--max-iter", "3")) == 0
+    err = capsys.readouterr().err
+    cost = f"cost={SparseAutoencoder.load(out).history_[-1]['cost']:.5g},"
+    finals = [part for part in err.replace("\r", "\n").splitlines()
+              if part.startswith("fit one-pass") and "3/3" in part]
+    assert finals and all(cost in part for part in finals), finals
+
+
+def test_a_resumed_run_does_not_measure_the_data_variance_again(store, tmp_path, monkeypatch,
+                                                               capsys):
+    from streamae.cli import main
+
+    reference = SparseAutoencoder(n_hidden=3, max_iter=4).fit(store)
+    out = str(tmp_path / "m.zarr")
+    assert main(_train(store, out, "--max-iter", "2", "--quiet")) == 0
+    monkeypatch.setattr(_progress, "DELAY", 0.0)
+    capsys.readouterr()
+    assert main(_train(store, out, "--max-iter", "4", "--resume")) == 0
+    err = capsys.readouterr().err
+    assert "streamae: one-pass:" in err  # pass bars are on...
+    assert "data variance" not in err  # ...and this one is not run again
+    resumed = SparseAutoencoder.load(out)
+    assert [r["explained_variance"] for r in resumed.history_] == \
+        [r["explained_variance"] for r in reference.history_]
+
+
+def test_cost_chart_tells_the_phases_apart_on_an_axis_of_data_passes():
+    from streamae._plots import cost_figure
+
+    def record(i, phase, passes, cost):
+        return {"iteration": i, "phase": phase, "data_passes": passes, "cost": cost,
+                "reconstruction": cost / 2, "sparsity": cost / 4, "weight_decay": cost / 8}
+
+    history = [record(i, "warmup", i / 16, 2.0 - i / 10) for i in range(4)]
+    history += [record(i, "full", 0.25 + i, 1.0 - i / 10) for i in range(3)]
+    ax = cost_figure(history).axes[0]
+    assert ax.get_xlabel() == "passes over the data"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    warm, full = lines["_cost (warm-up, subsample)"], lines["cost"]  # "_": not in the legend
+    assert list(warm.get_xdata()) == [0, 1 / 16, 2 / 16, 3 / 16]
+    assert list(full.get_xdata()) == [0.25, 1.25, 2.25]  # no restart at 0
+    assert warm.get_linestyle() != full.get_linestyle()
+    assert list(lines["full-data fit starts"].get_xdata()) == [0.25, 0.25]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["cost", "reconstruction", "sparsity", "weight decay",
+                      "warm-up on a subsample", "full-data fit starts"]
