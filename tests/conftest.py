@@ -117,13 +117,21 @@ def s3_env(tmp_path_factory):
 
 @pytest.fixture(params=STORE_KINDS)
 def store_kind(request, tmp_path):
-    """``(kind, put)``: ``put(X, chunk_rows) -> data`` holding ``X`` (m, n) as one kind
-    of input: a local Zarr v3 store uncompressed, compressed (Zarr's default zstd)
-    or sharded (shards of 4 chunks), the NumPy array itself, or a store at an
-    s3:// URL on the local moto server."""
+    """``(kind, put, options)``: ``put(X, chunk_rows) -> data`` holding ``X`` (m, n)
+    as one kind of input: a local Zarr v3 store uncompressed, compressed (Zarr's
+    default zstd) or sharded (shards of 4 chunks), the NumPy array itself, or a
+    store at an s3:// URL on the local moto server; ``options``: the run options
+    that reach it (its ``storage_options``).
+
+    The S3 stores are reached with explicit storage options, not the server's
+    environment: s3fs keeps one file system per set of options, and one made
+    from the environment would outlive this server into other tests'."""
     kind = request.param
+    so = None
     if kind == "s3":
-        request.getfixturevalue("s3_env")
+        env = request.getfixturevalue("s3_env").env()
+        so = {"key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"],
+              "endpoint_url": env["AWS_ENDPOINT_URL"]}
 
     def put(X, chunk_rows):
         X = np.asarray(X)
@@ -135,11 +143,13 @@ def store_kind(request, tmp_path):
             kw["shards"] = (4 * chunk_rows, n)
         name = f"{kind}-{uuid.uuid4().hex}.zarr"
         where = f"s3://data/{name}" if kind == "s3" else str(tmp_path / name)
+        if so:
+            kw["storage_options"] = so
         z = zarr.create_array(where, shape=X.shape, chunks=(chunk_rows, n), dtype=X.dtype, **kw)
         z[...] = X
         return where
 
-    return kind, put
+    return kind, put, {"storage_options": so} if so else {}
 
 
 # ----------------------------------------------------------------- pytest -m smoke

@@ -288,7 +288,7 @@ def test_set_output_pandas_with_pandas_gives_data_frames():
 
 def test_a_missing_distributed_names_its_extra_both_ways(monkeypatch):
     from streamae import ParameterError
-    from streamae._cluster import _require_distributed
+    from streamae._backends import _require_distributed
 
     monkeypatch.setitem(__import__("sys").modules, "distributed", None)
     with pytest.raises(ParameterError) as info:

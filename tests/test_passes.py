@@ -45,19 +45,20 @@ def numpy_zca(X, epsilon):
 
 
 def test_every_pass_on_every_kind_of_store(store_kind, X, params, tmp_path):
-    kind, put = store_kind
+    kind, put, options = store_kind
     data = put(X, CHUNK)
-    model = model_at(params, **HYPER)
+    model = model_at(params, **HYPER).set_params(run_options=options)
     cost, grad = model.cost_and_grad(data)
     ref_cost, ref_grad = reference_cost_and_grad(X, params, make_hyper(**HYPER))
     assert cost == pytest.approx(ref_cost, rel=1e-12)
     for k in ref_grad:
         assert_allclose(grad[k], ref_grad[k], rtol=1e-10, atol=1e-14)
-    ev = Evaluator(open_dataset(data), make_hyper(**HYPER), dtype="float64")
+    dataset = open_dataset(data, storage_options=options.get("storage_options"))
+    ev = Evaluator(dataset, make_hyper(**HYPER), dtype="float64")
     assert total_variance(ev) == pytest.approx(((X - X.mean(axis=0)) ** 2).sum(), rel=1e-12)
-    white = whiten(data, tmp_path / "w.zarr", epsilon=0.1)
+    white = whiten(data, tmp_path / "w.zarr", epsilon=0.1, run_options=options)
     assert_allclose(white[...], numpy_zca(X, 0.1), rtol=0, atol=1e-10)
-    codes = encode(model, data, tmp_path / "h.zarr")
+    codes = encode(model, data, tmp_path / "h.zarr", run_options=options)
     assert_allclose(codes[...], sigmoid(X @ params["W1"].T + params["b1"]), rtol=1e-13)
     assert white.compressors == () and codes.compressors == ()  # read straight next time
 
