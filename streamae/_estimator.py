@@ -48,6 +48,7 @@ from ._validation import (
     check_width,
     require_fitted,
 )
+from ._warmup import DEFAULT_ITER as DEFAULT_WARMUP_ITER
 from ._warmup import check_warmup
 from ._whiten import whitening_of
 
@@ -82,9 +83,11 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     optimizer : {"lbfgs", "gd"}, default "lbfgs"
         Full-batch L-BFGS (as minFunc) or gradient descent.
     max_iter : int, default 400
-        Iterations of one ``fit`` (each a line search of one or more
-        evaluations). Reaching it with the gradient still above the tolerance
-        warns with ``sklearn.exceptions.ConvergenceWarning``.
+        Iterations of one ``fit`` on the full data (each a line search of one
+        or more evaluations); the warm-up's iterations on subsamples are not
+        counted (``warmup_iter`` bounds them). Reaching it with the gradient
+        still above the tolerance warns with
+        ``sklearn.exceptions.ConvergenceWarning``.
     history_size : int, default 100
         L-BFGS corrections kept.
     learning_rate : float, default 1.0
@@ -101,16 +104,20 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         finite real, e.g. whitened (`streamae.whiten`). The hidden layer, and
         so `transform`, is the same for both.
     warmup : {"auto", "subsample", "none"}, default "auto"
-        A cheaper start (`streamae._warmup`): L-BFGS first on every 16th row
-        (a seeded subsample held in memory, at most 256 MiB), then the exact
-        full-data fit from its weights and its L-BFGS corrections. The fit
-        still ends on the exact objective over every row; on large data it
-        reaches a given cost in several times fewer passes
-        (docs/benchmarks.md). "auto" warms up when the subsample has at least
-        16,384 rows (data of 262,144 rows or more); "subsample" always;
-        "none" never (the plain full-batch fit). The warm-up runs up to
-        ``max_iter`` iterations of its own; its records in ``history_`` have
-        ``phase`` "warmup".
+        A cheaper start (docs/algorithm.md, "A cheaper start"): one pass reads
+        a seeded sample of the rows (every 2nd row or sparser, at most 256 MiB)
+        into memory; L-BFGS then runs on growing levels of its even rows (each
+        4 times the rows of the one before), carrying weights and L-BFGS
+        corrections up, each level ending when its cost on held-out odd rows
+        stalls; the exact full-data fit starts from there and still ends on
+        the exact objective over every row. "auto" warms up on data of 65,536
+        rows or more when a level of at least 2,048 rows and 32 rows per
+        hidden unit exists; "subsample" whenever a level exists; "none" never
+        (the plain full-batch fit). The warm-up's records in ``history_`` have
+        ``phase`` "warmup" and their ``level``.
+    warmup_iter : int, default 200
+        The warm-up's own budget: iterations of each level, at most.
+        Independent of ``max_iter``; 0 turns the warm-up off.
     warm_start : bool, default False
         A new ``fit`` starts from the current weights (fresh L-BFGS memory)
         instead of a new initialisation; ``max_iter`` counts that fit's
@@ -151,9 +158,11 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         One record per iteration (0 is the starting point): iteration, cost,
         its terms, grad_norm, step, rho_hat_min/mean/max, dead and saturated
         units, explained_variance, evaluations, seconds, samples_per_s, phase
-        ("warmup" on the subsample, whose cost is the subsample's, or "full")
-        and data_passes (passes over the whole data so far, a warm-up
-        evaluation counting as its share of the rows)
+        ("warmup" on a level of the sample, whose cost is the level's, or
+        "full"), data_passes (passes over the whole data so far, counting the
+        first pass that measures the data or reads the sample, and a warm-up
+        evaluation as its share of the rows); warm-up records also have
+        ``level`` (0 the smallest) and ``rows``
         (`streamae._metrics`).
     n_iter_ : int
         Iterations done (counted from the checkpoint's start when resumed).
@@ -186,7 +195,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
                  strategy="one-pass", optimizer="lbfgs", max_iter=400, history_size=100,
                  learning_rate=1.0, dtype="float32", random_state=0, warm_start=False,
                  verbose=False, clip=False, run_options=None, warmup="auto",
-                 decoder="sigmoid", seed=_SEED_ALIAS):
+                 decoder="sigmoid", warmup_iter=DEFAULT_WARMUP_ITER, seed=_SEED_ALIAS):
         self.n_hidden = n_hidden
         self.rho = rho
         self.beta = beta
@@ -204,6 +213,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.run_options = run_options
         self.warmup = warmup
         self.decoder = decoder
+        self.warmup_iter = warmup_iter
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -264,7 +274,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             max_iter=check_int("max_iter", self.max_iter, 0),
             history_size=check_int("history_size", self.history_size, 1),
             learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
-            warmup=check_warmup(self.warmup))
+            warmup=check_warmup(self.warmup),
+            warmup_iter=check_int("warmup_iter", self.warmup_iter, 0))
 
     # ------------------------------------------------------------ fitted state
     @property

@@ -50,7 +50,8 @@ def explained_variance(reconstruction, m, total):
     return 1.0 - 2.0 * m * reconstruction / total
 
 
-def _moments(block):
+def moments(block):
+    """(count, column means, column M2) of one block of rows, for `pool_moments`."""
     # Bad values (NaN, Inf) just make the result non-finite: the evaluation
     # that follows reports them, with their rows.
     x = np.asarray(block)
@@ -71,7 +72,7 @@ def total_variance(evaluator):
     array = getattr(evaluator, "array", None)
     if array is None:
         array = evaluator.dataset.array
-    tasks = [dask.delayed(_moments, pure=True)(b) for b in array.to_delayed().ravel()]
+    tasks = [dask.delayed(moments, pure=True)(b) for b in array.to_delayed().ravel()]
     total = dask.delayed(_pool, pure=True)(*tasks)
     if runner is not None:
         (result,) = runner.compute(total)
@@ -81,6 +82,10 @@ def total_variance(evaluator):
 
 
 def _pool(*parts):
+    return pool_moments(parts)
+
+
+def pool_moments(parts):
     """Pool per-chunk (count, mean, M2) in order; returns sum of M2 over columns."""
     n, mean, m2 = 0, 0.0, 0.0
     with np.errstate(all="ignore"):  # non-finite data: see _moments

@@ -76,7 +76,8 @@ def _add_strategy(p):
 
 
 def _add_max_iter(p):
-    p.add_argument("--max-iter", type=int, default=400, help="iterations")
+    p.add_argument("--max-iter", type=int, default=400,
+                   help="iterations on the full data (the warm-up's are not counted)")
 
 
 def _add_model_options(p):
@@ -98,9 +99,12 @@ def _add_run_options(p):
     g = p.add_argument_group("run")
     _add_strategy(g)
     g.add_argument("--warmup", choices=WARMUPS, default="auto",
-                   help="start with L-BFGS on every 16th row held in memory, then the exact "
-                        "full-data fit: auto for 262,144 rows or more, subsample always, none "
-                        "for the plain full-batch fit")
+                   help="start with L-BFGS on growing levels of a sample of the rows held in "
+                        "memory, then the exact full-data fit: auto for 65,536 rows or more, "
+                        "subsample always, none for the plain full-batch fit")
+    g.add_argument("--warmup-iter", type=_non_negative_int, default=200, metavar="N",
+                   help="the warm-up's own budget: iterations of each of its levels, at most "
+                        "(0: no warm-up)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
     _add_max_iter(g)
@@ -305,7 +309,7 @@ def _train_model(args, options):
         rho=args.rho, beta=args.beta, weight_decay=args.weight_decay, dtype=args.dtype,
         random_state=args.seed, strategy=args.strategy, optimizer=args.optimizer,
         max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
-        warmup=args.warmup, decoder=args.decoder,
+        warmup=args.warmup, warmup_iter=args.warmup_iter, decoder=args.decoder,
         run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
                                chunk_rows=args.chunk_rows, storage_options=options,
                                read_ahead=args.read_ahead, page_cache=args.page_cache))
