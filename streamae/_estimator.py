@@ -111,13 +111,14 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         corrections up, each level ending when its cost on held-out odd rows
         stalls; the exact full-data fit starts from there and still ends on
         the exact objective over every row. "auto" warms up on data of 65,536
-        rows or more when a level of at least 2,048 rows and 32 rows per
+        rows or more when a level of at least 2,048 rows and 8 rows per
         hidden unit exists; "subsample" whenever a level exists; "none" never
         (the plain full-batch fit). The warm-up's records in ``history_`` have
         ``phase`` "warmup" and their ``level``.
     warmup_iter : int, default 200
-        The warm-up's own budget: iterations of each level, at most.
-        Independent of ``max_iter``; 0 turns the warm-up off.
+        The warm-up's own budget: iterations of its smallest level, at most;
+        each level above gets half as many. Independent of ``max_iter``; 0
+        turns the warm-up off.
     warm_start : bool, default False
         A new ``fit`` starts from the current weights (fresh L-BFGS memory)
         instead of a new initialisation; ``max_iter`` counts that fit's

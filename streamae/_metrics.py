@@ -50,7 +50,7 @@ def explained_variance(reconstruction, m, total):
     return 1.0 - 2.0 * m * reconstruction / total
 
 
-def moments(block):
+def chunk_moments(block):
     """(count, column means, column M2) of one block of rows, for `pool_moments`."""
     # Bad values (NaN, Inf) just make the result non-finite: the evaluation
     # that follows reports them, with their rows.
@@ -72,7 +72,7 @@ def total_variance(evaluator):
     array = getattr(evaluator, "array", None)
     if array is None:
         array = evaluator.dataset.array
-    tasks = [dask.delayed(moments, pure=True)(b) for b in array.to_delayed().ravel()]
+    tasks = [dask.delayed(chunk_moments, pure=True)(b) for b in array.to_delayed().ravel()]
     total = dask.delayed(_pool, pure=True)(*tasks)
     if runner is not None:
         (result,) = runner.compute(total)

@@ -11,10 +11,11 @@ and reads nothing. Weights and the L-BFGS correction pairs are carried from
 level to level and into the full-data fit: the same model on a subsample
 has nearly the same curvature.
 
-A level ends after its own iteration budget (`Plan.iterations`, set by the
-``warmup_iter`` parameter, independent of ``max_iter``), or earlier when the
-optimizer converges on it. Small levels are cheap but their optimum lies
-further from the full data's, so later levels get fewer iterations.
+Every `WINDOW` iterations a level's weights are scored on held-out rows of
+the sample; the level ends when that score stops following the level's own
+cost (`stalled`), after its iteration budget (`Plan.iterations`, from the
+``warmup_iter`` parameter, independent of ``max_iter``), or when the
+optimizer converges on it.
 
 The fit still ends on the exact objective over every row (rho_hat over the
 whole dataset); only its starting point changes. Every choice is a function
@@ -35,7 +36,7 @@ import numpy as np
 from ._constants import WARMUPS
 from ._engine import Evaluation, _kernel, _not_finite, _TreeSum
 from ._errors import ParameterError
-from ._metrics import moments, pool_moments
+from ._metrics import chunk_moments, pool_moments
 from ._objective import assemble, sparsity_terms
 
 #: Rows of the data per row of the sample, at least (the stride grows with
@@ -51,11 +52,12 @@ MAX_LEVELS = 4
 #: A level has at least this many rows, and this many per hidden unit: below,
 #: its optimum says little about the full data's.
 MIN_LEVEL_ROWS = 2048
-ROWS_PER_UNIT = 32
+ROWS_PER_UNIT = 8
 #: With ``warmup="auto"``, warm up only on data of this many rows or more:
 #: below, passes are cheap and the plain fit is as quick.
 AUTO_MIN_ROWS = 65536
-#: Default ``warmup_iter``: the iteration budget of each level.
+#: Default ``warmup_iter``: the iteration budget of the smallest level (the
+#: others get half of it).
 DEFAULT_ITER = 200
 #: Every this many iterations a level's weights are scored on held-out rows
 #: of the sample (as many as the level's, none of them in it).
@@ -127,7 +129,8 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
         Bytes per value of the data as the kernels read it.
     n_hidden : int
     warmup_iter : int
-        Iteration budget of each level. 0: no warm-up.
+        Iteration budget of the smallest level, whose iterations cost least;
+        the levels above it get half as many. 0: no warm-up.
     """
     m, n = shape
     if mode == "none" or warmup_iter == 0 or (mode == "auto" and m < AUTO_MIN_ROWS):
@@ -142,7 +145,8 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
         step *= GROWTH
     if not levels:
         return None
-    return Plan(stride, tuple(levels), (warmup_iter,) * len(levels))
+    iterations = (warmup_iter,) + (max(1, warmup_iter // 2),) * (len(levels) - 1)
+    return Plan(stride, tuple(levels), iterations)
 
 
 def stalled(before, after):
@@ -185,7 +189,7 @@ def read_sample(runner, dataset, stride, first):
 
 def _sample_and_moments(block, first, stride):
     """A chunk's sample rows (from its row ``first``) and its moments (count, mean, M2)."""
-    return np.array(block[first::stride]), moments(block)
+    return np.array(block[first::stride]), chunk_moments(block)
 
 
 class LevelEvaluator:

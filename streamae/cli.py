@@ -103,8 +103,8 @@ def _add_run_options(p):
                         "memory, then the exact full-data fit: auto for 65,536 rows or more, "
                         "subsample always, none for the plain full-batch fit")
     g.add_argument("--warmup-iter", type=_non_negative_int, default=200, metavar="N",
-                   help="the warm-up's own budget: iterations of each of its levels, at most "
-                        "(0: no warm-up)")
+                   help="the warm-up's own budget: iterations of its smallest level, half as "
+                        "many for each level above (0: no warm-up)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
     _add_max_iter(g)

@@ -100,7 +100,7 @@ SMOKE = {
     "test_engine.py": ("test_strategies_match_reference",),
     "test_chunkread.py": ("test_uncompressed_local_store_is_read_directly_and_exactly",),
     "test_estimator.py": ("test_fit_lowers_the_cost",),
-    "test_warmup.py": ("test_plan_depends_on_the_shape_only",
+    "test_warmup.py": ("test_plan_depends_on_the_shape_and_model_size_only",
                        "test_fit_ends_on_the_exact_full_objective"),
     "test_linear_decoder.py": ("test_one_pass_kernel_matches_numpy",),
     "test_guards.py": ("test_saturated_rho_hat_names_the_units",),

@@ -40,16 +40,17 @@ def X_auto():
 def test_plan_depends_on_the_shape_and_model_size_only():
     plan = _warmup.plan("auto", (1_000_000, 64), 4, 25)
     assert plan.stride == 2 and plan.levels == (64, 16, 4, 1)  # 3,907 to 250,000 rows
-    assert plan.iterations == (200, 200, 200, 200)
+    assert plan.iterations == (200, 100, 100, 100)
     assert _warmup.plan("auto", (65_535, 64), 4, 25) is None  # under AUTO_MIN_ROWS
     assert _warmup.plan("auto", (65_536, 64), 4, 25).levels == (4, 1)  # 4,096 and 16,384 rows
-    # More hidden units need more rows per level: 400 units, 12,800 rows at least.
-    assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (1,)
-    assert _warmup.plan("auto", (200_000, 192), 4, 1600) is None
+    # More hidden units need more rows per level: 1,600 units, 12,800 rows at least.
+    assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (4, 1)
+    assert _warmup.plan("auto", (200_000, 192), 4, 1600).levels == (1,)
+    assert _warmup.plan("auto", (200_000, 192), 4, 6400) is None
     assert _warmup.plan("subsample", (100, 8), 8, 5).levels == (4, 1)  # levels of 6 and 25 rows
     assert _warmup.plan("none", (10**7, 64), 4, 25) is None
     assert _warmup.plan("auto", (10**7, 64), 4, 25, warmup_iter=0) is None
-    assert _warmup.plan("auto", (10**6, 64), 4, 25, warmup_iter=3).iterations == (3, 3, 3, 3)
+    assert _warmup.plan("auto", (10**6, 64), 4, 25, warmup_iter=3).iterations == (3, 1, 1, 1)
     m, n = 10**9, 64  # 256 GB: the stride grows so that the sample stays in its budget
     plan = _warmup.plan("auto", (m, n), 4, 25)
     assert plan.stride > 2 and (m // plan.stride) * n * 4 <= _warmup.MAX_BYTES
