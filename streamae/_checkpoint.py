@@ -247,7 +247,8 @@ def holds(path, theta):
     model written from its state); False if it is missing, unreadable or other."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            saved = z["theta"]
+            # With early stopping the model holds the best check's weights.
+            saved = z["best_theta"] if "best_theta" in z.files else z["theta"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False
     theta = np.asarray(theta, np.float64)
