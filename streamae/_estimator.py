@@ -440,8 +440,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         C.require_path(checkpoint, checkpoint_every, resume)
         if settings.early_stopping and validation is None:
             raise ParameterError(
-                "early_stopping=True needs a validation set: pass fit(X, validation=V) "
-                "(streamae train: --validation PATH), or set early_stopping=False")
+                "`early_stopping=True` needs a validation set: give held-out rows (never "
+                "trained on, with the data's columns) as `validation=DATA`")
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
         check_before_training(data, dataset, settings.hyper.decoder, self.clip,
