@@ -384,8 +384,9 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             Values in [0, 1], one sample per row; never loaded whole.
         y : None
             Ignored (for Pipeline compatibility).
-        validation : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m_v, n), optional
-            Held-out rows (any type X may be), never trained on: every
+        validation : array-like of shape (m_v, n), optional
+            Held-out rows, of any type X may be (path, URL, zarr.Array, Dask
+            array, ndarray, DataFrame), never trained on: every
             ``validation_every`` full-data iterations the objective is
             evaluated on them at the current weights (with their own
             rho_hat) and recorded in ``history_`` (``validation_cost``,
