@@ -5,6 +5,8 @@ across schedulers and resumes, the command line and the cost chart."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import warnings
 
 import dask.array as da
@@ -366,3 +368,47 @@ def test_cost_chart_draws_the_validation_cost(XV):
     assert "validation cost" not in {line.get_label()
                                      for line in cost_figure(model(3).fit(X).history_)
                                      .axes[0].lines}
+
+
+# ----------------------------------------------------------------- settings to start from
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS_SCRIPT = os.path.join(ROOT, "benchmarks", "settings.py")
+
+
+def _settings_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("settings_script", SETTINGS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_settings_script_runs_and_renders_its_table(tmp_path):
+    doc = tmp_path / "page.md"
+    script = _settings_module()
+    doc.write_text(f"before\n{script.BEGIN}\nold\n{script.END}\nafter\n")
+    proc = subprocess.run([sys.executable, SETTINGS_SCRIPT, "--quick", "--out",
+                           str(tmp_path / "out"), "--doc", str(doc)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert [r["label"] for r in report["digits"]] == [label for label, _ in script.DIGITS]
+    assert [r["label"] for r in report["patches"]] == [label for label, _ in script.PATCHES]
+    assert all(0 <= r["accuracy"] <= 1 for r in report["digits"])
+    for row in report["patches"]:
+        assert 1 <= row["iterations"] <= 10 and row["best_validation_cost"] > 0
+        assert row["validation_cost"] >= row["best_validation_cost"] * (1 - 1e-12)
+    text = doc.read_text()
+    assert "old" not in text and script.markdown(report) in text
+    assert text.startswith("before\n") and text.endswith("after\n")
+
+
+def test_the_docs_table_is_the_committed_results():
+    script = _settings_module()
+    with open(os.path.join(ROOT, "benchmarks", "results", "settings.json")) as f:
+        report = json.load(f)
+    assert not report["quick"]
+    with open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8") as f:
+        assert script.BEGIN + "\n\n" + script.markdown(report) in f.read()
