@@ -388,7 +388,7 @@ def _settings_module():
 def test_the_settings_script_runs_and_renders_its_table(tmp_path):
     doc = tmp_path / "page.md"
     script = _settings_module()
-    doc.write_text(f"before\n{script.BEGIN}\nold\n{script.END}\nafter\n")
+    doc.write_text(f"before\n{script.BEGIN}\nOLD TABLE\n{script.END}\nafter\n")
     proc = subprocess.run([sys.executable, SETTINGS_SCRIPT, "--quick", "--out",
                            str(tmp_path / "out"), "--doc", str(doc)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -401,7 +401,7 @@ def test_the_settings_script_runs_and_renders_its_table(tmp_path):
         assert 1 <= row["iterations"] <= 10 and row["best_validation_cost"] > 0
         assert row["validation_cost"] >= row["best_validation_cost"] * (1 - 1e-12)
     text = doc.read_text()
-    assert "old" not in text and script.markdown(report) in text
+    assert "OLD TABLE" not in text and script.markdown(report) in text
     assert text.startswith("before\n") and text.endswith("after\n")
 
 
