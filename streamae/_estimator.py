@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import _check_feature_names, check_array
 
 from . import _checkpoint as C
-from . import _heldout, _metrics, _optim
+from . import _metrics, _optim, _validation_set
 from ._cluster import make_runner
 from ._constants import CHECKPOINT_NAME, DTYPES, GRAD_TOL
 from ._data import Dataset, open_dataset
@@ -759,7 +759,7 @@ def _run_identity(settings, training, held, options):
                           C.data_fingerprint(*training, options.storage_options),
                           settings.run_identity(dataset, options))
     if held is not None:
-        identity["run"].update(_heldout.identity(
+        identity["run"].update(_validation_set.identity(
             C.data_fingerprint(*held, options.storage_options), settings.validation_every,
             settings.early_stopping, settings.n_iter_no_change, settings.tol))
     return identity

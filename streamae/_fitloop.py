@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checkpoint as C
-from . import _heldout, _metrics, _optim, _progress, _warmup
+from . import _metrics, _optim, _progress, _validation_set, _warmup
 from ._cluster import make_runner
 from ._engine import Evaluator
 from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
@@ -33,7 +33,7 @@ from ._objective import flatten, param_blocks, unflatten
 #: Stop messages of the optimizer that mean "converged" (its tolerances).
 CONVERGED = ("gradient below tolerance", "step below tolerance", "cost change below tolerance",
              "the line search found no decrease (converged to rounding precision)",
-             _heldout.EARLY_STOPPING)
+             _validation_set.EARLY_STOPPING)
 
 
 STOPPED_BY_CALLBACK = "stopped by callback"
@@ -177,13 +177,13 @@ class TrainingRun:
         self.data_variance = None
         self.passes_before = 0.0  # passes over the data before the first evaluation
         self.flag = C.InterruptFlag(active=False)
-        self.validation = None  # `streamae._heldout.Validation`, with a validation set
+        self.validation = None  # a `streamae._validation_set.Validation`, with one
         self.best = None  # with early stopping: (theta, rho_hat) of the best check
 
     def use_validation(self, dataset):
         """Check the validation data ``dataset`` (shape (m_v, n)) every
         ``validation_every`` full-data iterations, in this run's scheduler session."""
-        self.validation = _heldout.Validation(
+        self.validation = _validation_set.Validation(
             dataset, self.settings.hyper, self.options, self.settings.dtype, self.runner,
             self.settings.validation_every)
 
@@ -197,7 +197,7 @@ class TrainingRun:
             self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
             self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
             self.data_variance = saved.data_variance  # no second pass to measure it
-            self.best = _heldout.best_of(saved.arrays)
+            self.best = _validation_set.best_of(saved.arrays)
 
     def _fun(self, theta, evaluator=None):
         self.flag.check()
@@ -368,7 +368,8 @@ class TrainingRun:
         """The `Outcome` of the run, stopped for reason ``stop``."""
         best_iteration = None
         if self.validation is not None:
-            best_iteration = _heldout.progress(self.history, self.settings.tol).best_iteration
+            progress = _validation_set.progress(self.history, self.settings.tol)
+            best_iteration = progress.best_iteration
         return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
                        interrupt=interrupt, best=self.best, best_iteration=best_iteration)
 
@@ -438,11 +439,12 @@ class TrainingRun:
         record.update(self.validation.check(self.state.theta, self.n, s.n_hidden))
         if not s.early_stopping:
             return
-        progress = _heldout.progress(self.history, s.tol)
+        progress = _validation_set.progress(self.history, s.tol)
         if progress.best_iteration == record["iteration"]:
             self.best = (self.state.theta.copy(), np.array(self.rho_hat, np.float64))
         if not self.state.message:
-            self.state.message = _heldout.stop_message(progress, s.n_iter_no_change, s.tol)
+            self.state.message = _validation_set.stop_message(progress, s.n_iter_no_change,
+                                                              s.tol)
 
     def _call_back(self, record):
         """``callback(model, record)``, the model holding this iteration's weights."""

@@ -12,7 +12,7 @@ Per iteration (record 0 is the starting point)::
     evaluations, seconds (wall time since fit started), samples_per_s
 
 With a validation set (``fit(X, validation=V)``), the records of checks
-(every ``validation_every`` full-data iterations, `streamae._heldout`) also
+(every ``validation_every`` full-data iterations, `streamae._validation_set`) also
 have::
 
     validation_cost            J on V at the record's weights, with V's own rho_hat

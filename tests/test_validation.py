@@ -25,7 +25,7 @@ from streamae import (
     ParameterError,
     SparseAutoencoder,
     TrainingInterrupted,
-    _heldout,
+    _validation_set,
 )
 from streamae import _checkpoint as C
 from streamae._atomic import write_bytes
@@ -229,7 +229,7 @@ def test_early_stopping_counts_checks_not_iterations(XV):
     every = early(validation_every=4).fit(X, validation=V)
     done = checks(every.history_)
     assert all(i % 4 == 0 for i, _ in done) and every.n_iter_ == done[-1][0]
-    assert _heldout.progress(every.history_, 1e-5).since == 5
+    assert _validation_set.progress(every.history_, 1e-5).since == 5
 
 
 def test_early_stopping_ends_with_the_best_weights_also_at_max_iter(XV):
@@ -266,7 +266,7 @@ def test_resume_restores_the_counters_from_the_checkpoint(XV, tmp_path):
     full = early().fit(X, validation=V)
     # Interrupted after checks without improvement: the count must come back.
     at = full.n_iter_ - 2
-    assert _heldout.progress(full.history_[:at + 1], 1e-5).since > 0
+    assert _validation_set.progress(full.history_[:at + 1], 1e-5).since > 0
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(TrainingInterrupted):
         early().fit(X, validation=V, checkpoint=ckpt, callback=_interrupt_at(at))
