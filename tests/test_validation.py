@@ -301,6 +301,25 @@ def test_a_check_cut_off_by_an_interrupt_runs_on_resume(XV, tmp_path):
     assert same_bits(full, resumed) and checks(resumed.history_) == checks(full.history_)
 
 
+def test_an_interrupt_in_the_warmup_resumes_to_the_same_early_stop(XV, tmp_path):
+    X, V = XV
+    warm = dict(warmup="subsample", warmup_iter=4)
+    full = early(**warm).fit(X, validation=V)
+    assert {r["phase"] for r in full.history_} == {"warmup", "full"}
+    ckpt = tmp_path / "run.ckpt"
+
+    def ctrl_c(fitted, record):
+        if record["phase"] == "warmup" and record["iteration"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        early(**warm).fit(X, validation=V, checkpoint=ckpt, callback=ctrl_c)
+    assert C.read(ckpt).state.phase == "warmup"
+    resumed = early(**warm).fit(X, validation=V, checkpoint=ckpt, resume=True)
+    assert same_bits(full, resumed) and resumed.stop_reason_ == full.stop_reason_
+    assert without_times(resumed.history_) == without_times(full.history_)
+
+
 def test_resuming_with_other_validation_data_is_refused(XV, tmp_path):
     X, V = XV
     ckpt = tmp_path / "run.ckpt"
