@@ -353,14 +353,20 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return data, dataset
 
     def _validation_data(self, V, options, n):
-        """The validation data of ``fit`` opened as the training data is (after it):
-        (data, `Dataset`); refused unless it has the training data's ``n`` columns."""
+        """The validation data of ``fit`` opened and checked as the training data is
+        (after it): (data, `Dataset`); refused unless it has the training data's ``n``
+        columns."""
         data = _as_data(self, V, reset=False)
         dataset = self._open(data, options)
         if dataset.shape[1] != n:
             raise DataError(
                 f"the validation data has {dataset.shape[1]} features, but X has {n} "
                 f"(validation is {dataset.source}); give held-out rows of the same columns")
+        try:
+            check_before_training(data, dataset, self.hyper.decoder, self.clip,
+                                  options.storage_options)
+        except DataError as exc:
+            raise DataError(f"validation data: {exc}") from None
         return data, dataset
 
     def _open(self, data, options):

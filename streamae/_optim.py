@@ -43,8 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import line_search
 
-from ._constants import GRAD_TOL  # noqa: F401  (re-exported: streamae._optim.GRAD_TOL)
-from ._constants import OPTIMIZERS  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+from ._constants import (
+    GRAD_TOL,
+    OPTIMIZERS,  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+)
 from ._errors import NumericalError
 
 

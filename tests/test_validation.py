@@ -383,7 +383,10 @@ def test_cost_chart_draws_the_validation_cost(XV):
     X, V = XV
     history = model(9, validation_every=3).fit(X, validation=V).history_
     lines = {line.get_label(): line for line in cost_figure(history).axes[0].lines}
-    assert list(lines["validation cost"].get_xdata()) == [0, 3, 6, 9]
+    # At the checks' passes over the data, as the cost.
+    assert list(lines["validation cost"].get_xdata()) == \
+        [r["data_passes"] for r in history if r["iteration"] in (0, 3, 6, 9)]
+    assert list(lines["validation cost"].get_ydata()) == [c for _, c in checks(history)]
     assert "validation cost" not in {line.get_label()
                                      for line in cost_figure(model(3).fit(X).history_)
                                      .axes[0].lines}
