@@ -524,7 +524,7 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             warnings.warn(ConvergenceWarning(
                 f"SparseAutoencoder reached max_iter={settings.max_iter} with max |gradient| "
                 f"{worst:.3g} above tol={settings.tol:g}; raise max_iter{resume} for a "
-                "converged fit, or raise tol"), stacklevel=3)
+                "converged fit"), stacklevel=3)
 
     # ------------------------------------------------------------ evaluation
     def cost_and_grad(self, X):
