@@ -9,6 +9,9 @@ these choices import them from here, so the two cannot drift apart.
 STRATEGIES = ("two-pass", "one-pass", "cached")
 #: Full-batch optimizers (`streamae._optim`).
 OPTIMIZERS = ("lbfgs", "gd")
+#: Default gradient tolerance (``tol``, ``--tol``): an iteration after which
+#: max |gradient| <= it ends the fit.
+GRAD_TOL = 1e-5
 #: How a local store's chunk reads may use the page cache (`streamae._chunkread`).
 PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
 #: Kernel arithmetic.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checkpoint as C
-from . import _metrics, _optim, _progress, _warmup
+from . import _metrics, _optim, _progress, _validation_set, _warmup
 from ._cluster import make_runner
 from ._engine import Evaluator
 from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
@@ -32,7 +32,8 @@ from ._objective import flatten, param_blocks, unflatten
 
 #: Stop messages of the optimizer that mean "converged" (its tolerances).
 CONVERGED = ("gradient below tolerance", "step below tolerance", "cost change below tolerance",
-             "the line search found no decrease (converged to rounding precision)")
+             "the line search found no decrease (converged to rounding precision)",
+             _validation_set.EARLY_STOPPING)
 
 
 STOPPED_BY_CALLBACK = "stopped by callback"
@@ -53,6 +54,10 @@ class Settings:
     learning_rate: float
     warmup: str = "none"
     warmup_iter: int = _warmup.DEFAULT_ITER
+    tol: float = _optim.GRAD_TOL
+    validation_every: int = 1
+    early_stopping: bool = False
+    n_iter_no_change: int = 10
 
     def warmup_plan(self, shape):
         """The warm-up `streamae._warmup.Plan` on data of ``shape``, or None."""
@@ -100,6 +105,10 @@ class Outcome:
     resumed_from : int or None
     interrupt : TrainingInterrupted or None
         Raised by ``fit`` after the fitted attributes are set.
+    best : tuple or None
+        With early stopping: (theta, rho_hat) of the best validation check.
+    best_iteration : int or None
+        With a validation set: the iteration of the best check.
     """
 
     state: object
@@ -108,6 +117,8 @@ class Outcome:
     rho_hat: np.ndarray
     resumed_from: int = None
     interrupt: BaseException = None
+    best: tuple = None
+    best_iteration: int = None
 
     @property
     def reached_max_iter(self):
@@ -166,6 +177,15 @@ class TrainingRun:
         self.data_variance = None
         self.passes_before = 0.0  # passes over the data before the first evaluation
         self.flag = C.InterruptFlag(active=False)
+        self.validation = None  # a `streamae._validation_set.Validation`, with one
+        self.best = None  # with early stopping: (theta, rho_hat) of the best check
+
+    def use_validation(self, dataset):
+        """Check the validation data ``dataset`` (shape (m_v, n)) every
+        ``validation_every`` full-data iterations, in this run's scheduler session."""
+        self.validation = _validation_set.Validation(
+            dataset, self.settings.hyper, self.options, self.settings.dtype, self.runner,
+            self.settings.validation_every)
 
     # ------------------------------------------------------------ start
     def use_checkpoint(self, path, every, identity, extra, resume, overwrite):
@@ -177,6 +197,7 @@ class TrainingRun:
             self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
             self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
             self.data_variance = saved.data_variance  # no second pass to measure it
+            self.best = _validation_set.best_of(saved.arrays)
 
     def _fun(self, theta, evaluator=None):
         self.flag.check()
@@ -187,11 +208,13 @@ class TrainingRun:
         """Evaluate at ``theta0`` unless resumed in the full phase; the record of
         iteration 0. L-BFGS keeps the correction pairs of a ``warm`` state."""
         if self.state is not None and self.state.phase == "full":
+            self._validate_last()  # if the fit was interrupted before its check
             return
         self.state, info = _optim.start(self._fun, theta0)
         if warm is not None and self.settings.optimizer == "lbfgs":
             self.state.s_hist, self.state.y_hist = list(warm.s_hist), list(warm.y_hist)
         self._record(info)
+        self._validate_last()
         if self.store is not None and self.store.due(self.state):
             self.save()
 
@@ -320,6 +343,8 @@ class TrainingRun:
                 if not self._finished():
                     with _progress.phase("compiling kernels", enabled=self.verbose):
                         self.evaluator.compile_kernels(self.settings.n_hidden)
+                        if self.validation is not None:
+                            self.validation.compile_kernels(self.settings.n_hidden)
                     self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
                     self.passes_before = 1.0  # the variance pass, or the sample's read
                     if not self._warming_up():
@@ -337,7 +362,16 @@ class TrainingRun:
                 if self.store is None or self.state is None:
                     raise
                 raise _with_checkpoint(exc, self.save, self.state.iteration) from None
-        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from)
+        return self._outcome(stop)
+
+    def _outcome(self, stop, interrupt=None):
+        """The `Outcome` of the run, stopped for reason ``stop``."""
+        best_iteration = None
+        if self.validation is not None:
+            progress = _validation_set.progress(self.history, self.settings.tol)
+            best_iteration = progress.best_iteration
+        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
+                       interrupt=interrupt, best=self.best, best_iteration=best_iteration)
 
     def _warming_up(self):
         """True if the warm-up has yet to run (its sample's read measures the variance)."""
@@ -366,11 +400,15 @@ class TrainingRun:
         while not stop:
             self.flag.check()
             info, done = _optim.step(fun, self.state, s.optimizer, history=s.history_size,
-                                     learning_rate=s.learning_rate, blocks=self.blocks)
+                                     learning_rate=s.learning_rate, grad_tol=s.tol,
+                                     blocks=self.blocks)
             asked = halt = False
             if info is not None:
                 record = self._record(info, phase)
                 halt = check is not None and check(record)
+                if phase.name == "full":
+                    self._validate_last()
+                    done = done or bool(self.state.message)  # early stopping
                 # The postfix first: the line drawn by update shows this iteration's cost.
                 bar.set_postfix(cost=f"{record['cost']:.5g}",
                                 rho_hat=f"{record['rho_hat_mean']:.4f}",
@@ -388,6 +426,25 @@ class TrainingRun:
             else:
                 stop = _stop_reason(self.state, limit)
         return stop
+
+    def _validate_last(self):
+        """The validation check of the last record if it is due and has not run (a
+        fit interrupted between an iteration and its check runs it on resume), then
+        the early-stopping rule: ``state.message`` says when it stops the fit."""
+        record, s = self.history[-1], self.settings
+        if self.validation is None or record.get("phase") != "full" \
+                or record["iteration"] != self.state.iteration or "validation_cost" in record \
+                or not self.validation.due(record["iteration"]):
+            return
+        record.update(self.validation.check(self.state.theta, self.n, s.n_hidden))
+        if not s.early_stopping:
+            return
+        progress = _validation_set.progress(self.history, s.tol)
+        if progress.best_iteration == record["iteration"]:
+            self.best = (self.state.theta.copy(), np.array(self.rho_hat, np.float64))
+        if not self.state.message:
+            self.state.message = _validation_set.stop_message(progress, s.n_iter_no_change,
+                                                              s.tol)
 
     def _call_back(self, record):
         """``callback(model, record)``, the model holding this iteration's weights."""
@@ -428,8 +485,10 @@ class TrainingRun:
     # ------------------------------------------------------------ ends
     def save(self):
         """Write the checkpoint of the current state; returns its path."""
+        best = None if self.best is None else {"best_theta": self.best[0],
+                                                "best_rho_hat": self.best[1]}
         return self.store.save(self.state, self.rho_hat, self.history,
-                               time.perf_counter() - self.t0)
+                               time.perf_counter() - self.t0, best)
 
     def _interrupted(self):
         """SIGINT/SIGTERM (or Ctrl-C): write the checkpoint, then report the interrupt."""
@@ -443,8 +502,7 @@ class TrainingRun:
         where = "warm-up " if self.state.phase == "warmup" else ""
         stop = (f"interrupted by {signal.Signals(signum).name} at {where}iteration "
                 f"{self.state.iteration}")
-        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
-                       interrupt=TrainingInterrupted(signum, path, self.state.iteration))
+        return self._outcome(stop, TrainingInterrupted(signum, path, self.state.iteration))
 
 
 @dataclass

@@ -11,6 +11,13 @@ Per iteration (record 0 is the starting point)::
     explained_variance  1 - sum ||x - a3||^2 / sum_j sum_i (x_ij - mean_j)^2
     evaluations, seconds (wall time since fit started), samples_per_s
 
+With a validation set (``fit(X, validation=V)``), the records of checks
+(every ``validation_every`` full-data iterations, `streamae._validation_set`) also
+have::
+
+    validation_cost            J on V at the record's weights, with V's own rho_hat
+    validation_reconstruction  its reconstruction term, sum ||x - a3||^2 / (2 m_v)
+
 Dead and saturated are "a factor 10 away from the target": for the
 exercise's rho = 0.01, below 0.001 or above 0.1. The saturated threshold is
 capped at halfway between rho and 1, so that it stays above rho for large

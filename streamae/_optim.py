@@ -43,7 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import line_search
 
-from ._constants import OPTIMIZERS  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+from ._constants import (
+    GRAD_TOL,
+    OPTIMIZERS,  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+)
 from ._errors import NumericalError
 
 
@@ -213,11 +216,13 @@ def start(fun, theta0):
 
 
 def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
-         grad_tol=1e-5, change_tol=1e-9, blocks=None):
+         grad_tol=GRAD_TOL, change_tol=1e-9, blocks=None):
     """One iteration: updates ``state`` when it is complete.
 
     Nothing in ``state`` changes if ``fun`` raises anything but
     `NumericalError` (which rejects the trial point, see the module notes).
+    ``grad_tol``: the step ends the fit ("gradient below tolerance") when
+    max |gradient| at the new point is at most this (0: never).
     ``blocks``: the slices of theta whose initial Hessian scales are their
     own (`_two_loop`).
 
