@@ -25,9 +25,9 @@ import numpy as np
 from . import _checkpoint as C
 from . import _metrics, _optim, _progress, _validation_set, _warmup
 from ._cluster import make_runner
+from ._data import describe_bad_values
 from ._engine import Evaluator
 from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
-from ._data import describe_bad_values
 from ._objective import flatten, param_blocks, unflatten
 
 #: Stop messages of the optimizer that mean "converged" (its tolerances).
@@ -272,8 +272,8 @@ class TrainingRun:
         start = _level_start(self.history, level)
         if resumed and self._stalled(level):
             return "the held-out cost stalled"  # the checkpoint was written as the level ended
-        label = f"warm-up level {level + 1}/{len(plan.levels)} (1/{round(1 / phase.per_evaluation)} " \
-                "of the rows)"
+        share = round(1 / phase.per_evaluation)
+        label = f"warm-up level {level + 1}/{len(plan.levels)} (1/{share} of the rows)"
         with _progress.bar(label, plan.iterations[level], "it", enabled=self.verbose,
                            initial=self.state.iteration - start, leave=False) as bar:
             stop = self._loop(bar, fun, phase, start + plan.iterations[level], check)

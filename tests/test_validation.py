@@ -93,7 +93,8 @@ def test_tol_is_the_gradient_tolerance(XV):
 
 def test_default_tol_keeps_the_fit_and_the_warning_names_tol(XV):
     X, _ = XV
-    with pytest.warns(ConvergenceWarning, match=r"above tol=1e-05; raise max_iter for a converged fit$"):
+    with pytest.warns(ConvergenceWarning,
+                      match=r"above tol=1e-05; raise max_iter for a converged fit$"):
         fitted = model(5).fit(X)
     assert same_bits(fitted, model(5, tol=1e-5).fit(X))
     with warnings.catch_warnings():
