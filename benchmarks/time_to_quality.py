@@ -92,10 +92,14 @@ def run_streamae(dataset, warmup, budget, cold, max_iter):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stopped by max_iter or the budget: measured
         trace.t0 = time.perf_counter()
+        trace.keep(0, datasets.initial_theta(dataset), phase="start")
         with evictor:
             model.fit(dataset.store, callback=callback)
+    first = model.history_[0]
     trace.extra.update(stop=model.stop_reason_, evaluations=model.evaluations_,
                        max_iter=model.max_iter, warmup=model.warmup)
+    if first.get("phase", "full") == "full":  # its cost is the full objective at the start
+        trace.extra["start_cost"] = first["cost"]
     return trace.close()
 
 
@@ -108,14 +112,23 @@ def score(trace, X, dataset, theta0, rnd=0):
               for p in trace.points]
     out = {"subject": trace.name, "setting": trace.setting, "round": rnd,
            "budget": trace.budget, "points": points, **trace.extra,
-           "same_start": bool(np.allclose(trace.points[0]["theta"], theta0, rtol=1e-6,
-                                          atol=1e-7)),
+           "same_start": same_start(trace, points, theta0),
            "scoring_seconds": time.perf_counter() - t0}
     for key in ("evaluations", "phase"):
         values = [p.get(key) for p in trace.points]
         if any(v is not None for v in values):
             out[f"point_{key}"] = values
     return out
+
+
+def same_start(trace, points, theta0):
+    """Whether the run started from ``theta0``: its first weights (the peers), or the
+    cost streamae's first record gives for them; None when nothing says."""
+    if "start_cost" in trace.extra:  # a float32 evaluation against the float64 one
+        return bool(abs(trace.extra["start_cost"] - points[0][2]) <= 1e-5 * points[0][2])
+    if trace.name.startswith("streamae"):
+        return None  # its first record is on the warm-up's subsample
+    return bool(np.allclose(trace.points[0]["theta"], theta0, rtol=1e-6, atol=1e-7))
 
 
 def reached(run, best, level):
@@ -194,14 +207,12 @@ def run_grid(X, dataset, theta0, budget, settings, best_so_far, max_extensions, 
             run(setting)
 
 
-def grid_settings(quick):
+def grid_settings(args):
     """The starting grid: methods x batch sizes x schedules x learning rates."""
-    if quick:
-        return [{"method": m, "batch": 256, "lr": lr, "schedule": "constant"}
-                for m in ("adam", "sgd") for lr in LR_START[m][1:3]]
+    lrs = {m: LR_START[m][1:3] if args.quick else LR_START[m] for m in LR_START}
     return [{"method": m, "batch": b, "lr": lr, "schedule": sch}
-            for m in ("adam", "sgd") for b in BATCHES for sch in SCHEDULES
-            for lr in LR_START[m]]
+            for m in ("adam", "sgd") for b in args.batches for sch in args.schedules
+            for lr in lrs[m]]
 
 
 # ---------------------------------------------------------------- summary
@@ -237,6 +248,10 @@ def grid_summary(grid, best):
 
 # ---------------------------------------------------------------- main
 
+def _ints(text):
+    return tuple(int(x) for x in text.split(","))
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=("patches", "colour"), default="patches")
@@ -258,7 +273,13 @@ def parse_args(argv):
     p.add_argument("--best-from", default=None,
                    help="a results file of the same dataset whose 'best' is a candidate too "
                         "(e.g. the warm run's, for --cold)")
-    p.add_argument("--max-extensions", type=int, default=MAX_EXTENSIONS)
+    p.add_argument("--max-extensions", type=int, default=MAX_EXTENSIONS,
+                   help=f"learning rates added to the grid per method at most "
+                        f"(default {MAX_EXTENSIONS})")
+    p.add_argument("--batches", type=_ints, default=BATCHES,
+                   help="batch sizes of the grid (default 64,256,2048)")
+    p.add_argument("--schedules", type=lambda t: tuple(t.split(",")), default=SCHEDULES,
+                   help="schedules of the grid (default constant,cosine)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (CI): implies "
                    "--allow-load, 4,000 rows, 1.5 s budgets, a 4-setting grid")
     p.add_argument("--workdir", default=os.path.join(HERE, "work"))
@@ -268,6 +289,7 @@ def parse_args(argv):
     if args.quick:
         args.rows, args.budget, args.repeats = 4000, 1.5, 1
         args.allow_load, args.max_extensions = True, 1
+        args.batches, args.schedules = (256,), ("constant",)
     args.rows = args.rows or datasets.DEFAULT_ROWS[args.dataset]
     return args
 
@@ -344,7 +366,7 @@ def main(argv=None):
             candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
     grid, capped = [], []
     if not args.streamae_only:
-        grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args.quick),
+        grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
                                 min(candidates)[0], args.max_extensions, log)
         candidates += [(best_point(r), f"torch {r['setting']} (best point)") for r in grid]
     best, best_source = min(candidates)

@@ -6,12 +6,14 @@ subject and field. No timing is asserted: CI machines are shared and noisy.
 PyTorch is optional; without it the torch subject must be skipped cleanly.
 """
 
+import importlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +124,8 @@ def test_object_store_benchmark_runs(tmp_path):
 
 
 def test_time_to_quality_quick_run(tmp_path):
-    """``benchmarks/time_to_quality.py --quick`` runs every subject and scores them."""
+    """``benchmarks/time_to_quality.py --quick`` runs every subject, scores every kept
+    point and records where, when and on what it ran."""
     out = tmp_path / "ttq.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_quality.py"), "--quick",
@@ -130,14 +133,78 @@ def test_time_to_quality_quick_run(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    names = [r["subject"] for r in report["subjects"]]
-    assert names[:3] == ["streamae warm-up", "streamae plain", "scipy L-BFGS-B"]
-    assert ("torch LBFGS" in names) == HAVE_TORCH
-    assert report["best"] == min(r["final"] for r in report["subjects"])
-    for r in report["subjects"]:
-        assert r["points"] >= 2 and r["passes"] > 0
-        for hit in r["reached"].values():  # (seconds, passes) within the run, or None
-            assert hit is None or (0 <= hit[0] <= r["seconds"] and hit[1] <= r["passes"])
+    for key in ("command", "commit", "date", "machine", "load_average_before",
+                "load_average_after"):
+        assert report[key], key
+    assert report["load_allowed"] is True  # --quick runs whatever the load
+    names = list(report["subjects"])
+    expected = ["streamae default", "streamae warmup=none", "scipy L-BFGS-B"]
+    assert names[:3] == expected and ("torch LBFGS" in names) == HAVE_TORCH
+    runs = report["runs"] + report["grid"]
+    assert report["best"] == min(c for r in runs for _, _, c in r["points"])
+    for r in runs:
+        # every subject from the same weights (a warm-up's first record cannot say)
+        assert r["same_start"] is (None if r["subject"] == "streamae default" and
+                                   r["point_phase"][1] == "warmup" else True), r["subject"]
+        assert len(r["points"]) >= 2 and r["points"][-1][1] > 0
+        times = [p[0] for p in r["points"]]
+        assert times == sorted(times)
+    for row in report["subjects"].values():
+        assert row["final"][0] >= report["best"] and row["best_point"][0] <= row["final"][0]
+    if HAVE_TORCH:
+        assert set(report["grid_best"]) == {"adam", "sgd"}
+        lbfgs = next(r for r in report["runs"] if r["subject"] == "torch LBFGS")
+        assert lbfgs["setting"] == {"max_iter": 20, "max_eval": 25}
+        assert sum(e for e in lbfgs["point_evaluations"] if e) == lbfgs["points"][-1][1]
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_exact_scoring_agrees_with_streamaes_reference(rng):
+    """The benchmark's own float64 objective against streamae's NumPy reference,
+    for both decoders: two independent transcriptions of the same formulas."""
+    from streamae._objective import Hyper, flatten, init_params, reference_cost_and_grad
+
+    exact, datasets = _benchmark_module("exact"), _benchmark_module("datasets")
+    for decoder, X in (("sigmoid", rng.uniform(0.1, 0.9, (1000, 12))),
+                       ("linear", rng.normal(size=(1000, 12)))):
+        d = datasets.Dataset("t", "", 1000, 12, 5, 0.05, 3.0, 1e-3, decoder)
+        params = init_params(12, 5, rng)
+        want = reference_cost_and_grad(X, params, Hyper(0.05, 3.0, 1e-3, decoder))[0]
+        got = exact.exact_cost(X, flatten(params), d, block_rows=300)  # uneven blocks
+        assert got == pytest.approx(want, rel=1e-12)
+        assert exact.exact_cost(X, np.full_like(flatten(params), np.nan), d) == np.inf
+
+
+def test_tolerances_are_found_without_assuming_monotone_costs():
+    ttq = _benchmark_module("time_to_quality")
+    run = {"points": [[0.0, 0, 10.0], [1.0, 1, 1.005], [2.0, 2, 3.0], [3.0, 3, 1.0]]}
+    assert ttq.reached(run, 1.0, 0.01) == [1.0, 1]  # the first point within 1%
+    assert ttq.reached(run, 1.0, 0.001) == [3.0, 3]
+    assert ttq.reached(run, 0.5, 0.01) is None
+    assert ttq.final(run) == 1.0 and ttq.best_point(run) == 1.0
+
+
+def test_the_grid_grows_until_its_best_setting_is_inside():
+    ttq = _benchmark_module("time_to_quality")
+
+    def run(lr, cost):
+        setting = {"method": "adam", "batch": 64, "lr": lr, "schedule": "constant"}
+        return {"setting": setting, "points": [[0.0, 0, 9.0], [1.0, 1, cost]]}
+
+    grid = [run(1e-3, 2.0), run(1e-2, 1.5), run(1e-1, 1.2)]  # best at the top edge
+    todo = ttq.edge_extensions(grid, 1.0)
+    assert [s["lr"] for s in todo] == [pytest.approx(1e-1 * ttq.LR_STEP)]
+    grid.append(run(todo[0]["lr"], 1.3))  # worse beyond: the best is inside now
+    assert ttq.edge_extensions(grid, 1.0) == []
+
+
 def test_out_of_core_benchmark_runs(tmp_path):
     """benchmarks/out_of_core.py --quick: both stores, both limits and every
     cold case reported; the cost does not depend on the cache mode or the
