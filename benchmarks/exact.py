@@ -14,7 +14,6 @@ memory stays at a few blocks whatever m is.
 """
 
 import numpy as np
-
 from datasets import unflat
 
 BLOCK_ROWS = 32_768

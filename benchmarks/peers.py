@@ -26,7 +26,6 @@ import os
 import time
 
 import numpy as np
-
 from datasets import unflat
 
 

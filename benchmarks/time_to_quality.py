@@ -47,9 +47,8 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
-
 import datasets  # noqa: E402
+import numpy as np  # noqa: E402
 import peers  # noqa: E402
 import provenance  # noqa: E402
 from exact import exact_cost  # noqa: E402
@@ -69,9 +68,9 @@ MAX_EXTENSIONS = 6  # learning rates added per method at most
 
 def run_streamae(dataset, warmup, budget, cold, max_iter):
     """A default fit (or ``warmup="none"``) of the store, weights kept every iteration."""
+    from cold import chunk_files, evict
     from dask.callbacks import Callback
 
-    from cold import chunk_files, evict
     from streamae import SparseAutoencoder
 
     name = "streamae default" if warmup is None else f"streamae warmup={warmup}"
