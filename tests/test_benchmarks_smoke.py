@@ -111,7 +111,8 @@ def test_object_store_benchmark_runs(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "object_store.py"), "--rows", "4000",
-         "--chunk-mib", "0.25", "--repeats", "1", "--rounds", "1", "--out", str(out)],
+         "--chunk-mib", "0.25", "--repeats", "1", "--rounds", "1", "--out", str(out),
+         "--allow-load"],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
