@@ -32,10 +32,11 @@ from datasets import unflat
 class Trace:
     """Weights kept along one run: seconds, passes and flat float64 weights per point.
 
-    A point closer than ``every`` seconds to the previous kept one is held
-    back (only the latest such point, kept by `close`), so that a subject
-    with many cheap iterations (a warm-up on a subsample) keeps about
-    budget / every points.
+    A point given with ``thin=True`` (a cheap iteration, such as one of a
+    warm-up on a subsample) closer than ``every`` seconds to the previous
+    kept one is held back (only the latest such point, kept by `close` or by
+    the next point), so that such a phase keeps about budget / every points;
+    every other point is kept.
     """
 
     def __init__(self, name, budget, every=0.0, **setting):
@@ -50,12 +51,15 @@ class Trace:
         """True once the wall budget is spent."""
         return self.elapsed() > self.budget
 
-    def keep(self, passes, theta, **info):
+    def keep(self, passes, theta, thin=False, **info):
         """Keep (or hold back) the point; True when the budget is spent."""
         seconds = self.elapsed()
         point = {"seconds": seconds, "passes": float(passes), **info,
                  "theta": np.array(theta, np.float64, copy=True).ravel()}
-        if not self.points or seconds - self.points[-1]["seconds"] >= self.every:
+        if (not thin or not self.points
+                or seconds - self.points[-1]["seconds"] >= self.every):
+            if self.pending is not None and not thin:
+                self.points.append(self.pending)
             self.points.append(point)
             self.pending = None
         else:

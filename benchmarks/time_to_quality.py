@@ -58,9 +58,10 @@ LR_STEP = math.sqrt(10.0)  # neighbouring learning rates of the grid
 LR_START = {"adam": (1e-3, 10**-2.5, 1e-2, 10**-1.5), "sgd": (10**-1.5, 0.1, 10**-0.5, 1.0)}
 BATCHES = (64, 256, 2048)
 SCHEDULES = ("constant", "cosine")
-# Points kept per run: full-batch subjects at most about POINTS (cheap
-# iterations are thinned), minibatch runs on a grid of GRID_POINTS times.
-POINTS, GRID_POINTS = 100, 24
+# Points kept per run: every full-data iteration, a warm-up's cheap
+# iterations thinned to about POINTS per run; minibatch runs at GRID_POINTS
+# fixed times.
+POINTS, GRID_POINTS = 100, 16
 MAX_EXTENSIONS = 6  # learning rates added per method at most
 
 
@@ -80,7 +81,8 @@ def run_streamae(dataset, warmup, budget, cold, max_iter):
     def callback(model, record):
         phases[record.get("phase", "full")] = phases.get(record.get("phase", "full"), 0) + 1
         theta = np.concatenate([np.ravel(model.params_[k]) for k in ("W1", "b1", "W2", "b2")])
-        return trace.keep(record["data_passes"], theta, phase=record.get("phase"))
+        phase = record.get("phase", "full")
+        return trace.keep(record["data_passes"], theta, thin=phase != "full", phase=phase)
 
     options = {} if warmup is None else {"warmup": warmup}
     if max_iter is not None:
@@ -370,9 +372,9 @@ def main(argv=None):
         candidates += [(best_point(r), f"torch {r['setting']} (best point)") for r in grid]
     best, best_source = min(candidates)
     result = finish(record, args, dataset, runs, grid, capped, best, best_source, ref)
-    import render
+    import ttq_tables
 
-    log(render.ttq_table(result))
+    log(ttq_tables.ttq_table(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,5 +1,6 @@
 """Tables of the time-to-quality results (imported by render_docs and time_to_quality)."""
 
+import math
 import statistics
 
 LABELS = {
@@ -96,3 +97,50 @@ def grid_table(result):
         cells.append(f"{min(p[2] for p in run['points']):.6f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _candidates(result, level):
+    """(seconds, passes, who) of every subject that reached the tolerance: the median of
+    its rounds (when every round reached it), or a minibatch method's best setting."""
+    out = []
+    for name, row in result["subjects"].items():
+        hits = row["reached"][str(level)]
+        if hits and all(h is not None for h in hits):
+            out.append((statistics.median(h[0] for h in hits),
+                        statistics.median(h[1] for h in hits), LABELS.get(name, name)))
+    for method in result.get("grid_best", {}):
+        for run in (r for r in result["grid"] if r["setting"]["method"] == method):
+            hit = next(([t, p] for t, p, c in run["points"]
+                        if c <= result["best"] * (1 + level)), None)
+            if hit:
+                out.append((hit[0], hit[1], f"PyTorch {method} ({setting_text(run['setting'])})"))
+    return out
+
+
+def first_sentence(result):
+    """Who reaches each tolerance first, in seconds and in passes, whatever the answer."""
+    parts = []
+    for level in result["levels"]:
+        got = _candidates(result, level)
+        if not got:
+            parts.append(f"{level_name(level)}: no subject within the budget")
+            continue
+        by_time, by_passes = min(got), min(got, key=lambda g: (g[1], g[0]))
+        parts.append(f"{level_name(level)}: first in time {by_time[2]} ({by_time[0]:.1f} s), "
+                     f"in passes {by_passes[2]} ({by_passes[1]:.1f} passes)")
+    return "; ".join(parts) + "."
+
+
+def edge_sentence(result):
+    """Whether the grid's best settings lie inside its learning rates."""
+    from time_to_quality import LR_START
+
+    added = sum(not any(math.isclose(r["setting"]["lr"], lr) for lr in
+                        LR_START[r["setting"]["method"]]) for r in result["grid"])
+    text = (f"The grid ran {len(result['grid'])} settings, {added} of them learning rates "
+            "added because a best setting was at an edge of the grid")
+    edge = result.get("grid_still_at_edge") or []
+    if edge:
+        return text + ("; after the cap on additions the best is still at an edge for: "
+                       + ", ".join(f"{s['method']} {setting_text(s)}" for s in edge) + ".")
+    return text + "; every best setting now lies inside the grid's learning rates."

@@ -230,3 +230,29 @@ def test_out_of_core_benchmark_runs(tmp_path):
     assert big["disk_limit_s"] > 0 and big["compute_limit_s"] > 0 and big["peak_rss_bytes"] > 0
     for name in ("cold one-pass", "cold one-pass, no read-ahead", "cold two-pass"):
         assert big[name]["seconds"] > 0 and big[name]["over_max_limit"] > 0
+
+
+PROBES = [-1e9, 0.0, 0.5, 1.0, 1.05, 1.2, 1.5, 2.0, 5.0, 9.5, 10.0, 12.0, 100.0, 500.0, 1e9]
+
+
+def test_every_target_is_a_predicate_that_can_fail():
+    """No constant predicate in the targets table: each rejects some value and
+    accepts another, and a bad measurement shows as not met."""
+    run = _benchmark_module("run")
+    goals = run.all_goals()
+    assert len(goals) == len(run.RATIO_TARGETS) + 4
+    for goal in goals:
+        assert any(not goal(v) for v in PROBES), goal.text("")
+        assert any(goal(v) for v in PROBES), goal.text("")
+    subjects = [{"subject": name, "seconds": 1.0, "seconds_all": [1.0, 1.0],
+                 "peak_rss_bytes": 500e6, "rss_after_timed_bytes": 500e6}
+                for name in ("numpy", "torch", "streamae-one-pass", "streamae-two-pass",
+                             "streamae-cached", "gemm", "gemm-one-pass")]
+    cases = {case: {"subjects": subjects} for case in ("S", "L", "S10")}
+    table = run.targets(cases, {"train_seconds": 12.0, "first_iteration_seconds": 2.0})
+    assert len(table) == len(goals)
+    speedups = [t for t in table if "speed-up" in t["target"] or "Scaling" in t["target"]]
+    assert speedups and all(t["met"] is False for t in speedups)  # 1.0x everywhere
+    bad = [t for t in table if t["target"].startswith(("Demo", "Memory: S10 one"))]
+    assert len(bad) == 3 and all(t["met"] is False for t in bad)
+    assert all("reported" not in t["goal"] for t in table)
