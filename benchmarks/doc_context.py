@@ -32,6 +32,25 @@ def _git_date(root, path):
     return out or [None, None]
 
 
+def not_record(report, smoke_reason=None):
+    """Why a results file is not a record run (empty when it is one)."""
+    mach = report.get("machine") or {}
+    load = report.get("load_average_before") or mach.get("load_average_at_start") or []
+    reasons = [smoke_reason] if smoke_reason else []
+    if report.get("load_allowed"):
+        reasons.append("run with `--allow-load`")
+    if load and load[0] > MAX_LOAD:
+        reasons.append(f"the load average at its start was above {MAX_LOAD:g}")
+    if report.get("quick"):
+        reasons.append("a `--quick` run")
+    return reasons
+
+
+def note(report, smoke_reason=None):
+    """' (not a record run)' for a results file that is not one, else ''."""
+    return " (not a record run)" if not_record(report, smoke_reason) else ""
+
+
 def when(report, root, path, smoke_reason=None):
     """One sentence: when and where the file was measured, the load, and whether it is
     a record run."""
@@ -44,19 +63,14 @@ def when(report, root, path, smoke_reason=None):
         stamp = f"committed {day} ({short}; the file records no date)"
     load = report.get("load_average_before") or mach.get("load_average_at_start") or []
     after = report.get("load_average_after") or []
-    cpu = mach.get("model_name") or "?"
+    cpu = mach.get("model_name")
     cores = mach.get("cpus") or mach.get("cpu_count") or report.get("cpu_count") or "?"
-    text = f"`{os.path.relpath(path, root)}`, {stamp}, {cpu}, {cores} cores"
+    text = (f"`{os.path.relpath(path, root)}`, {stamp}, " + (f"{cpu}, " if cpu else "")
+            + f"{cores} cores")
     if load:
         text += f"; load average {load[0]:.1f} at the start" + (
             f", {after[0]:.1f} after" if after else "")
-    reasons = [smoke_reason] if smoke_reason else []
-    if report.get("load_allowed"):
-        reasons.append("run with `--allow-load`")
-    if load and load[0] > MAX_LOAD:
-        reasons.append(f"the load average at its start was above {MAX_LOAD:g}")
-    if report.get("quick"):
-        reasons.append("a `--quick` run")
+    reasons = not_record(report, smoke_reason)
     if reasons:
         text += (". **Not a record run** (" + "; ".join(reasons) + "): "
                  "[benchmarks/RECORD.md](../benchmarks/RECORD.md) has the command that "
@@ -72,7 +86,7 @@ def evaluation(results, root):
 
     path = os.path.join(results, "benchmarks.json")
     r = _load(results, "benchmarks.json")
-    v = {"eval.when": when(r, root, path), "eval.tables": run.markdown(r).rstrip("\n"),
+    v = {"eval.when": when(r, root, path), "eval.note": note(r), "eval.tables": run.markdown(r).rstrip("\n"),
          "eval.minutes": (r.get("run_seconds") or r.get("seconds_total")) / 60,
          "eval.command": r["command"], "eval.cores": r["machine"]["cpus"]}
     for name, case in r["cases"].items():
@@ -220,7 +234,7 @@ def _out_of_core_big(r, root, path):
              f"{big['gb']:g} GB store |", "|---|---:|"]
     lines += [f"| {label} | {_ooc_cell(big, key, ratio=key.startswith('cold'))} |"
               for key, label in keys]
-    v = {"ooc32.when": when(r, root, path), "ooc32.table": "\n".join(lines),
+    v = {"ooc32.when": when(r, root, path), "ooc32.note": note(r), "ooc32.table": "\n".join(lines),
          "ooc32.gb": big["gb"], "ooc32.rows": big["rows"],
          "ooc32.memory_gib": big["machine_memory_bytes"] / 2**30,
          "ooc32.disk_gbs": big["bytes_on_disk"] / big["disk_limit_s"] / 1e9,
@@ -289,8 +303,8 @@ def cluster(results, root, values):
     s = r["seconds_per_evaluation"]
     wire = r["bytes_per_evaluation"]
     big, small = (wire[k] for k in sorted(wire, key=lambda k: -int(k.split("_")[0])))
-    v = {"cluster.when": when(r, root, path, None if r["rows"] == 1_000_000 else
-                              f"{r['rows']:,} rows instead of 1,000,000"),
+    reduced = None if r["rows"] == 1_000_000 else f"{r['rows']:,} rows instead of 1,000,000"
+    v = {"cluster.when": when(r, root, path, reduced), "cluster.note": note(r, reduced),
          "cluster.rows": r["rows"], "cluster.chunks": r["chunks"], "cluster.workers": r["workers"],
          "cluster.chunk_rows": r["chunk_rows"], "cluster.repeats": r["repeats"],
          "cluster.threads": s["threads"]["median"], "cluster.threads.min": s["threads"]["min"],
@@ -368,6 +382,7 @@ def time_to_quality(results, root, dataset):
         reduced = (None if d["rows"] == datasets.DEFAULT_ROWS[dataset] else
                    f"{d['rows']:,} rows instead of {datasets.DEFAULT_ROWS[dataset]:,}")
         out.update({f"{prefix}.when": when(r, root, os.path.join(results, name), reduced),
+                    f"{prefix}.note": note(r, reduced),
                     f"{prefix}.table": ttq_tables.ttq_table(r),
                     f"{prefix}.rows": d["rows"], f"{prefix}.budget": r["budget"],
                     f"{prefix}.repeats": r["repeats"], f"{prefix}.best": r["best"],
@@ -378,7 +393,11 @@ def time_to_quality(results, root, dataset):
                              ("streamae warmup=none", "none")):
             for level in r["levels"]:
                 hits = r["subjects"][subject]["reached"][str(level)]
-                out[f"{prefix}.{key}.{level * 100:g}%"] = ttq_tables.reached_cell(hits)
+                cell = ttq_tables.reached_cell(hits)
+                out[f"{prefix}.{key}.{level * 100:g}pct"] = cell
+                out[f"{prefix}.{key}.{level * 100:g}pct.after"] = (
+                    f"not within the {r['budget']:.0f} s budget" if cell == "not reached"
+                    else f"after {cell}")
         if r["grid"]:
             out[f"{prefix}.grid_table"] = ttq_tables.grid_table(r)
             out[f"{prefix}.grid_size"] = len(r["grid"])

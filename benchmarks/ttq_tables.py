@@ -15,6 +15,11 @@ LABELS = {
 }
 
 
+SHORT = {"streamae default": "streamae (defaults)", "streamae warmup=none":
+         'streamae (`warmup="none"`)', "scipy L-BFGS-B": "SciPy L-BFGS-B",
+         "torch LBFGS": "PyTorch LBFGS"}
+
+
 def level_name(level):
     """0.05 -> 'best + 5%', 0.001 -> 'best + 0.1%'."""
     return "best + " + f"{level * 100:g}%"
@@ -107,7 +112,7 @@ def _candidates(result, level):
         hits = row["reached"][str(level)]
         if hits and all(h is not None for h in hits):
             out.append((statistics.median(h[0] for h in hits),
-                        statistics.median(h[1] for h in hits), LABELS.get(name, name)))
+                        statistics.median(h[1] for h in hits), SHORT.get(name, name)))
     for method in result.get("grid_best", {}):
         for run in (r for r in result["grid"] if r["setting"]["method"] == method):
             hit = next(([t, p] for t, p, c in run["points"]
@@ -123,7 +128,7 @@ def first_sentence(result):
     for level in result["levels"]:
         got = _candidates(result, level)
         if not got:
-            parts.append(f"{level_name(level)}: no subject within the budget")
+            parts.append(f"{level_name(level)}: no subject in every round of its budget")
             continue
         by_time, by_passes = min(got), min(got, key=lambda g: (g[1], g[0]))
         parts.append(f"{level_name(level)}: first in time {by_time[2]} ({by_time[0]:.1f} s), "

@@ -250,9 +250,24 @@ def test_every_target_is_a_predicate_that_can_fail():
                              "streamae-cached", "gemm", "gemm-one-pass")]
     cases = {case: {"subjects": subjects} for case in ("S", "L", "S10")}
     table = run.targets(cases, {"train_seconds": 12.0, "first_iteration_seconds": 2.0})
-    assert len(table) == len(goals)
+    assert len(table) == len(run.RATIO_TARGETS) + 5  # the RSS ratio goal twice
     speedups = [t for t in table if "speed-up" in t["target"] or "Scaling" in t["target"]]
     assert speedups and all(t["met"] is False for t in speedups)  # 1.0x everywhere
     bad = [t for t in table if t["target"].startswith(("Demo", "Memory: S10 one"))]
     assert len(bad) == 3 and all(t["met"] is False for t in bad)
     assert all("reported" not in t["goal"] for t in table)
+
+
+def test_a_busy_machine_is_refused_unless_allowed(monkeypatch):
+    provenance = _benchmark_module("provenance")
+    assert provenance.quiet_enough(0.4, False) and not provenance.quiet_enough(1.5, False)
+    assert provenance.quiet_enough(9.0, True)
+    # The machine's own load cannot be set from a test: its reading is.
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    with pytest.raises(SystemExit, match=r"refused: the 1-minute load average is 3.00 "
+                                         r"\(above 1.0\) after waiting 0 s.*--allow-load"):
+        provenance.start("benchmarks/x.py", [], allow_load=False, wait=0)
+    record = provenance.finish(provenance.start("benchmarks/x.py", ["--a"], True, 0))
+    assert record["load_allowed"] is True and record["command"] == "python benchmarks/x.py --a"
+    assert record["load_average_before"] == [3.0, 2.0, 1.0] and record["date"]
+    assert record["commit"] and record["machine"]["cpus"] == os.cpu_count()
