@@ -157,7 +157,8 @@ def object_store(results, root):
     for store, label in (("local", "local disk"), ("s3", "S3 on 127.0.0.1")):
         cells = []
         for x in (x for x in r["results"] if x["store"] == store):
-            cell = f"{x['seconds']:.3f} s"
+            cell = (f"{x['seconds']:.3f} s [{min(x['seconds_all']):.3f}-"
+                    f"{max(x['seconds_all']):.3f}]")
             if x["mb_per_s"]:
                 cell += f" ({x['mb_per_s'] / 1e3:.2f} GB/s)"
             elif x["subject"] != "one-pass":
@@ -188,7 +189,11 @@ def _ooc_cell(store, key, ratio=True):
     if not isinstance(x, dict):
         return f"{x:.2f}"
     seconds = x.get("median_s", x.get("seconds"))
-    return f"{seconds:.2f}" + (f" ({x['over_max_limit']:.2f}x)" if ratio else "")
+    spread = (f"{min(x['all_s']):.2f}-{max(x['all_s']):.2f}" if len(x.get("all_s", [])) > 1
+              else None)
+    inner = "; ".join(t for t in (spread, f"{x['over_max_limit']:.2f}x" if ratio else None)
+                      if t)
+    return f"{seconds:.2f}" + (f" ({inner})" if inner else "")
 
 
 def out_of_core(results, root):
@@ -204,7 +209,10 @@ def out_of_core(results, root):
             _ooc_cell(s, key, ratio=key.startswith("cold")) for s in stores.values()) + " |")
     v = {"ooc.when": when(r, root, path), "ooc.table": "\n".join(lines), "ooc.gb": r["gb"],
          "ooc.rows": r["rows"], "ooc.chunk_mib": r["chunk_rows"] * r["cols"] * 4 / 2**20,
-         "ooc.chunks": math.ceil(r["rows"] / r["chunk_rows"]), "ooc.repeats": r["repeats"]}
+         "ooc.chunks": math.ceil(r["rows"] / r["chunk_rows"]),
+         "ooc.rounds": (f"median of {r['repeats']} interleaved rounds" if r.get("interleaved")
+                        else f"median of {r['repeats']} repeats of each case in a row (the "
+                        "file predates interleaved rounds)")}
     for label, s in stores.items():
         v[f"ooc.{label}.bytes_on_disk_gb"] = s["bytes_on_disk"] / 1e9
         for key, _ in OOC_ROWS:
@@ -265,7 +273,9 @@ def small_chunks(results, root):
     lines = ["| store | one chunk per task | grouped (default) |", "|---|---:|---:|"]
     for codec, s in r["stores"].items():
         one, grouped = s["one_chunk_per_task"]["median_s"], s["grouped"]["median_s"]
-        lines.append(f"| {codec} | {one:.3f} s | {grouped:.3f} s ({one / grouped:.1f}x) |")
+        a, b = s["one_chunk_per_task"]["all_s"], s["grouped"]["all_s"]
+        lines.append(f"| {codec} | {one:.3f} s [{min(a):.3f}-{max(a):.3f}] "
+                     f"| {grouped:.3f} s [{min(b):.3f}-{max(b):.3f}] ({one / grouped:.1f}x) |")
     reduced = None if r["rows"] == 400_000 else f"{r['rows']:,} rows instead of 400,000"
     return {"small.when": when(r, root, path, reduced), "small.table": "\n".join(lines),
             "small.rows": r["rows"], "small.chunk_rows": r["chunk_rows"],

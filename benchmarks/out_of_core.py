@@ -134,15 +134,15 @@ def run_store(path, params, args):
     out = {"bytes_on_disk": disk[0][1], "disk_limit_s": statistics.median(d[0] for d in disk),
            "compute_in_memory_s": compute_in_memory(path, params, args.repeats)}
     evaluate(path, params, "one-pass", "keep", cold=False)  # warm: cache, Numba
-    costs = set()
-    for name, strategy, mode, ahead, cold in CASES:
-        times = []
-        for _ in range(args.repeats):
+    costs, times = set(), {name: [] for name, *_ in CASES}
+    for _ in range(args.repeats):  # interleaved: round 1 of every case, then round 2, ...
+        for name, strategy, mode, ahead, cold in CASES:
             seconds, cost = evaluate(path, params, strategy, mode, ahead, cold)
-            times.append(seconds)
+            times[name].append(seconds)
             costs.add((strategy, cost))
-        out[name] = {"median_s": statistics.median(times), "all_s": times}
-        print(f"  {name}: {statistics.median(times):.3f} s", file=sys.stderr)
+    for name, *_ in CASES:
+        out[name] = {"median_s": statistics.median(times[name]), "all_s": times[name]}
+        print(f"  {name}: {out[name]['median_s']:.3f} s", file=sys.stderr)
     out["compute_limit_s"] = out["compute_in_memory_s"]
     cached = out["cached data (page cache)"]["median_s"]
     bound = max(out["disk_limit_s"], out["compute_limit_s"])
@@ -247,7 +247,7 @@ def main(argv=None):
     report = {**record, "gb": args.gb, "rows": rows, "cols": COLS, "hidden": HIDDEN,
               "chunk_rows": args.chunk_rows, "repeats": args.repeats, "quick": args.quick,
               "read_ahead_default": _chunkread.READ_AHEAD, "cpu_count": os.cpu_count(),
-              "stores": {}}
+              "interleaved": True, "stores": {}}
     for label, compressed in (("uncompressed", False), ("zstd", True)):
         if label not in args.stores.split(","):
             continue
