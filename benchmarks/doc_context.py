@@ -11,6 +11,7 @@ quick or reduced run).
 import json
 import math
 import os
+import re
 import subprocess
 
 import ttq_tables
@@ -182,6 +183,12 @@ OOC_ROWS = [("disk_limit_s", "disk limit"), ("compute_limit_s", "compute limit (
             ("cold two-pass", "cold two-pass"), ("cold cached strategy", "cold cached strategy")]
 
 
+def _key(name):
+    """A case name as a placeholder name: 'cold one-pass, no read-ahead' ->
+    'cold_one-pass_no_read-ahead'."""
+    return re.sub(r"[ ,()]+", "_", name).strip("_")
+
+
 def _ooc_cell(store, key, ratio=True):
     x = store.get(key)
     if x is None:
@@ -218,10 +225,10 @@ def out_of_core(results, root):
         for key, _ in OOC_ROWS:
             x = s.get(key)
             if isinstance(x, dict):
-                v[f"ooc.{label}.{key}"] = x["median_s"]
-                v[f"ooc.{label}.{key}.over"] = x["over_max_limit"]
+                v[f"ooc.{label}.{_key(key)}"] = x["median_s"]
+                v[f"ooc.{label}.{_key(key)}.over"] = x["over_max_limit"]
             elif x is not None:
-                v[f"ooc.{label}.{key}"] = x
+                v[f"ooc.{label}.{_key(key)}"] = x
     if "uncompressed" in stores and "zstd" in stores:
         u, z = stores["uncompressed"], stores["zstd"]
         v["ooc.zstd_decode_factor"] = (z["cached data (page cache)"]["median_s"]
@@ -250,9 +257,9 @@ def _out_of_core_big(r, root, path):
          "ooc32.chunk_mib": r["chunk_rows"] * r["cols"] * 4 / 2**20}
     for key, _ in keys:
         x = big[key]
-        v[f"ooc32.{key}"] = x["seconds"] if isinstance(x, dict) else x
+        v[f"ooc32.{_key(key)}"] = x["seconds"] if isinstance(x, dict) else x
         if isinstance(x, dict):
-            v[f"ooc32.{key}.over"] = x["over_max_limit"]
+            v[f"ooc32.{_key(key)}.over"] = x["over_max_limit"]
     v["ooc32.two/one"] = big["cold two-pass"]["seconds"] / big["cold one-pass"]["seconds"]
     own = big.get("own_process")
     v["ooc32.own_peak"] = (

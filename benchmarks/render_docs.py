@@ -36,7 +36,7 @@ REGION_BEGIN = ("<!-- rendered from benchmarks/templates/{} by benchmarks/render
 REGION_END = "<!-- end of rendered region -->"
 REGIONS = {"README.md": ["readme-features.md"],
            "docs/cluster.md": ["cluster-traffic.md", "cluster-overhead.md", "cluster-10tb.md"]}
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*(?::([^}]*))?\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.\-/]+)\s*(?::([^}]*))?\}\}")
 
 
 class RenderError(Exception):
@@ -46,13 +46,19 @@ class RenderError(Exception):
 def fill(template, values, where):
     """``template`` with every placeholder replaced by its formatted value."""
     def one(match):
-        name, spec = match.group(1), match.group(2) or ""
+        name, spec = match.group(1), (match.group(2) or "").strip()
         if name not in values:
             raise RenderError(f"{where}: no value named {name!r} (from the results files)")
-        value = values[name]
-        return format(value, spec) if spec else str(value)
+        try:
+            return format(values[name], spec) if spec else str(values[name])
+        except (TypeError, ValueError) as exc:
+            raise RenderError(f"{where}: {name!r} with format {spec!r}: {exc}") from None
 
-    return PLACEHOLDER.sub(one, template)
+    text = PLACEHOLDER.sub(one, template)
+    if "{{" in text:
+        line = text[:text.index("{{")].count("\n") + 1
+        raise RenderError(f"{where}: a placeholder that is not one (line {line} of the output)")
+    return text
 
 
 def _read(path):
