@@ -87,7 +87,8 @@ def evaluation(results, root):
 
     path = os.path.join(results, "benchmarks.json")
     r = _load(results, "benchmarks.json")
-    v = {"eval.when": when(r, root, path), "eval.note": note(r), "eval.tables": run.markdown(r).rstrip("\n"),
+    v = {"eval.when": when(r, root, path), "eval.note": note(r),
+         "eval.tables": run.markdown(r).rstrip("\n"),
          "eval.minutes": (r.get("run_seconds") or r.get("seconds_total")) / 60,
          "eval.command": r["command"], "eval.cores": r["machine"]["cpus"]}
     for name, case in r["cases"].items():
