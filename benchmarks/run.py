@@ -654,6 +654,89 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def plan_case(name, args, chunk_bytes, made):
+    """(name, spec, case, stores, subjects) of one case; writes its stores (reused if
+    they exist) and appends their paths to ``made``."""
+    spec = CASES[name]
+    m = QUICK_ROWS[name] if args.quick else spec["m"]
+    n, s = spec["n"], spec["s"]
+    chunk_rows = max(1, min(m, int(chunk_bytes // (n * 4))))
+    subjects = CASE_SUBJECTS[name]
+    if args.subjects:
+        subjects = [x for x in subjects if x in args.subjects.split(",")]
+    stores = {}
+    for codec in ("raw", "zstd"):
+        if codec == "zstd" and not any(x.endswith("-zstd") for x in subjects):
+            continue
+        path = os.path.join(args.workdir, f"{name}-{m}x{n}-{codec}.zarr")
+        t0 = time.perf_counter()
+        make_store(path, m, n, chunk_rows, codec)
+        made.append(path)
+        stores[codec] = {"path": path, "codec": "none" if codec == "raw" else "zstd",
+                         "nbytes": m * n * 4, "stored_bytes": store_dir_size(path),
+                         "chunk_rows": chunk_rows, "write_seconds": time.perf_counter() - t0}
+    stores.setdefault("zstd", dict(stores["raw"], codec="zstd (not written)"))
+    case = {"name": name, "m": m, "n": n, "s": s, "hyper": spec["hyper"],
+            "store": stores["raw"]["path"], "store_zstd": stores["zstd"]["path"],
+            "settle": 0 if args.quick else args.settle,
+            "repeats": args.repeats or (1 if args.quick else CASE_REPEATS[name])}
+    return name, spec, case, stores, subjects
+
+
+def measure(plans, args, repeats):
+    """{(case, subject): raw result} of every subject of every case."""
+    raw = {}
+    if args.quick:  # one worker process for everything: quick, RSS is not per subject
+        print("quick: all subjects in one worker process", flush=True)
+        return spawn([{"case": c, "subject": x} for _, _, c, _, subs in plans for x in subs],
+                     repeats, args.warmup, args.timeout)
+    # A fresh process per subject, so that peak RSS is its own; rounds go over all
+    # cases and subjects in turn, so that a burst of load from elsewhere does not
+    # fall on one subject (or one case of a ratio) only.
+    for k in range(args.rounds):
+        for name, _, case, _, subjects in plans:
+            print(f"round {k + 1}/{args.rounds}, case {name}: {', '.join(subjects)}",
+                  flush=True)
+            for subject in subjects:
+                got = spawn([{"case": case, "subject": subject}], case["repeats"],
+                            args.warmup, args.timeout)[(name, subject)]
+                raw[(name, subject)] = merge_rounds(raw.get((name, subject)), got)
+    return raw
+
+
+def summarise_case(plan, raw, quick):
+    """The results file's entry of one case."""
+    name, spec, case, stores, subjects = plan
+    m, n, s = case["m"], case["n"], case["s"]
+    print(f"case {name}: {m:,} x {n} -> {s}", flush=True)
+    rows = [summarise(name, case, x, raw[(name, x)], stores) for x in subjects]
+    add_ratios(rows)
+    for r in rows:
+        shown = (f"{r['seconds']:.3f} s, peak RSS {r['peak_rss_bytes'] / MiB:.0f} MiB"
+                 if "seconds" in r else (r.get("skipped") or r.get("error")))
+        print(f"  {r['label']}: {shown}", flush=True)
+    return {"label": spec["label"] if not quick else f"{m:,} x {n} -> {s} (quick)",
+            "m": m, "n": n, "s": s, "hyper": list(spec["hyper"]), "stores": stores,
+            "subjects": rows, "cost_max_rel_diff": check_costs(rows),
+            "repeats": case["repeats"]}
+
+
+def write_outputs(report, out):
+    """benchmarks.json, benchmarks.md and (with matplotlib) benchmarks.png in ``out``."""
+    table = markdown(report)
+    png = os.path.join(out, "benchmarks.png")
+    why = chart(report, png)
+    report["chart"], report["chart_skipped"] = (None if why else png), why
+    report = provenance.finish(report)
+    with open(os.path.join(out, "benchmarks.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(out, "benchmarks.md"), "w") as f:
+        f.write(table)
+    print(table)
+    print(f"wrote {out}/benchmarks.json, benchmarks.md"
+          + ("" if why else ", benchmarks.png") + f" in {report['run_seconds']:.0f} s")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -663,7 +746,6 @@ def main(argv=None):
     if args.probe:
         run_probe(args.probe[0], float(args.probe[1]))
         return 0
-
     repeats = args.repeats or (1 if args.quick else 3)
     chunk_bytes = (args.chunk_mib or (0.25 if args.quick else 16)) * MiB
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -674,74 +756,16 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     record = provenance.start("benchmarks/run.py", argv, args.allow_load or args.quick,
                               args.wait)
-    report = {**record, "machine": machine_info(),
-              "quick": args.quick, "repeats": repeats, "warmup": args.warmup,
-              "rounds": 1 if args.quick else args.rounds, "cases": {}}
-    started = time.time()
+    report = {**record, "machine": machine_info(), "quick": args.quick, "repeats": repeats,
+              "warmup": args.warmup, "rounds": 1 if args.quick else args.rounds, "cases": {}}
     made = []
-    plans = []
-    for name in names:
-        spec = CASES[name]
-        m = QUICK_ROWS[name] if args.quick else spec["m"]
-        n, s = spec["n"], spec["s"]
-        chunk_rows = max(1, min(m, int(chunk_bytes // (n * 4))))
-        subjects = CASE_SUBJECTS[name]
-        if args.subjects:
-            subjects = [x for x in subjects if x in args.subjects.split(",")]
-        stores = {}
-        for codec in ("raw", "zstd"):
-            if codec == "zstd" and not any(x.endswith("-zstd") for x in subjects):
-                continue
-            path = os.path.join(args.workdir, f"{name}-{m}x{n}-{codec}.zarr")
-            t0 = time.perf_counter()
-            make_store(path, m, n, chunk_rows, codec)
-            made.append(path)
-            stores[codec] = {"path": path, "codec": "none" if codec == "raw" else "zstd",
-                             "nbytes": m * n * 4, "stored_bytes": store_dir_size(path),
-                             "chunk_rows": chunk_rows,
-                             "write_seconds": time.perf_counter() - t0}
-        stores.setdefault("zstd", dict(stores["raw"], codec="zstd (not written)"))
-        case = {"name": name, "m": m, "n": n, "s": s, "hyper": spec["hyper"],
-                "store": stores["raw"]["path"], "store_zstd": stores["zstd"]["path"],
-                "settle": 0 if args.quick else args.settle}
-        case["repeats"] = args.repeats or (1 if args.quick else CASE_REPEATS[name])
-        plans.append((name, spec, case, stores, subjects))
-
-    raw = {}
-    if args.quick:  # one worker process for everything: quick, RSS is not per subject
-        print("quick: all subjects in one worker process", flush=True)
-        raw = spawn([{"case": c, "subject": x} for _, _, c, _, subs in plans for x in subs],
-                    repeats, args.warmup, args.timeout)
-    else:  # a fresh process per subject, so that peak RSS is its own; rounds go over
-        # all cases and subjects in turn, so that a burst of load from elsewhere
-        # does not fall on one subject (or one case of a ratio) only
-        for k in range(args.rounds):
-            for name, _, case, _, subjects in plans:
-                print(f"round {k + 1}/{args.rounds}, case {name}: {', '.join(subjects)}",
-                      flush=True)
-                for subject in subjects:
-                    got = spawn([{"case": case, "subject": subject}], case["repeats"],
-                                args.warmup, args.timeout)[(name, subject)]
-                    raw[(name, subject)] = merge_rounds(raw.get((name, subject)), got)
-    for name, spec, case, stores, subjects in plans:
-        m, n, s = case["m"], case["n"], case["s"]
-        print(f"case {name}: {m:,} x {n} -> {s}", flush=True)
-        rows = [summarise(name, case, x, raw[(name, x)], stores) for x in subjects]
-        add_ratios(rows)
-        for r in rows:
-            shown = (f"{r['seconds']:.3f} s, peak RSS {r['peak_rss_bytes'] / MiB:.0f} MiB"
-                     if "seconds" in r else (r.get("skipped") or r.get("error")))
-            print(f"  {r['label']}: {shown}", flush=True)
-        report["cases"][name] = {
-            "label": spec["label"] if not args.quick else f"{m:,} x {n} -> {s} (quick)",
-            "m": m, "n": n, "s": s, "hyper": list(spec["hyper"]), "stores": stores,
-            "subjects": rows, "cost_max_rel_diff": check_costs(rows),
-            "repeats": case["repeats"],
-        }
+    plans = [plan_case(name, args, chunk_bytes, made) for name in names]
+    raw = measure(plans, args, repeats)
+    for plan in plans:
+        report["cases"][plan[0]] = summarise_case(plan, raw, args.quick)
     if not args.keep_data:  # the big stores (2.56 GB for S10) are not left behind
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
-
     report["demo"] = None if args.no_demo else bench_demo(args.workdir, args.quick,
                                                           args.timeout)
     if report["demo"]:
@@ -752,21 +776,7 @@ def main(argv=None):
                           f"iteration {d.get('first_iteration_seconds', 0):.2f} s"), flush=True)
     report["targets"] = targets(report["cases"], report["demo"])
     report["reported"] = reported(report["cases"])
-    report["seconds_total"] = time.time() - started
-    table = markdown(report)
-    report["chart"] = None
-    png = os.path.join(args.out, "benchmarks.png")
-    why = chart(report, png)
-    report["chart"] = None if why else png
-    report["chart_skipped"] = why
-    report = provenance.finish(report)
-    with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
-        f.write(table)
-    print(table)
-    print(f"wrote {args.out}/benchmarks.json, benchmarks.md"
-          + ("" if why else ", benchmarks.png") + f" in {report['seconds_total']:.0f} s")
+    write_outputs(report, args.out)
     return 0
 
 
