@@ -130,7 +130,7 @@ def test_time_to_quality_quick_run(tmp_path):
     out = tmp_path / "ttq.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_quality.py"), "--quick",
-         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+         "--reference-iter", "3", "--workdir", str(tmp_path / "work"), "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -142,7 +142,10 @@ def test_time_to_quality_quick_run(tmp_path):
     expected = ["streamae default", "streamae warmup=none", "scipy L-BFGS-B"]
     assert names[:3] == expected and ("torch LBFGS" in names) == HAVE_TORCH
     runs = report["runs"] + report["grid"]
-    assert report["best"] == min(c for r in runs for _, _, c in r["points"])
+    reached = min(c for r in runs for _, _, c in r["points"])
+    assert report["reference"]["max_iter"] == 3  # a long fit's cost is a candidate too
+    assert report["best"] == min(reached, report["reference"]["cost"])
+    assert report["best_source"].startswith("long streamae run") == (report["best"] < reached)
     for r in runs:
         # every subject from the same weights (a warm-up's first record cannot say)
         assert r["same_start"] is (None if r["subject"] == "streamae default" and
