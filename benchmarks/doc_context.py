@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 
 import ttq_tables
@@ -416,6 +417,10 @@ def time_to_quality(results, root, dataset):
                 out[f"{prefix}.{key}.{level * 100:g}pct.after"] = (
                     f"not within the {r['budget']:.0f} s budget" if cell == "not reached"
                     else f"after {cell}")
+        per_pass = [x["seconds_per_pass"] for x in r["runs"] if x.get("seconds_per_pass")]
+        out[f"{prefix}.pass_time"] = (
+            f"One full-data evaluation of a streamae fit took "
+            f"{statistics.median(per_pass):.2f} s (median over its runs). " if per_pass else "")
         if r["grid"]:
             out[f"{prefix}.grid_table"] = ttq_tables.grid_table(r)
             out[f"{prefix}.grid_size"] = len(r["grid"])

@@ -98,10 +98,20 @@ def run_streamae(dataset, warmup, budget, cold, max_iter):
             model.fit(dataset.store, callback=callback)
     first = model.history_[0]
     trace.extra.update(stop=model.stop_reason_, evaluations=model.evaluations_,
-                       max_iter=model.max_iter, warmup=model.warmup)
+                       max_iter=model.max_iter, warmup=model.warmup,
+                       seconds_per_pass=seconds_per_pass(model.history_))
     if first.get("phase", "full") == "full":  # its cost is the full objective at the start
         trace.extra["start_cost"] = first["cost"]
     return trace.close()
+
+
+def seconds_per_pass(history):
+    """Wall seconds per full-data evaluation over the fit's full phase, or None."""
+    full = [r for r in history if r.get("phase", "full") == "full"]
+    if len(full) < 2 or full[-1]["data_passes"] <= full[0]["data_passes"]:
+        return None
+    return ((full[-1]["seconds"] - full[0]["seconds"])
+            / (full[-1]["data_passes"] - full[0]["data_passes"]))
 
 
 # ---------------------------------------------------------------- scoring
