@@ -10,7 +10,8 @@ torch LBFGS
     line_search_fn="strong_wolfe")`` (``max_eval`` left to its default,
     ``max_iter * 5 // 4``), full batch in memory, called in a loop of
     ``step(closure)``; every closure call is one pass; the weights are kept
-    after every ``step``, with the evaluations it made.
+    after every ``step``, with the evaluations it made; a step still running
+    when the budget is spent is interrupted (its trial weights not kept).
 torch Adam, torch SGD (momentum 0.9)
     Mini-batches of shuffled rows, rho_hat per batch (as the PyTorch recipes
     do: another objective than the full-batch one), a constant learning rate
@@ -161,8 +162,17 @@ def torch_cost(torch, X, params, dataset):
             + 0.5 * lam * (torch.sum(W1 * W1) + torch.sum(W2 * W2)) + beta * kl)
 
 
+class BudgetSpent(Exception):
+    """The wall budget ran out inside an optimizer step."""
+
+
 def run_torch_lbfgs(X, dataset, theta0, budget, every, max_iter=20):
-    """PyTorch's LBFGS as its documentation shows it, full batch, until the budget."""
+    """PyTorch's LBFGS as its documentation shows it, full batch, until the budget.
+
+    The weights are kept after every ``step``; a step still running when the
+    budget is spent is interrupted at its next evaluation, and the run's last
+    point is the last step that finished.
+    """
     torch = _torch()
     Xt = torch.from_numpy(X)
     params = _torch_params(torch, theta0, dataset)
@@ -173,6 +183,8 @@ def run_torch_lbfgs(X, dataset, theta0, budget, every, max_iter=20):
     calls = [0]
 
     def closure():
+        if trace.over():  # a step of 20 iterations may outlast the budget by far
+            raise BudgetSpent
         calls[0] += 1
         opt.zero_grad()
         cost = torch_cost(torch, Xt, params, dataset)
@@ -183,7 +195,11 @@ def run_torch_lbfgs(X, dataset, theta0, budget, every, max_iter=20):
     trace.keep(0, theta0, evaluations=0)
     while True:
         before = calls[0]
-        opt.step(closure)
+        try:
+            opt.step(closure)
+        except BudgetSpent:  # its weights are a line search's trial point: not kept
+            trace.extra["stop"] = "budget spent inside a step"
+            return trace.close()
         done = trace.keep(calls[0], _flat(params), evaluations=calls[0] - before)
         if calls[0] - before <= 1:  # converged by its own tolerances: nothing moves
             trace.extra["stop"] = "LBFGS tolerances met"

@@ -150,7 +150,8 @@ def test_time_to_quality_quick_run(tmp_path):
         # every subject from the same weights (a warm-up's first record cannot say)
         assert r["same_start"] is (None if r["subject"] == "streamae default" and
                                    r["point_phase"][1] == "warmup" else True), r["subject"]
-        assert len(r["points"]) >= 2 and r["points"][-1][1] > 0
+        if r.get("stop") != "budget spent inside a step":  # LBFGS on a busy machine
+            assert len(r["points"]) >= 2 and r["points"][-1][1] > 0
         times = [p[0] for p in r["points"]]
         assert times == sorted(times)
     for row in report["subjects"].values():
@@ -160,6 +161,7 @@ def test_time_to_quality_quick_run(tmp_path):
         lbfgs = next(r for r in report["runs"] if r["subject"] == "torch LBFGS")
         assert lbfgs["setting"] == {"max_iter": 20, "max_eval": 25}
         assert sum(e for e in lbfgs["point_evaluations"] if e) == lbfgs["points"][-1][1]
+        assert all(t <= lbfgs["budget"] for t, _, _ in lbfgs["points"][:-1])
 
 
 def _benchmark_module(name):
