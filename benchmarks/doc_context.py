@@ -381,7 +381,9 @@ def _ten_tb(values):
     per_core_mbs = rate * 1e9 / (12 * 64 * 25) * 64 * 4 / 1e6  # data bytes per second
     task_s = 2**30 / (per_core_mbs * 1e6)
     tasks = 9300
-    return {"ten.rate": rate, "ten.mbs": per_core_mbs, "ten.flops": flops,
+    exponent = math.floor(math.log10(flops))
+    return {"ten.rate": rate, "ten.mbs": per_core_mbs,
+            "ten.flops": f"{flops / 10**exponent:.1f} x 10^{exponent}",
             "ten.all_busy_s": flops / (8000 * rate * 1e9), "ten.task_s": task_s,
             "ten.eval_s": math.ceil(tasks / 8000) * task_s,
             "ten.second_wave_pct": 100 * (tasks - 8000) / 8000}
