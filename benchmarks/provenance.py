@@ -62,14 +62,17 @@ def wait_for_quiet(allow_load, wait, poll=15.0):
 
 
 def commit():
-    """The checked-out commit, with ``+dirty`` when tracked files have changes."""
+    """The checked-out commit, with ``+dirty`` when tracked files other than the
+    results files have changes."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # Results files written by earlier runs are not the code under test.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":!benchmarks/results")
     except OSError:
         return None
     return (head + ("+dirty" if dirty else "")) or None
