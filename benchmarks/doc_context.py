@@ -407,7 +407,7 @@ def time_to_quality(results, root, dataset):
                     f"{prefix}.table": ttq_tables.ttq_table(r),
                     f"{prefix}.rows": d["rows"], f"{prefix}.budget": r["budget"],
                     f"{prefix}.repeats": r["repeats"], f"{prefix}.best": r["best"],
-                    f"{prefix}.best_source": r["best_source"],
+                    f"{prefix}.best_source": ttq_tables.best_source_text(r),
                     f"{prefix}.weights": d["weights"], f"{prefix}.command": r["command"],
                     f"{prefix}.first": ttq_tables.first_sentence(r)})
         for subject, key in (("streamae default", "default"),

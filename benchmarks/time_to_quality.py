@@ -51,6 +51,7 @@ import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
 import provenance  # noqa: E402
+import ttq_tables  # noqa: E402
 from exact import exact_cost  # noqa: E402
 
 LEVELS = (0.05, 0.01, 0.001)
@@ -379,11 +380,11 @@ def main(argv=None):
     if not args.streamae_only:
         grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
                                 min(candidates)[0], args.max_extensions, log)
-        candidates += [(best_point(r), f"torch {r['setting']} (best point)") for r in grid]
+        candidates += [(best_point(r), f"torch {r['setting']['method']} "
+                                       f"{ttq_tables.setting_text(r['setting'])} (best point)")
+                       for r in grid]
     best, best_source = min(candidates)
     result = finish(record, args, dataset, runs, grid, capped, best, best_source, ref)
-    import ttq_tables
-
     log(ttq_tables.ttq_table(result))
     if args.json:
         with open(args.json, "w") as f:

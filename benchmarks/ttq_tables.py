@@ -149,3 +149,14 @@ def edge_sentence(result):
         return text + ("; after the cap on additions the best is still at an edge for: "
                        + ", ".join(f"{s['method']} {setting_text(s)}" for s in edge) + ".")
     return text + "; every best setting now lies inside the grid's learning rates."
+
+
+def best_source_text(result):
+    """Who reached the best exact cost, in words (from the runs themselves)."""
+    for run in result["runs"]:
+        if min(p[2] for p in run["points"]) == result["best"]:
+            return f"{SHORT.get(run['subject'], run['subject'])}, round {run['round'] + 1}"
+    for run in result.get("grid", []):
+        if min(p[2] for p in run["points"]) == result["best"]:
+            return f"PyTorch {run['setting']['method']} ({setting_text(run['setting'])})"
+    return result["best_source"]  # a long reference fit, or another results file
