@@ -408,7 +408,8 @@ def time_to_quality(results, root, dataset):
                     f"{prefix}.rows": d["rows"], f"{prefix}.budget": r["budget"],
                     f"{prefix}.repeats": r["repeats"], f"{prefix}.best": r["best"],
                     f"{prefix}.best_source": ttq_tables.best_source_text(r),
-                    f"{prefix}.weights": d["weights"], f"{prefix}.command": r["command"],
+                    f"{prefix}.weights": d["weights"], f"{prefix}.hidden": d["n_hidden"],
+                    f"{prefix}.command": r["command"],
                     f"{prefix}.first": ttq_tables.first_sentence(r)})
         for subject, key in (("streamae default", "default"),
                              ("streamae warmup=none", "none")):
