@@ -42,12 +42,16 @@ import tempfile
 import time
 
 import numpy as np
-from common import make_store
 
-from streamae._cluster import Runner
-from streamae._data import open_dataset
-from streamae._engine import Evaluator
-from streamae._objective import PARAM_NAMES, init_params, make_hyper
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import provenance  # noqa: E402
+from common import make_store  # noqa: E402
+
+from streamae._cluster import Runner  # noqa: E402
+from streamae._data import open_dataset  # noqa: E402
+from streamae._engine import Evaluator  # noqa: E402
+from streamae._objective import PARAM_NAMES, init_params, make_hyper  # noqa: E402
 
 
 class CommMeter:
@@ -281,6 +285,7 @@ def sweep(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--cols", type=int, default=64)
@@ -299,15 +304,18 @@ def main(argv=None):
     p.add_argument("--memory", action="store_true",
                    help="sweep a NumPy array held in memory (on the LocalCluster, in the "
                         "workers' memory) instead of stores")
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
+    record = provenance.start("benchmarks/cluster_overhead.py", argv, args.allow_load,
+                              args.wait)
     if args.sweep:
-        text = json.dumps(sweep(args), indent=2)
+        text = json.dumps({**provenance.finish(record), **sweep(args)}, indent=2)
         print(text)
         if args.json:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
         return 0
-    report = run(args)
+    report = {**provenance.finish(record), **run(args)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -1,16 +1,12 @@
-"""Helpers shared by the benchmark scripts: making stores, evicting them from
-the page cache, and describing the run (command, commit, machine, load).
+"""Helpers shared by the benchmark scripts: making stores, and evicting them
+from the page cache (what a run records about itself is `provenance`).
 
 ``evict`` drops every chunk file's pages from the page cache with
 ``posix_fadvise(POSIX_FADV_DONTNEED)``, which needs no privileges (the files
 must have been written back: ``os.sync()`` after writing).
 """
 
-import datetime
 import os
-import platform
-import subprocess
-import sys
 
 import numpy as np
 import zarr
@@ -66,39 +62,3 @@ def evict(files):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def run_record(argv=None):
-    """What a results file records about its run: command, commit, date, machine
-    and the load average now (call again at the end for the load after)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here,
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    import psutil
-
-    return {
-        "command": " ".join(["python"] + [os.path.relpath(sys.argv[0])]
-                            + list(sys.argv[1:] if argv is None else argv)),
-        "commit": commit, "uncommitted_changes": dirty,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "platform": platform.platform(), "python": platform.python_version()},
-        "load_average_before": os.getloadavg(),
-    }

@@ -19,7 +19,6 @@ and s3fs)::
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -30,6 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import provenance  # noqa: E402
 
 STRATEGIES = ("one-pass", "two-pass", "cached")
 # One-pass again with twice as many threads as cores: while a thread waits
@@ -107,6 +108,7 @@ def _measure(args, work, m, n, s, chunk_rows):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--cols", type=int, default=64)
@@ -115,7 +117,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed evaluations per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", default=os.path.join(HERE, "results", "object_store.json"))
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
+    record = provenance.start("benchmarks/object_store.py", argv, args.allow_load, args.wait)
 
     m, n, s = args.rows, args.cols, args.hidden
     chunk_rows = max(1, int(args.chunk_mib * 2**20) // (4 * n))
@@ -135,12 +139,9 @@ def main(argv=None):
                          "seconds_all": times[where, subject],
                          "mb_per_s": m * n * 4 / 1e6 / med if subject == "read-only" else None,
                          "over_one_pass": med / one})
-    report = {"rows": m, "cols": n, "hidden": s, "chunk_rows": chunk_rows,
-              "costs_agree_to": spread, "upload_seconds": upload, "results": rows,
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version(),
-                          "load_average_at_start": os.getloadavg()},
-              "command": "python benchmarks/object_store.py " + " ".join(argv or sys.argv[1:])}
+    report = {**provenance.finish(record), "rows": m, "cols": n, "hidden": s,
+              "chunk_rows": chunk_rows, "costs_agree_to": spread, "upload_seconds": upload,
+              "results": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)

@@ -33,7 +33,10 @@ Usage::
 With ``--larger-than-memory GB``, one cold evaluation of each kind over an
 uncompressed store of that size (larger than the machine's memory, so it
 cannot stay cached whatever is done), against the disk limit and the compute
-limit of the ``--gb`` store scaled by rows, and the process's peak RSS.
+limit of the ``--gb`` store scaled by rows, and the peak RSS of a fresh
+process that makes two cold one-pass evaluations of it (``own_process``).
+The results record the command, commit, date, machine and load average
+(`provenance`); the run is refused on a busy machine unless ``--allow-load``.
 """
 
 import argparse
@@ -44,16 +47,21 @@ import sys
 import tempfile
 import time
 
-import common
 import numpy as np
 import zarr
-from cold import chunk_files, disk_limit, evict
-from threadpoolctl import threadpool_limits
 
-from streamae import _chunkread
-from streamae._data import open_dataset
-from streamae._engine import Evaluator
-from streamae._objective import init_params, make_hyper
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+import provenance  # noqa: E402
+from cold import chunk_files, disk_limit, evict  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from streamae import _chunkread  # noqa: E402
+from streamae._data import open_dataset  # noqa: E402
+from streamae._engine import Evaluator  # noqa: E402
+from streamae._objective import init_params, make_hyper  # noqa: E402
 
 COLS, HIDDEN = 64, 25
 
@@ -122,15 +130,15 @@ def run_store(path, params, args):
     out = {"bytes_on_disk": disk[0][1], "disk_limit_s": statistics.median(d[0] for d in disk),
            "compute_in_memory_s": compute_in_memory(path, params, args.repeats)}
     evaluate(path, params, "one-pass", "keep", cold=False)  # warm: cache, Numba
-    costs = set()
-    for name, strategy, mode, ahead, cold in CASES:
-        times = []
-        for _ in range(args.repeats):
+    costs, times = set(), {name: [] for name, *_ in CASES}
+    for _ in range(args.repeats):  # interleaved: round 1 of every case, then round 2, ...
+        for name, strategy, mode, ahead, cold in CASES:
             seconds, cost = evaluate(path, params, strategy, mode, ahead, cold)
-            times.append(seconds)
+            times[name].append(seconds)
             costs.add((strategy, cost))
-        out[name] = {"median_s": statistics.median(times), "all_s": times}
-        print(f"  {name}: {statistics.median(times):.3f} s", file=sys.stderr)
+    for name, *_ in CASES:
+        out[name] = {"median_s": statistics.median(times[name]), "all_s": times[name]}
+        print(f"  {name}: {out[name]['median_s']:.3f} s", file=sys.stderr)
     out["compute_limit_s"] = out["compute_in_memory_s"]
     cached = out["cached data (page cache)"]["median_s"]
     bound = max(out["disk_limit_s"], out["compute_limit_s"])
@@ -140,6 +148,29 @@ def run_store(path, params, args):
     # Same strategy, same bits, whatever the cache mode and read-ahead.
     out["same_cost_across_modes"] = len({s for s, _ in costs}) == len(costs)
     return out
+
+
+OWN_PROCESS = """
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from out_of_core import COLS, HIDDEN, evaluate, init_params
+params = init_params(COLS, HIDDEN, np.random.default_rng(0))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+seconds = [evaluate(sys.argv[2], params)[0] for _ in range(2)]
+print(json.dumps({"seconds": seconds, "rss_before_bytes": before,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def own_process(path):
+    """Two cold one-pass evaluations of ``path`` in a fresh process: their seconds, and
+    that process's resident memory before the first and at its peak."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", OWN_PROCESS, HERE, path], check=True,
+                          capture_output=True, text=True)
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def larger_than_memory(args, params, workdir):
@@ -177,11 +208,15 @@ def larger_than_memory(args, params, workdir):
     bound = max(out["disk_limit_s"], out["compute_limit_s"])
     for name, *_ in cases:
         out[name]["over_max_limit"] = out[name]["seconds"] / bound
+    # This process also held the --gb store's rows in memory (the compute
+    # limit): its peak says nothing about a pass. A fresh process measures that.
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["own_process"] = own_process(path)
     return out
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gb", type=float, default=3.0, help="store size (uncompressed)")
     p.add_argument("--chunk-rows", type=int, default=262_144)
@@ -195,18 +230,20 @@ def main(argv=None):
     p.add_argument("--larger-than-memory", type=float, default=0, metavar="GB",
                    help="also one cold evaluation of each kind over an uncompressed store "
                         "of GB gigabytes (make it larger than the machine's memory)")
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.gb, args.chunk_rows, args.repeats = 0.02, 8192, 1
+        args.gb, args.chunk_rows, args.repeats, args.allow_load = 0.02, 8192, 1, True
+    record = provenance.start("benchmarks/out_of_core.py", argv, args.allow_load, args.wait)
     base = "/work/tmp" if os.path.isdir("/work/tmp") else tempfile.gettempdir()
     workdir = args.dir or os.path.join(base, "streamae-out-of-core")
     os.makedirs(workdir, exist_ok=True)
     rows = int(args.gb * 1e9) // (COLS * 4)
     params = init_params(COLS, HIDDEN, np.random.default_rng(0))
-    report = {"gb": args.gb, "rows": rows, "cols": COLS, "hidden": HIDDEN,
+    report = {**record, "gb": args.gb, "rows": rows, "cols": COLS, "hidden": HIDDEN,
               "chunk_rows": args.chunk_rows, "repeats": args.repeats, "quick": args.quick,
               "read_ahead_default": _chunkread.READ_AHEAD, "cpu_count": os.cpu_count(),
-              "load_average_before": os.getloadavg(), "stores": {}}
+              "interleaved": True, "stores": {}}
     for label, compressed in (("uncompressed", False), ("zstd", True)):
         if label not in args.stores.split(","):
             continue
@@ -219,8 +256,7 @@ def main(argv=None):
         print(f"larger than memory ({args.larger_than_memory} GB):", file=sys.stderr)
         with threadpool_limits(limits=1, user_api="blas"):
             report["larger_than_memory"] = larger_than_memory(args, params, workdir)
-    report["load_average_after"] = os.getloadavg()
-    text = json.dumps(report, indent=2)
+    text = json.dumps(provenance.finish(report), indent=2)
     print(text)
     if args.json:
         with open(args.json, "w") as f:

@@ -27,13 +27,15 @@ encoded stores. With ``--cpu``, every pass is also timed in CPU seconds of
 this process on the synchronous scheduler (one BLAS thread), which other
 load on a shared machine disturbs much less than wall time.
 
-Writes JSON (command, commit, date, machine, load average before and after)
-to ``--json`` (default benchmarks/results/passes.json).
+Writes JSON (command, commit, date, machine, load average before and after:
+`provenance`) to ``--json`` (default benchmarks/results/passes.json). Like
+every benchmark here it waits for a quiet machine (``--allow-load`` for
+smoke runs, recorded in the file).
 
 Usage (from the repository root)::
 
     python benchmarks/passes.py                        # 1,000,000 x 64: 16 and 4,000 chunks
-    python benchmarks/passes.py --rows 20000 --repeats 1 --json /tmp/passes.json   # smoke
+    python benchmarks/passes.py --rows 20000 --repeats 1 --allow-load --json /tmp/p.json
 """
 
 import argparse
@@ -51,7 +53,8 @@ import zarr
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import make_store, run_record, uniform_data  # noqa: E402
+import provenance  # noqa: E402
+from common import make_store, uniform_data  # noqa: E402
 
 from streamae import SparseAutoencoder, encode, whiten  # noqa: E402
 from streamae._cluster import Runner  # noqa: E402
@@ -128,8 +131,11 @@ def main(argv=None):
                         "synchronous scheduler (one BLAS thread): less sensitive to other "
                         "load on the machine than wall time")
     p.add_argument("--json", default=os.path.join(HERE, "results", "passes.json"))
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
-    report = run_record(argv)
+    record = provenance.start("benchmarks/passes.py", sys.argv[1:] if argv is None else argv,
+                              args.allow_load, args.wait)
+    report = {}
     counts = sorted(int(c) for c in args.chunks.split(","))
     work = args.dir or tempfile.mkdtemp(prefix="streamae-passes-")
     report.update({"rows": args.rows, "cols": args.cols, "hidden": args.hidden,
@@ -164,7 +170,7 @@ def main(argv=None):
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    report["load_average_after"] = os.getloadavg()
+    report = {**provenance.finish(record), **report}
     add_ratios(report, counts)
     text = json.dumps(report, indent=2)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -9,9 +9,13 @@ Usage (from the repository root)::
 
     python benchmarks/small_chunks.py                  # 400,000 rows, 40-row chunks
     python benchmarks/small_chunks.py --chunk-rows 1000
+
+Writes ``benchmarks/results/small_chunks.json`` (``--json``), with the
+command, commit, date, machine and load average (`provenance`).
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -25,13 +29,31 @@ import zarr
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import provenance  # noqa: E402
+
+
+def evaluation_seconds(model, path, chunk_rows, repeats):
+    """Seconds of each timed one-pass evaluation (after one untimed)."""
+    model.set_params(run_options={"chunk_rows": chunk_rows})
+    model.cost_and_grad(path)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.cost_and_grad(path)
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=400_000)
     p.add_argument("--chunk-rows", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=os.path.join(HERE, "results", "small_chunks.json"))
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
+    record = provenance.start("benchmarks/small_chunks.py", argv, args.allow_load, args.wait)
 
     from subjects import init_params
 
@@ -39,34 +61,30 @@ def main(argv=None):
 
     n = 64
     work = tempfile.mkdtemp(prefix="streamae-small-chunks-")
+    report = {"rows": args.rows, "cols": n, "hidden": 25, "chunk_rows": args.chunk_rows,
+              "chunk_bytes": args.chunk_rows * n * 4, "repeats": args.repeats, "stores": {}}
     try:
         X = np.random.default_rng(0).uniform(0.05, 0.95, (args.rows, n)).astype(np.float32)
         model = SparseAutoencoder.from_weights(**init_params(n, 25), rho=0.01, beta=3.0,
                                                weight_decay=1e-4)
-        print(f"{args.rows:,} x {n} float32 in chunks of {args.chunk_rows} rows "
-              f"({args.chunk_rows * n * 4 / 1e3:g} KB), one-pass, median of {args.repeats}\n")
-        print("| store | one chunk per task | grouped (default) |")
-        print("|---|---:|---:|")
         for codec in ("uncompressed", "zstd"):
             path = os.path.join(work, f"{codec}.zarr")
             kwargs = {"compressors": None} if codec == "uncompressed" else {}
             z = zarr.create_array(path, shape=X.shape, chunks=(args.chunk_rows, n),
                                   dtype="float32", **kwargs)
             z[...] = X
-            medians = []
-            for chunk_rows in (args.chunk_rows, None):
-                model.set_params(run_options={"chunk_rows": chunk_rows})
-                model.cost_and_grad(path)  # warm-up
-                seconds = []
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    model.cost_and_grad(path)
-                    seconds.append(time.perf_counter() - t0)
-                medians.append(statistics.median(seconds))
-            print(f"| {codec} | {medians[0]:.3f} s | {medians[1]:.3f} s "
-                  f"({medians[0] / medians[1]:.1f}x) |")
+            per_chunk = evaluation_seconds(model, path, args.chunk_rows, args.repeats)
+            grouped = evaluation_seconds(model, path, None, args.repeats)
+            report["stores"][codec] = {
+                "one_chunk_per_task": {"median_s": statistics.median(per_chunk),
+                                       "all_s": per_chunk},
+                "grouped": {"median_s": statistics.median(grouped), "all_s": grouped}}
+            print(f"{codec}: one chunk per task {statistics.median(per_chunk):.3f} s, "
+                  f"grouped {statistics.median(grouped):.3f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    with open(args.json, "w") as f:
+        json.dump({**provenance.finish(record), **report}, f, indent=1)
 
 
 if __name__ == "__main__":

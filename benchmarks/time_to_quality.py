@@ -1,36 +1,38 @@
-"""Time and passes over the data to a good model: streamae against the peers.
+"""Time and passes over the data to a good model: streamae against fair peers.
 
-The same data (whitened 8x8 natural-image patches, the demo's pipeline at
-``--rows``), the same hyperparameters (rho 0.01, beta 3, lambda 1e-4, 25
-hidden units, float32) and the same initial weights (``random_state=0``)
-for every subject:
+The same data, the same objective and the same initial weights
+(``random_state=0``) for every subject; float32 arithmetic for all of them.
 
-streamae warm-up / streamae plain
-    ``SparseAutoencoder(warmup="auto" | "none").fit(store)`` on the Zarr
-    store (one-pass, L-BFGS); passes are ``history_``'s ``data_passes``.
-scipy L-BFGS-B
-    ``scipy.optimize.minimize(method="L-BFGS-B", maxcor=100)`` on a
-    vectorised float32 NumPy objective of the data in memory.
-torch LBFGS
-    ``torch.optim.LBFGS`` (strong Wolfe, history 100), full batch, in memory.
-torch Adam
-    Mini-batch Adam (rho_hat per batch, as the PyTorch recipes do) over a
-    grid of batch sizes and learning rates; each configuration is reported.
+streamae default, streamae warmup="none"
+    ``SparseAutoencoder(**objective, random_state=0)`` with every other
+    parameter at its default (the warm-up as shipped), and the same with
+    ``warmup="none"``, fitted on the Zarr store; passes are ``history_``'s
+    ``data_passes``; the weights of every iteration are kept (callback).
+scipy L-BFGS-B, torch LBFGS, torch adam, torch sgd
+    See ``peers.py``: each as its documentation shows it, on the data in
+    memory (loaded before the clock starts).
 
-Each subject runs for at most its time budget; its weights are kept after
-every iteration (every quarter epoch for Adam). Afterwards, and not charged
-to anyone, the exact objective over every row (float64, streamae's one-pass
-evaluation of the in-memory data) is computed for those weights: for the
-L-BFGS subjects, whose own objective decreases at every iteration, by a
-binary search for the first iteration under each threshold; for Adam at
-every kept point. "best" is the lowest exact cost any subject reached;
-the table gives seconds and passes over the data to best + 5%, 1%, 0.1%.
+Every run gets the same wall budget (``--budget``); streamae also stops at
+its own tolerance or ``max_iter``. The minibatch methods run over a grid
+(batch sizes x learning rates x constant / cosine schedule) whose learning
+rates are extended until the best setting for every tolerance lies inside
+the grid. Afterwards, and not charged to anyone, every kept point is scored
+by an independent float64 NumPy objective over every row (``exact.py``).
+"best" is the lowest exact cost any subject reached (or a long streamae run,
+``--reference-iter``); a tolerance is reached at the first kept point whose
+exact cost is within it (no monotonicity assumed). "final" is the last
+point of every run, "best point" the lowest.
 
-``--cold`` evicts the store's pages from the page cache before every pass
-of the streamae subjects (``posix_fadvise(DONTNEED)`` on each chunk file),
-the out-of-core setting; the peers hold the data in memory either way.
+The full-batch subjects run ``--repeats`` times, interleaved (round 1 of
+every subject, then round 2, ...): tables give the median and the range.
 
-Run: python benchmarks/time_to_quality.py [--rows 1000000] [--cold] [--json F]
+``--cold`` evicts the store's pages from the page cache before every pass of
+the streamae subjects (``posix_fadvise(DONTNEED)``, the out-of-core
+setting); the peers hold the data in memory either way (use
+``--streamae-only`` with ``--cold``).
+
+Run: python benchmarks/time_to_quality.py --dataset patches|colour [--rows N]
+         [--budget S] [--repeats R] [--cold --streamae-only] [--json F]
      python benchmarks/time_to_quality.py --quick    (CI smoke run, seconds)
 """
 
@@ -38,348 +40,366 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
 
-import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-HYPER = {"rho": 0.01, "beta": 3.0, "weight_decay": 1e-4}
-HIDDEN = 25
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import peers  # noqa: E402
+import provenance  # noqa: E402
+import ttq_tables  # noqa: E402
+from exact import exact_cost  # noqa: E402
+
 LEVELS = (0.05, 0.01, 0.001)
+LR_STEP = math.sqrt(10.0)  # neighbouring learning rates of the grid
+LR_START = {"adam": (1e-3, 10**-2.5, 1e-2, 10**-1.5), "sgd": (10**-1.5, 0.1, 10**-0.5, 1.0)}
+BATCHES = (64, 256, 2048)
+SCHEDULES = ("constant", "cosine")
+# Points kept per run: every full-data iteration, a warm-up's cheap
+# iterations thinned to about POINTS per run; minibatch runs at GRID_POINTS
+# fixed times.
+POINTS, GRID_POINTS = 100, 16
+MAX_EXTENSIONS = 6  # learning rates added per method at most
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- streamae
 
-def make_data(rows, workdir):
-    """The patch store (written once) and its values in memory (float32)."""
-    import zarr
-
-    from streamae import write_patches
-
-    store = os.path.join(workdir, f"patches-{rows}.zarr")
-    if not os.path.exists(store):
-        write_patches(store, builtin=True, count=rows, seed=0)
-    return store, zarr.open_array(store, mode="r")[...].astype(np.float32)
-
-
-def initial_params(n):
-    """The weights ``SparseAutoencoder(random_state=0)`` starts from (float64)."""
-    from streamae._objective import init_params
-
-    return init_params(n, HIDDEN, np.random.default_rng(0))
-
-
-def evict(store):
-    """Drop the store's chunk files from the page cache (no privileges needed)."""
-    for root, _dirs, files in os.walk(store):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
-class Trace:
-    """Weights kept along a run: (seconds, passes, flat float64 theta) per point."""
-
-    def __init__(self, name, budget, monotone=True):
-        self.name, self.budget, self.monotone = name, budget, monotone
-        self.points = []
-        self.t0 = time.perf_counter()
-
-    def keep(self, passes, params):
-        seconds = time.perf_counter() - self.t0
-        theta = np.concatenate([np.asarray(params[k], np.float64).ravel()
-                                for k in ("W1", "b1", "W2", "b2")])
-        self.points.append((seconds, float(passes), theta))
-        return seconds > self.budget
-
-
-# ---------------------------------------------------------------- subjects
-
-def run_streamae(store, warmup, budget, cold, max_iter):
+def run_streamae(dataset, warmup, budget, cold, max_iter):
+    """A default fit (or ``warmup="none"``) of the store, weights kept every iteration."""
+    from cold import chunk_files, evict
     from dask.callbacks import Callback
 
     from streamae import SparseAutoencoder
 
-    trace = Trace(f"streamae {'plain' if warmup == 'none' else 'warm-up'}", budget)
+    name = "streamae default" if warmup is None else f"streamae warmup={warmup}"
+    trace = peers.Trace(name, budget, budget / POINTS)
+    phases = trace.extra.setdefault("phases", {})
 
     def callback(model, record):
-        if record["phase"] != "full":  # the subsample's cost is not the objective
-            return time.perf_counter() - trace.t0 > budget
-        return trace.keep(record["data_passes"], model.params_)
+        phases[record.get("phase", "full")] = phases.get(record.get("phase", "full"), 0) + 1
+        theta = np.concatenate([np.ravel(model.params_[k]) for k in ("W1", "b1", "W2", "b2")])
+        phase = record.get("phase", "full")
+        return trace.keep(record["data_passes"], theta, thin=phase != "full", phase=phase)
 
-    model = SparseAutoencoder(n_hidden=HIDDEN, **HYPER, max_iter=max_iter, warmup=warmup,
-                              random_state=0)
-    evictor = Callback(start=lambda dsk: evict(store)) if cold else None
-    trace.t0 = time.perf_counter()
-    if evictor is None:
-        model.fit(store, callback=callback)
-    else:
+    options = {} if warmup is None else {"warmup": warmup}
+    if max_iter is not None:
+        options["max_iter"] = max_iter
+    model = SparseAutoencoder(**dataset.hyper, random_state=0, **options)
+    files = chunk_files(dataset.store)
+    evictor = Callback(start=lambda dsk: evict(files)) if cold else Callback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stopped by max_iter or the budget: measured
+        trace.t0 = time.perf_counter()
+        trace.keep(0, datasets.initial_theta(dataset), phase="start")
         with evictor:
-            model.fit(store, callback=callback)
-    return trace
+            model.fit(dataset.store, callback=callback)
+    first = model.history_[0]
+    trace.extra.update(stop=model.stop_reason_, evaluations=model.evaluations_,
+                       max_iter=model.max_iter, warmup=model.warmup,
+                       seconds_per_pass=seconds_per_pass(model.history_))
+    if first.get("phase", "full") == "full":  # its cost is the full objective at the start
+        trace.extra["start_cost"] = first["cost"]
+    return trace.close()
 
 
-def numpy_objective(X):
-    """Vectorised float32 cost and gradient of the data in memory (flat float64 theta)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from subjects import numpy_cost_and_grad
-
-    m, n = X.shape
-    shapes = [("W1", (HIDDEN, n)), ("b1", (HIDDEN,)), ("W2", (n, HIDDEN)), ("b2", (n,))]
-
-    def unflat(theta):
-        out, i = {}, 0
-        for name, shape in shapes:
-            size = math.prod(shape)
-            out[name] = theta[i:i + size].reshape(shape).astype(np.float32)
-            i += size
-        return out
-
-    def fun(theta):
-        p = unflat(theta)
-        cost, grad = numpy_cost_and_grad(X, p["W1"], p["b1"], p["W2"], p["b2"],
-                                         HYPER["rho"], HYPER["beta"], HYPER["weight_decay"])
-        return cost, np.concatenate([grad[k].astype(np.float64).ravel()
-                                     for k in ("W1", "b1", "W2", "b2")])
-
-    return fun, unflat
+def seconds_per_pass(history):
+    """Wall seconds per full-data evaluation over the fit's full phase, or None."""
+    full = [r for r in history if r.get("phase", "full") == "full"]
+    if len(full) < 2 or full[-1]["data_passes"] <= full[0]["data_passes"]:
+        return None
+    return ((full[-1]["seconds"] - full[0]["seconds"])
+            / (full[-1]["data_passes"] - full[0]["data_passes"]))
 
 
-def run_scipy(X, theta0, budget):
-    from scipy.optimize import minimize
+# ---------------------------------------------------------------- scoring
 
-    fun, unflat = numpy_objective(X)
-    trace = Trace("scipy L-BFGS-B", budget)
-    calls = [0]
-
-    def counted(theta):
-        calls[0] += 1
-        return fun(theta)
-
-    def callback(intermediate_result):
-        if trace.keep(calls[0], unflat(intermediate_result.x)):
-            raise StopIteration
-
-    trace.t0 = time.perf_counter()
-    trace.keep(0, unflat(theta0))
-    minimize(counted, theta0, jac=True, method="L-BFGS-B", callback=callback,
-             options={"maxiter": 10**6, "maxfun": 10**7, "maxcor": 100})
-    return trace
-
-
-def _torch_params(theta0, n):
-    import torch
-
-    shapes = [(HIDDEN, n), (HIDDEN,), (n, HIDDEN), (n,)]
-    out, i = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        out.append(torch.tensor(theta0[i:i + size].reshape(shape), dtype=torch.float32,
-                                requires_grad=True))
-        i += size
+def score(trace, X, dataset, theta0, rnd=0):
+    """The run's points with their exact costs (the weights are dropped afterwards)."""
+    t0 = time.perf_counter()
+    points = [[p["seconds"], p["passes"], exact_cost(X, p["theta"], dataset)]
+              for p in trace.points]
+    out = {"subject": trace.name, "setting": trace.setting, "round": rnd,
+           "budget": trace.budget, "points": points, **trace.extra,
+           "same_start": same_start(trace, points, theta0),
+           "scoring_seconds": time.perf_counter() - t0}
+    for key in ("evaluations", "phase"):
+        values = [p.get(key) for p in trace.points]
+        if any(v is not None for v in values):
+            out[f"point_{key}"] = values
     return out
 
 
-def _torch_cost(X, params):
-    import torch
-
-    W1, b1, W2, b2 = params
-    rho, beta, lam = HYPER["rho"], HYPER["beta"], HYPER["weight_decay"]
-    a2 = torch.sigmoid(X @ W1.T + b1)
-    a3 = torch.sigmoid(a2 @ W2.T + b2)
-    rho_hat = a2.mean(dim=0)
-    kl = torch.sum(rho * torch.log(rho / rho_hat)
-                   + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat)))
-    return (0.5 * torch.sum((a3 - X) ** 2) / X.shape[0]
-            + 0.5 * lam * (torch.sum(W1 * W1) + torch.sum(W2 * W2)) + beta * kl)
+def same_start(trace, points, theta0):
+    """Whether the run started from ``theta0``: its first weights (the peers), or the
+    cost streamae's first record gives for them; None when nothing says."""
+    if "start_cost" in trace.extra:  # a float32 evaluation against the float64 one
+        return bool(abs(trace.extra["start_cost"] - points[0][2]) <= 1e-5 * points[0][2])
+    if trace.name.startswith("streamae"):
+        return None  # its first record is on the warm-up's subsample
+    return bool(np.allclose(trace.points[0]["theta"], theta0, rtol=1e-6, atol=1e-7))
 
 
-def _as_dict(params):
-    return dict(zip(("W1", "b1", "W2", "b2"), (p.detach().numpy() for p in params)))
+def reached(run, best, level):
+    """(seconds, passes) of the run's first point within ``level`` of ``best``, or None."""
+    for seconds, passes, cost in run["points"]:
+        if cost <= best * (1 + level):
+            return [seconds, passes]
+    return None
 
 
-def run_torch_lbfgs(X, theta0, budget):
-    import torch
+def best_point(run):
+    return min(cost for _, _, cost in run["points"])
 
-    torch.set_num_threads(2)
-    Xt = torch.from_numpy(X)
-    params = _torch_params(theta0, X.shape[1])
-    opt = torch.optim.LBFGS(params, lr=1, max_iter=1, history_size=100,
-                            line_search_fn="strong_wolfe")
-    trace = Trace("torch LBFGS", budget)
-    calls = [0]
 
-    def closure():
-        calls[0] += 1
-        opt.zero_grad()
-        cost = _torch_cost(Xt, params)
-        cost.backward()
-        return cost
+def final(run):
+    return run["points"][-1][2]
 
-    trace.t0 = time.perf_counter()
-    trace.keep(0, _as_dict(params))
+
+# ---------------------------------------------------------------- grid
+
+def grid_key(run, best, level):
+    """Ranking of a grid setting for one tolerance: sooner first, then lower cost."""
+    hit = reached(run, best, level)
+    return (hit[0] if hit else math.inf, best_point(run))
+
+
+def winners(grid, best):
+    """{method: {level: index of the best run in ``grid``}}."""
+    out = {}
+    for method in sorted({r["setting"]["method"] for r in grid}):
+        runs = [i for i, r in enumerate(grid) if r["setting"]["method"] == method]
+        out[method] = {str(level): min(runs, key=lambda i: grid_key(grid[i], best, level))
+                       for level in LEVELS}
+    return out
+
+
+def edge_extensions(grid, best):
+    """Settings to add: the next learning rate beyond a winner at the edge of its family."""
+    todo = []
+    for by_level in winners(grid, best).values():
+        for i in by_level.values():
+            s = grid[i]["setting"]
+            family = [r["setting"]["lr"] for r in grid if all(
+                r["setting"][k] == s[k] for k in ("method", "batch", "schedule"))]
+            for edge, factor in ((min(family), 1 / LR_STEP), (max(family), LR_STEP)):
+                if s["lr"] == edge:
+                    new = dict(s, lr=edge * factor)
+                    if new not in todo:
+                        todo.append(new)
+    return todo
+
+
+def run_grid(X, dataset, theta0, budget, settings, best_so_far, max_extensions, log):
+    """Every setting once, then learning rates added until no winner is at an edge."""
+    every = budget / GRID_POINTS
+    grid, added = [], {m: 0 for m in {s["method"] for s in settings}}
+
+    def run(setting):
+        load = os.getloadavg()[0]
+        trace = peers.run_minibatch(X, dataset, theta0, budget, every, **setting)
+        grid.append(dict(score(trace, X, dataset, theta0), load_before=load))
+        log(f"  {setting}: final {final(grid[-1]):.6f}, best point {best_point(grid[-1]):.6f}")
+
+    for setting in settings:
+        run(setting)
     while True:
-        opt.step(closure)
-        if trace.keep(calls[0], _as_dict(params)):
-            return trace
+        best = min(best_so_far, min(best_point(r) for r in grid))
+        todo = [s for s in edge_extensions(grid, best)
+                if added[s["method"]] < max_extensions]
+        if not todo:
+            capped = [s for s in edge_extensions(grid, best)]
+            return grid, capped
+        for setting in todo:
+            added[setting["method"]] += 1
+            log(f"  extending the grid: best at an edge, adding lr {setting['lr']:.3g}")
+            run(setting)
 
 
-def run_torch_adam(X, theta0, budget, batch, lr):
-    import torch
-
-    torch.set_num_threads(2)
-    Xt = torch.from_numpy(X)
-    m = X.shape[0]
-    params = _torch_params(theta0, X.shape[1])
-    opt = torch.optim.Adam(params, lr=lr)
-    trace = Trace(f"torch Adam batch {batch} lr {lr:g}", budget, monotone=False)
-    every = max(1, m // batch // 4)  # keep the weights every quarter epoch
-    gen = torch.Generator().manual_seed(0)
-    trace.t0 = time.perf_counter()
-    trace.keep(0, _as_dict(params))
-    seen = 0
-    while True:
-        order = torch.randperm(m, generator=gen)
-        for k, start in enumerate(range(0, m, batch)):
-            opt.zero_grad()
-            _torch_cost(Xt[order[start:start + batch]], params).backward()
-            opt.step()
-            seen += min(batch, m - start)
-            if (k + 1) % every == 0 and trace.keep(seen / m, _as_dict(params)):
-                return trace
+def grid_settings(args):
+    """The starting grid: methods x batch sizes x schedules x learning rates."""
+    lrs = {m: LR_START[m][1:3] if args.quick else LR_START[m] for m in LR_START}
+    return [{"method": m, "batch": b, "lr": lr, "schedule": sch}
+            for m in ("adam", "sgd") for b in args.batches for sch in args.schedules
+            for lr in lrs[m]]
 
 
-# ---------------------------------------------------------------- exact scoring
+# ---------------------------------------------------------------- summary
 
-class Exact:
-    """The exact objective over every row, float64, for flat weights (cached)."""
-
-    def __init__(self, X):
-        from streamae import SparseAutoencoder
-
-        self.X, self.n = X, X.shape[1]
-        self.model_cls, self.cache = SparseAutoencoder, {}
-
-    def __call__(self, theta):
-        key = theta.tobytes()
-        if key not in self.cache:
-            from streamae._objective import unflatten
-
-            p = unflatten(theta, self.n, HIDDEN)
-            model = self.model_cls.from_weights(**p, **HYPER, dtype="float64")
-            self.cache[key] = float(model.cost_and_grad(self.X)[0])
-        return self.cache[key]
+def summary(runs, best):
+    """Per subject: per tolerance the (seconds, passes) of each round, finals, best points."""
+    out = {}
+    for run in runs:
+        row = out.setdefault(run["subject"], {"reached": {str(lv): [] for lv in LEVELS},
+                                              "final": [], "best_point": [], "seconds": [],
+                                              "passes": []})
+        for level in LEVELS:
+            row["reached"][str(level)].append(reached(run, best, level))
+        row["final"].append(final(run))
+        row["best_point"].append(best_point(run))
+        row["seconds"].append(run["points"][-1][0])
+        row["passes"].append(run["points"][-1][1])
+    return out
 
 
-def first_under(trace, exact, threshold):
-    """Index of the first kept point with exact cost <= threshold, or None."""
-    costs = lambda i: exact(trace.points[i][2])  # noqa: E731
-    if not trace.monotone:
-        return next((i for i in range(len(trace.points)) if costs(i) <= threshold), None)
-    lo, hi = 0, len(trace.points) - 1
-    if costs(hi) > threshold:
+def grid_summary(grid, best):
+    """The best setting per method and tolerance: its setting and (seconds, passes)."""
+    out = {}
+    for method, by_level in winners(grid, best).items():
+        out[method] = {}
+        for level, i in by_level.items():
+            run = grid[i]
+            out[method][level] = {"setting": run["setting"], "index": i,
+                                  "reached": reached(run, best, float(level)),
+                                  "final": final(run), "best_point": best_point(run)}
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+def _ints(text):
+    return tuple(int(x) for x in text.split(","))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=("patches", "colour"), default="patches")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows of the dataset (default 1,000,000 patches, 200,000 colour)")
+    p.add_argument("--budget", type=float, default=30.0,
+                   help="wall seconds of every run, streamae's and each peer's (default 30)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="streamae's max_iter (default: the estimator's default)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved rounds of the full-batch subjects (default 3)")
+    p.add_argument("--cold", action="store_true",
+                   help="evict the store from the page cache before every streamae pass")
+    p.add_argument("--streamae-only", action="store_true",
+                   help="only the two streamae subjects (e.g. with --cold)")
+    p.add_argument("--reference-iter", type=int, default=0,
+                   help="also a long default streamae fit of this max_iter (not timed): "
+                        "its final cost is a candidate for 'best'")
+    p.add_argument("--best-from", default=None,
+                   help="a results file of the same dataset whose 'best' is a candidate too "
+                        "(e.g. the warm run's, for --cold)")
+    p.add_argument("--max-extensions", type=int, default=MAX_EXTENSIONS,
+                   help=f"learning rates added to the grid per method at most "
+                        f"(default {MAX_EXTENSIONS})")
+    p.add_argument("--batches", type=_ints, default=BATCHES,
+                   help="batch sizes of the grid (default 64,256,2048)")
+    p.add_argument("--schedules", type=lambda t: tuple(t.split(",")), default=SCHEDULES,
+                   help="schedules of the grid (default constant,cosine)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (CI): implies "
+                   "--allow-load, 4,000 rows, 2 s budgets, a 4-setting grid")
+    p.add_argument("--workdir", default=os.path.join(HERE, "work"))
+    p.add_argument("--json", default=None)
+    provenance.add_arguments(p)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.budget, args.repeats = 4000, 2.0, 1
+        args.allow_load, args.max_extensions = True, 1
+        args.batches, args.schedules = (256,), ("constant",)
+    args.rows = args.rows or datasets.DEFAULT_ROWS[args.dataset]
+    return args
+
+
+def full_batch_subjects(args):
+    """(name, function of (X, dataset, theta0)) of every full-batch subject, in run order."""
+    B, every = args.budget, args.budget / POINTS
+    subjects = [
+        ("streamae default", lambda X, d, t: run_streamae(d, None, B, args.cold, args.max_iter)),
+        ("streamae warmup=none",
+         lambda X, d, t: run_streamae(d, "none", B, args.cold, args.max_iter))]
+    if not args.streamae_only:
+        subjects += [("scipy L-BFGS-B", lambda X, d, t: peers.run_scipy(X, d, t, B, every)),
+                     ("torch LBFGS", lambda X, d, t: peers.run_torch_lbfgs(X, d, t, B, every))]
+    return subjects
+
+
+def prime(dataset, X):
+    """A tiny untimed fit, so that no timed run loads or compiles streamae's kernels."""
+    from streamae import SparseAutoencoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        SparseAutoencoder(**dataset.hyper, max_iter=2, warmup="none").fit(dataset.store)
+
+
+def run_rounds(args, X, dataset, theta0, log):
+    """The full-batch subjects, ``--repeats`` interleaved rounds, each run scored."""
+    prime(dataset, X)
+    runs = []
+    for rnd in range(args.repeats):
+        for name, run in full_batch_subjects(args):
+            load = os.getloadavg()[0]
+            trace = run(X, dataset, theta0)
+            runs.append(dict(score(trace, X, dataset, theta0, rnd), load_before=load))
+            log(f"round {rnd + 1}/{args.repeats}, {name}: final {final(runs[-1]):.6f} after "
+                f"{runs[-1]['points'][-1][0]:.1f} s, {runs[-1]['points'][-1][1]:.1f} passes")
+    return runs
+
+
+def reference(args, X, dataset):
+    """Final exact cost of a long default streamae fit (not timed), or None."""
+    if not args.reference_iter:
         return None
-    while lo < hi:  # costs decrease along an L-BFGS run
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if costs(mid) > threshold else (lo, mid)
-    return lo
+    from streamae import SparseAutoencoder
 
-
-def score(traces, exact):
-    """Rows of the table: per subject, final exact cost and (seconds, passes) per level."""
-    finals = {t.name: min(exact(t.points[i][2]) for i in _scored(t)) for t in traces}
-    best = min(finals.values())
-    rows = []
-    for t in traces:
-        reached = {}
-        for level in LEVELS:
-            i = first_under(t, exact, best * (1 + level))
-            reached[str(level)] = None if i is None else t.points[i][:2]
-        rows.append({"subject": t.name, "final": finals[t.name], "budget": t.budget,
-                     "points": len(t.points), "seconds": t.points[-1][0],
-                     "passes": t.points[-1][1], "reached": reached})
-    return best, rows
-
-
-def _scored(trace):
-    """The points whose exact cost the final column takes the minimum of."""
-    return range(len(trace.points)) if not trace.monotone else [len(trace.points) - 1]
-
-
-# ---------------------------------------------------------------- report
-
-def table(best, rows):
-    head = ("| subject | " + " | ".join(f"best + {level:.1%}".replace(".0%", "%")
-                                         for level in LEVELS)
-            + " | final exact cost (run for) |")
-    lines = [head, "|---" * (len(LEVELS) + 2) + "|"]
-    for r in rows:
-        cells = []
-        for level in LEVELS:
-            hit = r["reached"][str(level)]
-            cells.append("not reached" if hit is None else f"{hit[0]:.1f} s, {hit[1]:.1f} passes")
-        lines.append(f"| {r['subject']} | " + " | ".join(cells)
-                     + f" | {r['final']:.6f} ({r['seconds']:.0f} s, {r['passes']:.0f} passes) |")
-    lines.append(f"\nbest exact cost: {best:.6f}")
-    return "\n".join(lines)
-
-
-def peers(X, theta0, budget, quick):
-    """Traces of SciPy, and of PyTorch when it is installed."""
-    traces = [run_scipy(X, theta0, budget)]
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("torch is not installed: the PyTorch subjects are skipped", file=sys.stderr)
-        return traces
-    traces.append(run_torch_lbfgs(X, theta0, budget))
-    grid = [(1024, 3e-3), (256, 1e-3), (256, 3e-3), (256, 1e-2)]
-    for batch, lr in grid[:1] if quick else grid:
-        traces.append(run_torch_adam(X, theta0, budget / 4, batch, lr))
-    return traces
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = SparseAutoencoder(**dataset.hyper, random_state=0,
+                                  max_iter=args.reference_iter).fit(dataset.store)
+    theta = np.concatenate([np.ravel(model.params_[k]) for k in ("W1", "b1", "W2", "b2")])
+    return {"max_iter": args.reference_iter, "stop": model.stop_reason_,
+            "cost": exact_cost(X, theta, dataset)}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--budget", type=float, default=240.0,
-                        help="seconds per subject (default 240; Adam: a quarter each)")
-    parser.add_argument("--max-iter", type=int, default=800, help="streamae's max_iter")
-    parser.add_argument("--cold", action="store_true",
-                        help="evict the store from the page cache before every streamae pass")
-    parser.add_argument("--streamae-only", action="store_true",
-                        help="only the two streamae subjects (e.g. with --cold)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
-    parser.add_argument("--workdir", default="benchmarks/work")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    # A run cut by its budget or max_iter is part of the measurement, not a problem.
-    warnings.filterwarnings("ignore", message=".*reached max_iter")
-    if args.quick:
-        args.rows, args.budget, args.max_iter = 4000, 3.0, 30
-    os.makedirs(args.workdir, exist_ok=True)
-    store, X = make_data(args.rows, args.workdir)
-    theta0 = np.concatenate([v.ravel() for v in initial_params(X.shape[1]).values()])
-    traces = [run_streamae(store, "auto" if not args.quick else "subsample", args.budget,
-                           args.cold, args.max_iter),
-              run_streamae(store, "none", args.budget, args.cold, args.max_iter)]
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    record = provenance.start("benchmarks/time_to_quality.py", argv, args.allow_load, args.wait)
+
+    def log(text):
+        print(text, flush=True)
+
+    dataset = datasets.make(args.dataset, args.rows, args.workdir)
+    X = datasets.load(dataset)
+    theta0 = datasets.initial_theta(dataset)
+    runs = run_rounds(args, X, dataset, theta0, log)
+    ref = reference(args, X, dataset)
+    candidates = [(best_point(r), f"{r['subject']} (best point)") for r in runs]
+    if ref:
+        candidates.append((ref["cost"], f"long streamae run (max_iter {ref['max_iter']})"))
+    if args.best_from:
+        with open(args.best_from) as f:
+            candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
+    grid, capped = [], []
     if not args.streamae_only:
-        traces += peers(X, theta0, args.budget, args.quick)
-    best, rows = score(traces, Exact(X))
-    print(table(best, rows))
-    result = {"rows": args.rows, "cold": args.cold, "best": best, "subjects": rows,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "command": " ".join(["python", "benchmarks/time_to_quality.py",
-                                   *(argv or sys.argv[1:])])}
+        grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
+                                min(candidates)[0], args.max_extensions, log)
+        candidates += [(best_point(r), f"torch {r['setting']['method']} "
+                                       f"{ttq_tables.setting_text(r['setting'])} (best point)")
+                       for r in grid]
+    best, best_source = min(candidates)
+    result = finish(record, args, dataset, runs, grid, capped, best, best_source, ref)
+    log(ttq_tables.ttq_table(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(result, f, indent=1)
     return result
+
+
+def finish(record, args, dataset, runs, grid, capped, best, best_source, ref):
+    """The results file's content."""
+    return {**provenance.finish(record), "dataset": dataset.describe(), "cold": args.cold,
+            "budget": args.budget, "repeats": args.repeats, "quick": args.quick,
+            "levels": list(LEVELS), "best": best, "best_source": best_source,
+            "reference": ref, "subjects": summary(runs, best), "runs": runs,
+            "grid": grid, "grid_best": grid_summary(grid, best) if grid else {},
+            "grid_still_at_edge": capped}
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ epsilon 0.1) and reports the child's peak resident set (getrusage) and wall
 time. Peak memory should not grow with C: each task holds one chunk (and its
 float64 copy), plus O(n^2) partial sums.
 
-    python benchmarks/whiten_memory.py [--chunks 10 80] [--scheduler threads]
+    python benchmarks/whiten_memory.py [--chunks 10 80] [--schedulers synchronous threads]
+
+Writes ``benchmarks/results/whiten_memory.json`` (``--json``), with the
+command, commit, date, machine and load average (`provenance`).
 """
 
 import argparse
+import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -21,13 +24,19 @@ import time
 import numpy as np
 import zarr
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import provenance  # noqa: E402
+
 ROWS, COLS = 16384, 192
 
 CHILD = """
-import sys
+import resource, sys
 from streamae import whiten
 whiten(sys.argv[1], sys.argv[2], kind="zca", epsilon=0.1,
        run_options={"scheduler": sys.argv[3]})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -41,34 +50,44 @@ def write_store(path, chunks, seed=0):
 
 
 def measure(src, out, scheduler):
-    """(peak RSS in MiB, seconds) of one whiten in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(peak RSS in MiB, seconds) of one whiten in a fresh process (its own getrusage)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", CHILD, src, out, scheduler], check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, src, out, scheduler], check=True,
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children
-    return max(peak, before) / 1024, seconds
+    return int(proc.stdout.split()[-1]) / 1024, seconds  # ru_maxrss is in KiB on Linux
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, nargs="+", default=[10, 80])
-    parser.add_argument("--scheduler", default="threads")
-    args = parser.parse_args()
+    parser.add_argument("--schedulers", nargs="+", default=["synchronous", "threads"])
+    parser.add_argument("--json", default=os.path.join(HERE, "results", "whiten_memory.json"))
+    provenance.add_arguments(parser)
+    args = parser.parse_args(argv)
+    record = provenance.start("benchmarks/whiten_memory.py", argv, args.allow_load, args.wait)
     root = tempfile.mkdtemp(prefix="whiten-memory-")
+    runs = []
     try:
-        # Largest last: RUSAGE_CHILDREN keeps the maximum over all children so far.
         for chunks in sorted(args.chunks):
             src = os.path.join(root, f"x{chunks}.zarr")
             write_store(src, chunks)
-            peak, seconds = measure(src, os.path.join(root, f"w{chunks}.zarr"),
-                                    args.scheduler)
-            size = ROWS * chunks * COLS * 4 / 2**20
-            print(f"{chunks:4d} chunks ({ROWS * chunks} rows, {size:.0f} MiB): peak RSS "
-                  f"{peak:.0f} MiB, {seconds:.1f} s ({args.scheduler})", flush=True)
+            for scheduler in args.schedulers:
+                out = os.path.join(root, f"w{chunks}-{scheduler}.zarr")
+                peak, seconds = measure(src, out, scheduler)
+                shutil.rmtree(out)
+                runs.append({"chunks": chunks, "rows": ROWS * chunks, "cols": COLS,
+                             "store_mib": ROWS * chunks * COLS * 4 / 2**20,
+                             "scheduler": scheduler, "peak_rss_mib": peak,
+                             "seconds": seconds})
+                print(f"{chunks:4d} chunks ({ROWS * chunks} rows): peak RSS {peak:.0f} MiB, "
+                      f"{seconds:.1f} s ({scheduler})", flush=True)
             shutil.rmtree(src)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    with open(args.json, "w") as f:
+        json.dump({**provenance.finish(record), "runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":

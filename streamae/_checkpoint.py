@@ -213,10 +213,12 @@ def check_matches(path, meta, expected):
 # ---------------------------------------------------------------- reading and writing
 
 class Saved:
-    """A checkpoint read back: ``state`` (OptimState), ``meta`` (dict), ``rho_hat``."""
+    """A checkpoint read back: ``state`` (OptimState), ``meta`` (dict), ``rho_hat``,
+    and ``arrays``: the other named arrays the run stored (`Checkpointer.save`)."""
 
-    def __init__(self, state, meta, rho_hat):
+    def __init__(self, state, meta, rho_hat, arrays=None):
         self.state, self.meta, self.rho_hat = state, meta, rho_hat
+        self.arrays = arrays or {}
 
     @property
     def history(self):
@@ -239,7 +241,8 @@ def holds(path, theta):
     model written from its state); False if it is missing, unreadable or other."""
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            saved = z["theta"]
+            # With early stopping the model holds the best check's weights.
+            saved = z["best_theta"] if "best_theta" in z.files else z["theta"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False
     theta = np.asarray(theta, np.float64)
@@ -285,11 +288,12 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def encode(state, rho_hat, meta):
-    """The bytes of a checkpoint file."""
+def encode(state, rho_hat, meta, extra=None):
+    """The bytes of a checkpoint file; ``extra``: more named float64 arrays to store."""
     from . import __version__
 
-    arrays = _arrays(state, rho_hat)
+    arrays = {**{k: np.asarray(v, np.float64) for k, v in (extra or {}).items()},
+              **_arrays(state, rho_hat)}
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "streamae_version": __version__,
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -355,7 +359,8 @@ def read(path):
         s_hist=list(arrays["s_hist"]), y_hist=list(arrays["y_hist"]),
         message=meta.get("message", ""), rejections=list(meta.get("rejections", [])),
         phase=meta.get("phase", "full"))
-    return Saved(state, meta, arrays["rho_hat"])
+    others = {k: v for k, v in arrays.items() if k not in names}
+    return Saved(state, meta, arrays["rho_hat"], others)
 
 
 class Checkpointer:
@@ -408,13 +413,14 @@ class Checkpointer:
     def due(self, state):
         return self.every > 0 and state.iteration % self.every == 0
 
-    def save(self, state, rho_hat, history, elapsed):
-        """Write a checkpoint of ``state`` (skipped if the file on disk already holds it)."""
+    def save(self, state, rho_hat, history, elapsed, arrays=None):
+        """Write a checkpoint of ``state`` (skipped if the file on disk already holds it);
+        ``arrays``: more named arrays to keep (read back in `Saved.arrays`)."""
         if self.last == (state.phase, state.iteration, state.message):
             return self.path
         meta = {**self.expected, **self.extra, "history": history, "elapsed": elapsed}
         try:
-            write_bytes(self.path, encode(state, rho_hat, meta), "checkpoint")
+            write_bytes(self.path, encode(state, rho_hat, meta, arrays), "checkpoint")
         except OSError as exc:
             if self.last is not None:
                 kept = f"the previous checkpoint (iteration {self.last[1]}) is intact"

@@ -11,6 +11,9 @@ PARAM_NAMES = ("W1", "b1", "W2", "b2")
 STRATEGIES = ("two-pass", "one-pass", "cached")
 #: Full-batch optimizers (`streamae._optim`).
 OPTIMIZERS = ("lbfgs", "gd")
+#: Default gradient tolerance (``tol``, ``--tol``): an iteration after which
+#: max |gradient| <= it ends the fit.
+GRAD_TOL = 1e-5
 #: How a local store's chunk reads may use the page cache (`streamae._chunkread`).
 PAGE_CACHE_MODES = ("auto", "direct", "drop", "keep")
 #: Kernel arithmetic.

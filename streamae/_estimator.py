@@ -21,9 +21,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import _check_feature_names, check_array
 
 from . import _checkpoint as C
-from . import _metrics, _optim
+from . import _metrics, _optim, _validation_set
 from ._cluster import make_runner
-from ._constants import CHECKPOINT_NAME, DTYPES
+from ._constants import CHECKPOINT_NAME, DTYPES, GRAD_TOL
 from ._data import Dataset, open_dataset
 from ._encode import encode, hidden_graph
 from ._engine import STRATEGIES, Evaluator
@@ -48,12 +48,11 @@ from ._validation import (
     check_width,
     require_fitted,
 )
+from ._warmup import DEFAULT_ITER as DEFAULT_WARMUP_ITER
 from ._warmup import check_warmup
 from ._whiten import whitening_of
 
 _SEED_ALIAS = "deprecated"
-#: max |gradient| at which the optimizer's own gradient rule stops a fit.
-GRAD_TOL = 1e-5
 
 
 class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -82,9 +81,16 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     optimizer : {"lbfgs", "gd"}, default "lbfgs"
         Full-batch L-BFGS (as minFunc) or gradient descent.
     max_iter : int, default 400
-        Iterations of one ``fit`` (each a line search of one or more
-        evaluations). Reaching it with the gradient still above the tolerance
-        warns with ``sklearn.exceptions.ConvergenceWarning``.
+        Iterations of one ``fit`` on the full data (each a line search of one
+        or more evaluations); the warm-up's iterations on subsamples are not
+        counted (``warmup_iter`` bounds them). Reaching it with the gradient
+        still above ``tol`` warns with
+        ``sklearn.exceptions.ConvergenceWarning``.
+    tol : float, default 1e-5
+        Gradient tolerance, >= 0: the fit has converged when max |gradient|
+        is at most ``tol`` after an iteration (0: never on the gradient). With
+        ``early_stopping``, also the least decrease of the best validation
+        cost that counts as an improvement (as scikit-learn's MLP ``tol``).
     history_size : int, default 100
         L-BFGS corrections kept.
     learning_rate : float, default 1.0
@@ -101,16 +107,35 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         finite real, e.g. whitened (`streamae.whiten`). The hidden layer, and
         so `transform`, is the same for both.
     warmup : {"auto", "subsample", "none"}, default "auto"
-        A cheaper start (`streamae._warmup`): L-BFGS first on every 16th row
-        (a seeded subsample held in memory, at most 256 MiB), then the exact
-        full-data fit from its weights and its L-BFGS corrections. The fit
-        still ends on the exact objective over every row; on large data it
-        reaches a given cost in several times fewer passes
-        (docs/benchmarks.md). "auto" warms up when the subsample has at least
-        16,384 rows (data of 262,144 rows or more); "subsample" always;
-        "none" never (the plain full-batch fit). The warm-up runs up to
-        ``max_iter`` iterations of its own; its records in ``history_`` have
-        ``phase`` "warmup".
+        A cheaper start (docs/algorithm.md, "A cheaper start"): one pass reads
+        a seeded sample of the rows (every 2nd row or sparser, at most 256 MiB)
+        into memory; L-BFGS then runs on growing levels of its even rows (each
+        4 times the rows of the one before), carrying weights and L-BFGS
+        corrections up, each level ending when its cost on held-out odd rows
+        stalls; the exact full-data fit starts from there and still ends on
+        the exact objective over every row. "auto" warms up on data of 65,536
+        rows or more when a level of at least 2,048 rows and 8 rows per
+        hidden unit exists; "subsample" whenever a level exists; "none" never
+        (the plain full-batch fit). The warm-up's records in ``history_`` have
+        ``phase`` "warmup" and their ``level``.
+    warmup_iter : int, default 200
+        The warm-up's own budget: iterations of its smallest level, at most;
+        each level above gets half as many. Independent of ``max_iter``; 0
+        turns the warm-up off.
+    validation_every : int, default 1
+        With ``fit(X, validation=V)``: evaluate the objective on V every this
+        many full-data iterations (iteration 0, k, 2k, ...; the warm-up's
+        iterations are not checked). Each check is one pass over V.
+    early_stopping : bool, default False
+        Stop when the validation cost has not improved by at least ``tol``
+        for ``n_iter_no_change`` consecutive checks; the model then holds the
+        weights of the check with the lowest validation cost
+        (``best_validation_iteration_``), whatever ended the fit. Needs
+        ``fit(X, validation=V)``.
+    n_iter_no_change : int, default 10
+        Checks without an improvement that stop the fit with
+        ``early_stopping`` (checks, not iterations, when
+        ``validation_every`` > 1).
     warm_start : bool, default False
         A new ``fit`` starts from the current weights (fresh L-BFGS memory)
         instead of a new initialisation; ``max_iter`` counts that fit's
@@ -151,16 +176,23 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         One record per iteration (0 is the starting point): iteration, cost,
         its terms, grad_norm, step, rho_hat_min/mean/max, dead and saturated
         units, explained_variance, evaluations, seconds, samples_per_s, phase
-        ("warmup" on the subsample, whose cost is the subsample's, or "full")
-        and data_passes (passes over the whole data so far, a warm-up
-        evaluation counting as its share of the rows)
-        (`streamae._metrics`).
+        ("warmup" on a level of the sample, whose cost is the level's, or
+        "full"), data_passes (passes over the whole data so far, counting the
+        first pass that measures the data or reads the sample, and a warm-up
+        evaluation as its share of the rows); warm-up records also have
+        ``level`` (0 the smallest) and ``rows``
+        (`streamae._metrics`); with a validation set, the records of checks
+        also have ``validation_cost`` and ``validation_reconstruction``.
     n_iter_ : int
         Iterations done (counted from the checkpoint's start when resumed).
     stop_reason_ : str
     converged_ : bool
-        True if an optimizer tolerance stopped the fit (not ``max_iter``, a
-        callback, an interrupt or a failed line search).
+        True if an optimizer tolerance or early stopping stopped the fit (not
+        ``max_iter``, a callback, an interrupt or a failed line search).
+    best_validation_iteration_ : int or None
+        With a validation set: the iteration of the check with the lowest
+        validation cost (its weights are the model's with
+        ``early_stopping``); else None.
     evaluations_ : int
         Evaluations of the objective (passes over the data) in the whole fit.
     guard_events_ : list of dict
@@ -186,7 +218,9 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
                  strategy="one-pass", optimizer="lbfgs", max_iter=400, history_size=100,
                  learning_rate=1.0, dtype="float32", random_state=0, warm_start=False,
                  verbose=False, clip=False, run_options=None, warmup="auto",
-                 decoder="sigmoid", seed=_SEED_ALIAS):
+                 decoder="sigmoid", warmup_iter=DEFAULT_WARMUP_ITER, tol=GRAD_TOL,
+                 validation_every=1, early_stopping=False, n_iter_no_change=10,
+                 seed=_SEED_ALIAS):
         self.n_hidden = n_hidden
         self.rho = rho
         self.beta = beta
@@ -204,6 +238,11 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.run_options = run_options
         self.warmup = warmup
         self.decoder = decoder
+        self.warmup_iter = warmup_iter
+        self.tol = tol
+        self.validation_every = validation_every
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
         self.seed = seed
 
     def __sklearn_tags__(self):
@@ -258,13 +297,21 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         name = "random_state" if seed is self.random_state else "seed"
         check_choice("optimizer", self.optimizer, _optim.OPTIMIZERS)
         check_choice("strategy", self.strategy, STRATEGIES)
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ParameterError(f"early_stopping must be True or False, got "
+                                 f"{self.early_stopping!r}")
         return Settings(
             n_hidden=n_hidden, hyper=hyper, dtype=str(self.dtype), seed=check_int(name, seed, 0),
             strategy=self.strategy, optimizer=self.optimizer,
             max_iter=check_int("max_iter", self.max_iter, 0),
             history_size=check_int("history_size", self.history_size, 1),
             learning_rate=check_float("learning_rate", self.learning_rate, 0, low_open=True),
-            warmup=check_warmup(self.warmup))
+            warmup=check_warmup(self.warmup),
+            warmup_iter=check_int("warmup_iter", self.warmup_iter, 0),
+            tol=check_float("tol", self.tol, 0, hint="e.g. 1e-5"),
+            validation_every=check_int("validation_every", self.validation_every, 1),
+            early_stopping=bool(self.early_stopping),
+            n_iter_no_change=check_int("n_iter_no_change", self.n_iter_no_change, 1))
 
     # ------------------------------------------------------------ fitted state
     @property
@@ -300,19 +347,41 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         if not reset:
             require_fitted(self)
         data = _as_data(self, X, reset=reset)
+        dataset = self._open(data, options)
+        if not reset:
+            check_width(dataset, self.W1_.shape[1])
+        return data, dataset
+
+    def _validation_data(self, V, options, n):
+        """The validation data of ``fit`` opened and checked as the training data is
+        (after it): (data, `Dataset`); refused unless it has the training data's ``n``
+        columns."""
+        data = _as_data(self, V, reset=False)
+        dataset = self._open(data, options)
+        if dataset.shape[1] != n:
+            raise DataError(
+                f"the validation data has {dataset.shape[1]} features, but X has {n} "
+                f"(validation is {dataset.source}); give held-out rows of the same columns")
+        try:
+            check_before_training(data, dataset, self.hyper.decoder, self.clip,
+                                  options.storage_options)
+        except DataError as exc:
+            raise DataError(f"validation data: {exc}") from None
+        return data, dataset
+
+    def _open(self, data, options):
+        """``data`` (as `_as_data` returns it) as a `Dataset`, clipped with ``clip``."""
         dataset = open_dataset(data, chunk_rows=options.chunk_rows,
                                storage_options=options.storage_options,
                                page_cache=options.page_cache)
         if self.clip:
             array = dataset.array.map_blocks(_clip_unit, dtype=dataset.array.dtype)
             dataset = Dataset(array, dataset.source, dataset.unit_rows)
-        if not reset:
-            check_width(dataset, self.W1_.shape[1])
-        return data, dataset
+        return dataset
 
     # ------------------------------------------------------------ fit
-    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=0, resume=False,
-            overwrite=False, callback=None):
+    def fit(self, X, y=None, *, validation=None, checkpoint=None, checkpoint_every=0,
+            resume=False, overwrite=False, callback=None):
         """Train on the whole dataset with full-batch updates.
 
         Parameters
@@ -321,6 +390,14 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             Values in [0, 1], one sample per row; never loaded whole.
         y : None
             Ignored (for Pipeline compatibility).
+        validation : array-like of shape (m_v, n), optional
+            Held-out rows, of any type X may be (path, URL, zarr.Array, Dask
+            array, ndarray, DataFrame), never trained on: every
+            ``validation_every`` full-data iterations the objective is
+            evaluated on them at the current weights (with their own
+            rho_hat) and recorded in ``history_`` (``validation_cost``,
+            ``validation_reconstruction``); needed by ``early_stopping``.
+            The training itself is the same with or without it.
         checkpoint : str or os.PathLike, optional
             File holding everything needed to continue this fit exactly (see
             docs/reliability.md). It is written when the fit ends (whatever
@@ -364,25 +441,30 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         Warns
         -----
         ConvergenceWarning
-            When ``max_iter`` stops the fit with max |gradient| above 1e-5.
+            When ``max_iter`` stops the fit with max |gradient| above ``tol``.
         """
         settings = self._settings()
         C.require_path(checkpoint, checkpoint_every, resume)
+        if settings.early_stopping and validation is None:
+            raise ParameterError(
+                "`early_stopping=True` needs a validation set: give held-out rows (never "
+                "trained on, with the data's columns) as `validation=DATA`")
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
         check_before_training(data, dataset, settings.hyper.decoder, self.clip,
                               options.storage_options)
+        held = None if validation is None else \
+            self._validation_data(validation, options, dataset.shape[1])
         # A store written by `streamae whiten`: keep its transform, for encode and show.
         self.whitening_ = whitening_of(data, options.storage_options)
         theta0, rng = self._initial_theta(settings, dataset)
         if self.warm_start and getattr(self, "W1_", None) is not None:
             settings = dataclasses.replace(settings, warmup="none")  # already trained weights
         run = TrainingRun(self, settings, dataset, options, self.verbose, callback)
+        if held is not None:
+            run.use_validation(held[1])
         if checkpoint is not None:
-            identity = C.identity(
-                settings.model_identity(dataset.shape[1]),
-                C.data_fingerprint(data, dataset, options.storage_options),
-                settings.run_identity(dataset, options))
+            identity = _run_identity(settings, (data, dataset), held, options)
             extra = {"random_state": {"seed": settings.seed,
                                       "after_init": rng.bit_generator.state}}
             run.use_checkpoint(checkpoint, checkpoint_every, identity, extra, resume, overwrite)
@@ -415,11 +497,16 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return flatten(params), rng
 
     def _set_fitted(self, outcome, settings, n):
-        """The fitted attributes from a run's `Outcome`."""
+        """The fitted attributes from a run's `Outcome`: with early stopping (and no
+        interrupt, whose checkpoint holds the last weights), the best check's weights."""
         state = outcome.state
-        self._set_weights(unflatten(state.theta, n, settings.n_hidden, np.float64))
+        theta, rho_hat = state.theta, outcome.rho_hat
+        if outcome.best is not None and outcome.interrupt is None:
+            theta, rho_hat = outcome.best
+        self._set_weights(unflatten(theta, n, settings.n_hidden, np.float64))
         self.history_ = outcome.history
-        self.rho_hat_ = outcome.rho_hat
+        self.rho_hat_ = rho_hat
+        self.best_validation_iteration_ = outcome.best_iteration
         self.resumed_from_ = outcome.resumed_from
         self.n_iter_ = state.iteration
         self.stop_reason_ = outcome.stop
@@ -430,13 +517,13 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
     def _warn_not_converged(self, outcome, settings, checkpoint=None):
         worst = float(np.abs(outcome.state.grad).max())
-        if worst > GRAD_TOL:
+        if worst > settings.tol:
             # Resuming is advice only when this fit wrote a checkpoint.
             resume = (f" (or resume the checkpoint '{os.fspath(checkpoint)}' with a larger "
                       "max_iter)" if checkpoint is not None else "")
             warnings.warn(ConvergenceWarning(
                 f"SparseAutoencoder reached max_iter={settings.max_iter} with max |gradient| "
-                f"{worst:.3g} above the tolerance {GRAD_TOL:g}; raise max_iter{resume} for a "
+                f"{worst:.3g} above tol={settings.tol:g}; raise max_iter{resume} for a "
                 "converged fit"), stacklevel=3)
 
     # ------------------------------------------------------------ evaluation
@@ -627,7 +714,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             model.rho_hat_ = np.asarray(attrs["rho_hat"], np.float64)
         model.n_iter_ = attrs.get("n_iter", 0)
         model.stop_reason_ = attrs.get("stop_reason", "")
-        for name in ("evaluations", "strategy", "guard_events", "converged"):  # from a fit
+        for name in ("evaluations", "strategy", "guard_events", "converged",
+                     "best_validation_iteration"):  # from a fit
             if name in attrs:
                 setattr(model, name + "_", attrs[name])
         model.whitening_ = attrs.get("whitening")
@@ -649,7 +737,8 @@ def _model_attrs(model):
         "stop_reason": getattr(model, "stop_reason_", ""),
         "history": getattr(model, "history_", []),
     }
-    for name in ("evaluations_", "strategy_", "guard_events_", "converged_"):  # set by fit
+    for name in ("evaluations_", "strategy_", "guard_events_", "converged_",
+                 "best_validation_iteration_"):  # set by fit
         if hasattr(model, name):
             attrs[name.rstrip("_")] = getattr(model, name)
     if getattr(model, "whitening_", None) is not None:
@@ -662,6 +751,24 @@ def _model_attrs(model):
                        if k not in ("run_options", "seed", "verbose", "warm_start")
                        and isinstance(v, (bool, int, float, str))}
     return attrs
+
+
+def _run_identity(settings, training, held, options):
+    """The checkpoint identity of a fit (`streamae._checkpoint.identity`).
+
+    ``training`` and ``held``: (data, `Dataset`) of the training and of the
+    validation data (None without): a run with validation also records V's
+    fingerprint and the checks' settings, which change its history and stop.
+    """
+    dataset = training[1]
+    identity = C.identity(settings.model_identity(dataset.shape[1]),
+                          C.data_fingerprint(*training, options.storage_options),
+                          settings.run_identity(dataset, options))
+    if held is not None:
+        identity["run"].update(_validation_set.identity(
+            C.data_fingerprint(*held, options.storage_options), settings.validation_every,
+            settings.early_stopping, settings.n_iter_no_change, settings.tol))
+    return identity
 
 
 def _as_data(model, X, *, reset):

@@ -23,15 +23,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checkpoint as C
-from . import _metrics, _optim, _progress, _warmup
+from . import _metrics, _optim, _progress, _validation_set, _warmup
 from ._cluster import make_runner
+from ._data import describe_bad_values
 from ._engine import Evaluator
 from ._errors import ClusterError, DataError, StreamaeError, TrainingInterrupted
-from ._objective import flatten, unflatten
+from ._objective import flatten, param_blocks, unflatten
 
 #: Stop messages of the optimizer that mean "converged" (its tolerances).
 CONVERGED = ("gradient below tolerance", "step below tolerance", "cost change below tolerance",
-             "the line search found no decrease (converged to rounding precision)")
+             "the line search found no decrease (converged to rounding precision)",
+             _validation_set.EARLY_STOPPING)
+
+
+STOPPED_BY_CALLBACK = "stopped by callback"
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,16 @@ class Settings:
     history_size: int
     learning_rate: float
     warmup: str = "none"
+    warmup_iter: int = _warmup.DEFAULT_ITER
+    tol: float = _optim.GRAD_TOL
+    validation_every: int = 1
+    early_stopping: bool = False
+    n_iter_no_change: int = 10
 
-    def warmup_stride(self, shape):
-        """Rows per subsample row of the warm-up on data of ``shape``; 0 for none."""
-        return _warmup.plan(self.warmup, shape, np.dtype(self.dtype).itemsize)
+    def warmup_plan(self, shape):
+        """The warm-up `streamae._warmup.Plan` on data of ``shape``, or None."""
+        return _warmup.plan(self.warmup, shape, np.dtype(self.dtype).itemsize, self.n_hidden,
+                            self.warmup_iter)
 
     def model_identity(self, n_visible):
         """Hyperparameters a resumed run must match (the keys of streamae 0.1, and the
@@ -70,11 +81,12 @@ class Settings:
                "block_rows": int(options.block_rows), "split_every": int(options.split_every)}
         if self.optimizer == "lbfgs":
             run["history_size"] = int(self.history_size)
+            run["lbfgs_scaling"] = "blocks"
         else:
             run["learning_rate"] = float(self.learning_rate)
-        stride = self.warmup_stride(dataset.shape)
-        if stride:  # (absent when there is none: checkpoints of 0.1 stay valid)
-            run["warmup_stride"] = stride
+        plan = self.warmup_plan(dataset.shape)
+        if plan is not None:  # (absent when there is none)
+            run["warmup"] = plan.describe()
         return run
 
 
@@ -93,6 +105,10 @@ class Outcome:
     resumed_from : int or None
     interrupt : TrainingInterrupted or None
         Raised by ``fit`` after the fitted attributes are set.
+    best : tuple or None
+        With early stopping: (theta, rho_hat) of the best validation check.
+    best_iteration : int or None
+        With a validation set: the iteration of the best check.
     """
 
     state: object
@@ -101,6 +117,8 @@ class Outcome:
     rho_hat: np.ndarray
     resumed_from: int = None
     interrupt: BaseException = None
+    best: tuple = None
+    best_iteration: int = None
 
     @property
     def reached_max_iter(self):
@@ -144,7 +162,8 @@ class TrainingRun:
         self.m, self.n = dataset.shape
         self.verbose, self.callback = bool(verbose), callback
         self.options = options
-        self.stride = settings.warmup_stride(dataset.shape)
+        self.plan = settings.warmup_plan(dataset.shape)
+        self.blocks = param_blocks(self.n, settings.n_hidden)
         self.runner = make_runner(options.scheduler, options.workers, announcer(verbose))
         self.evaluator = Evaluator.with_options(
             dataset, settings.hyper, options, dtype=settings.dtype, strategy=settings.strategy,
@@ -156,7 +175,17 @@ class TrainingRun:
         self.elapsed0 = 0.0
         self.t0 = time.perf_counter()
         self.data_variance = None
+        self.passes_before = 0.0  # passes over the data before the first evaluation
         self.flag = C.InterruptFlag(active=False)
+        self.validation = None  # a `streamae._validation_set.Validation`, with one
+        self.best = None  # with early stopping: (theta, rho_hat) of the best check
+
+    def use_validation(self, dataset):
+        """Check the validation data ``dataset`` (shape (m_v, n)) every
+        ``validation_every`` full-data iterations, in this run's scheduler session."""
+        self.validation = _validation_set.Validation(
+            dataset, self.settings.hyper, self.options, self.settings.dtype, self.runner,
+            self.settings.validation_every)
 
     # ------------------------------------------------------------ start
     def use_checkpoint(self, path, every, identity, extra, resume, overwrite):
@@ -168,6 +197,7 @@ class TrainingRun:
             self.state, self.history, self.rho_hat = saved.state, saved.history, saved.rho_hat
             self.resumed_from, self.elapsed0 = saved.state.iteration, saved.elapsed
             self.data_variance = saved.data_variance  # no second pass to measure it
+            self.best = _validation_set.best_of(saved.arrays)
 
     def _fun(self, theta, evaluator=None):
         self.flag.check()
@@ -177,40 +207,111 @@ class TrainingRun:
     def _start(self, theta0, warm=None):
         """Evaluate at ``theta0`` unless resumed in the full phase; the record of
         iteration 0. L-BFGS keeps the correction pairs of a ``warm`` state."""
-        if self.state is not None:
+        if self.state is not None and self.state.phase == "full":
+            self._validate_last()  # if the fit was interrupted before its check
             return
         self.state, info = _optim.start(self._fun, theta0)
         if warm is not None and self.settings.optimizer == "lbfgs":
             self.state.s_hist, self.state.y_hist = list(warm.s_hist), list(warm.y_hist)
         self._record(info)
+        self._validate_last()
         if self.store is not None and self.store.due(self.state):
             self.save()
 
     def _warm_up(self, theta0):
-        """The warm-up phase on the subsample (`streamae._warmup`), if there is one.
+        """The warm-up on levels of a sample (`streamae._warmup`), if there is one.
 
         Returns the full phase's start: weights (ndarray of shape (p,)) and the
-        warm-up's final `OptimState` (None without a warm-up).
+        warm-up's final `OptimState` (None without a warm-up); and "" or, when
+        the callback stopped the fit in the warm-up, `STOPPED_BY_CALLBACK`.
         """
-        resumed = self.state is not None and self.state.phase == "warmup"
-        if not self.stride or (self.state is not None and not resumed):
-            return theta0, None
-        first = _warmup.offset(self.settings.seed, self.stride)
-        with self.evaluator.pass_progress("warm-up: reading the subsample"):
-            rows = _warmup.subsample(self.runner, self.dataset, self.stride, first)
-        evaluator = _warmup.evaluator(rows, self.settings, self.runner, self.options)
-        fun = functools.partial(self._fun, evaluator=evaluator)
-        phase = _Phase("warmup", rows.shape[0], 1.0, rows.shape[0] / self.m)
-        if not resumed:
-            self.state, info = _optim.start(fun, theta0)
+        if not self._warming_up():
+            return theta0, None, ""
+        first = _warmup.offset(self.settings.seed, self.plan.stride)
+        with self.evaluator.pass_progress("warm-up: reading the sample"):
+            sample, self.data_variance = _warmup.read_sample(
+                self.runner, self.dataset, self.plan.stride, first)
+        if self.store is not None:
+            self.store.keep(data_variance=self.data_variance)
+        self._check_sample(sample, first)
+        resumed = _warmup_level(self.history) if self.state is not None else None
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):  # the levels' threads use one each
+            for level in range(resumed or 0, len(self.plan.levels)):
+                if self._run_level(sample, level, theta0, resumed == level) == \
+                        STOPPED_BY_CALLBACK:
+                    return self.state.theta, None, STOPPED_BY_CALLBACK
+                theta0 = self.state.theta
+        # self.state stays the warm-up's until the full phase's first evaluation:
+        # an interrupt before it saves the warm-up's end.
+        return self.state.theta, self.state, ""
+
+    def _run_level(self, sample, level, theta, resumed):
+        """L-BFGS on level ``level`` of the sample from ``theta`` (or from the
+        resumed state), carrying the correction pairs, until its budget or its
+        held-out cost stalls (`streamae._warmup.stalled`); returns why it stopped."""
+        plan, s = self.plan, self.settings
+        train, heldout = (_warmup.LevelEvaluator(rows, s.hyper, s.dtype, self.options.block_rows,
+                                                 self.options.split_every)
+                          for rows in plan.rows(sample, level))
+        fun = functools.partial(self._fun, evaluator=train)
+        phase = _Phase("warmup", train.m, _passes_before(self.history, level,
+                       self.passes_before), plan.fraction(level), level)
+        check = functools.partial(self._check_level, heldout, phase)
+        if resumed:
+            phase.checks = sum("heldout_cost" in r for r in self._level_records(level))
+        else:
+            carried = self.state
+            self.state, info = _optim.start(fun, theta)
             self.state.phase = "warmup"
-            self._record(info, phase)
-        with _progress.bar(f"warm-up on 1/{self.stride} of the rows", self.settings.max_iter,
-                           "it", enabled=self.verbose, initial=self.state.iteration,
-                           leave=False) as bar:
-            self._loop(bar, fun, phase)
-        warm, self.state = self.state, None
-        return warm.theta, warm
+            if carried is not None:
+                self.state.iteration = carried.iteration
+                self.state.s_hist, self.state.y_hist = carried.s_hist, carried.y_hist
+            check(self._record(info, phase))
+        start = _level_start(self.history, level)
+        if resumed and self._stalled(level):
+            return "the held-out cost stalled"  # the checkpoint was written as the level ended
+        share = round(1 / phase.per_evaluation)
+        label = f"warm-up level {level + 1}/{len(plan.levels)} (1/{share} of the rows)"
+        with _progress.bar(label, plan.iterations[level], "it", enabled=self.verbose,
+                           initial=self.state.iteration - start, leave=False) as bar:
+            stop = self._loop(bar, fun, phase, start + plan.iterations[level], check)
+        if stop != STOPPED_BY_CALLBACK:
+            self.state.message = ""  # a level's own convergence moves the warm-up up a level
+        return stop
+
+    def _stalled(self, level):
+        """True if the last record of ``level`` is a check at which it stalled."""
+        checks = [r for r in self._level_records(level) if "heldout_cost" in r]
+        last = self._level_records(level)[-1]
+        return len(checks) > 1 and checks[-1] is last and _warmup.stalled(checks[-2], last)
+
+    def _level_records(self, level):
+        return [r for r in self.history if r.get("phase") == "warmup" and r.get("level") == level]
+
+    def _check_level(self, heldout, phase, record):
+        """Every `WINDOW` iterations of a level: score the weights on the level's
+        held-out rows (into ``record``); True if the level has stalled."""
+        records = self._level_records(phase.level)
+        if (record["iteration"] - records[0]["iteration"]) % _warmup.WINDOW:
+            return False
+        record["heldout_cost"] = heldout(unflatten(self.state.theta, self.n,
+                                                   self.settings.n_hidden)).cost
+        phase.checks += 1
+        record["data_passes"] = phase.passes(self.state.evaluations)
+        earlier = [r for r in records[:-1] if "heldout_cost" in r]
+        return bool(earlier) and _warmup.stalled(earlier[-1], record)
+
+    def _check_sample(self, sample, first):
+        """Refuse a sample with values the decoder does not take, naming the data's row."""
+        bad = ~np.isfinite(sample).all(axis=1)
+        if self.settings.hyper.decoder == "sigmoid":
+            bad |= ((sample < 0) | (sample > 1)).any(axis=1)
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise DataError(describe_bad_values(self.dataset, first + int(rows[0]) *
+                                                self.plan.stride, self.settings.hyper.decoder))
 
     def _finished(self):
         return self.state is not None and C.finished(self.state, self.settings.max_iter)
@@ -242,10 +343,16 @@ class TrainingRun:
                 if not self._finished():
                     with _progress.phase("compiling kernels", enabled=self.verbose):
                         self.evaluator.compile_kernels(self.settings.n_hidden)
-                    self._measure_variance()
-                theta0, warm = self._warm_up(theta0)
-                self._start(theta0, warm)
-                stop = self._loop(bar, self._fun, self._full_phase())
+                        if self.validation is not None:
+                            self.validation.compile_kernels(self.settings.n_hidden)
+                    self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
+                    self.passes_before = 1.0  # the variance pass, or the sample's read
+                    if not self._warming_up():
+                        self._measure_variance()
+                theta0, warm, stop = self._warm_up(theta0)
+                if not stop:
+                    self._start(theta0, warm)
+                    stop = self._loop(bar, self._fun, self._full_phase(), self.settings.max_iter)
                 if self.store is not None:
                     self.save()  # a finished run's checkpoint holds its final state
             except (C.Stop, KeyboardInterrupt):
@@ -255,7 +362,20 @@ class TrainingRun:
                 if self.store is None or self.state is None:
                     raise
                 raise _with_checkpoint(exc, self.save, self.state.iteration) from None
-        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from)
+        return self._outcome(stop)
+
+    def _outcome(self, stop, interrupt=None):
+        """The `Outcome` of the run, stopped for reason ``stop``."""
+        best_iteration = None
+        if self.validation is not None:
+            progress = _validation_set.progress(self.history, self.settings.tol)
+            best_iteration = progress.best_iteration
+        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
+                       interrupt=interrupt, best=self.best, best_iteration=best_iteration)
+
+    def _warming_up(self):
+        """True if the warm-up has yet to run (its sample's read measures the variance)."""
+        return self.plan is not None and (self.state is None or self.state.phase == "warmup")
 
     def _measure_variance(self):
         """Denominator of the explained variance: one streaming pass, inside the
@@ -265,25 +385,30 @@ class TrainingRun:
                 self.data_variance = _metrics.total_variance(self.evaluator)
             if self.store is not None:
                 self.store.keep(data_variance=self.data_variance)
-        self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
 
     def _full_phase(self):
         """The full phase's `_Phase`: its passes follow the warm-up's, if any."""
         before = max((r.get("data_passes", 0.0) for r in self.history
-                      if r.get("phase") == "warmup"), default=0.0)
+                      if r.get("phase") == "warmup"), default=self.passes_before)
         return _Phase("full", self.m, before, float(self.evaluator.passes))
 
-    def _loop(self, bar, fun, phase):
-        """Optimizer iterations until a stopping rule; returns the stop reason."""
+    def _loop(self, bar, fun, phase, limit, check=None):
+        """Optimizer iterations until a stopping rule, iteration ``limit`` or
+        ``check(record)`` returning True; returns the stop reason."""
         s = self.settings
-        stop = _stop_reason(self.state, s.max_iter)
+        stop = _stop_reason(self.state, limit)
         while not stop:
             self.flag.check()
-            info, done = _optim.step(fun, self.state, s.optimizer,
-                                     history=s.history_size, learning_rate=s.learning_rate)
-            asked = False
+            info, done = _optim.step(fun, self.state, s.optimizer, history=s.history_size,
+                                     learning_rate=s.learning_rate, grad_tol=s.tol,
+                                     blocks=self.blocks)
+            asked = halt = False
             if info is not None:
                 record = self._record(info, phase)
+                halt = check is not None and check(record)
+                if phase.name == "full":
+                    self._validate_last()
+                    done = done or bool(self.state.message)  # early stopping
                 # The postfix first: the line drawn by update shows this iteration's cost.
                 bar.set_postfix(cost=f"{record['cost']:.5g}",
                                 rho_hat=f"{record['rho_hat_mean']:.4f}",
@@ -295,10 +420,31 @@ class TrainingRun:
             if done:
                 stop = self.state.message
             elif asked:
-                stop = "stopped by callback"
+                stop = STOPPED_BY_CALLBACK
+            elif halt:
+                stop = "the held-out cost stalled"
             else:
-                stop = _stop_reason(self.state, s.max_iter)
+                stop = _stop_reason(self.state, limit)
         return stop
+
+    def _validate_last(self):
+        """The validation check of the last record if it is due and has not run (a
+        fit interrupted between an iteration and its check runs it on resume), then
+        the early-stopping rule: ``state.message`` says when it stops the fit."""
+        record, s = self.history[-1], self.settings
+        if self.validation is None or record.get("phase") != "full" \
+                or record["iteration"] != self.state.iteration or "validation_cost" in record \
+                or not self.validation.due(record["iteration"]):
+            return
+        record.update(self.validation.check(self.state.theta, self.n, s.n_hidden))
+        if not s.early_stopping:
+            return
+        progress = _validation_set.progress(self.history, s.tol)
+        if progress.best_iteration == record["iteration"]:
+            self.best = (self.state.theta.copy(), np.array(self.rho_hat, np.float64))
+        if not self.state.message:
+            self.state.message = _validation_set.stop_message(progress, s.n_iter_no_change,
+                                                              s.tol)
 
     def _call_back(self, record):
         """``callback(model, record)``, the model holding this iteration's weights."""
@@ -324,21 +470,25 @@ class TrainingRun:
             "dead_units": dead,
             "saturated_units": saturated,
             "explained_variance": _metrics.explained_variance(
-                info.terms["reconstruction"], m, self.data_variance),
+                info.terms["reconstruction"], self.m, self.data_variance),
             "evaluations": state.evaluations,
             "seconds": elapsed,
             "samples_per_s": state.evaluations * m / elapsed if elapsed > 0 else 0.0,
             "phase": phase.name,
-            "data_passes": phase.before + state.evaluations * phase.per_evaluation,
+            "data_passes": phase.passes(state.evaluations),
         }
+        if phase.level is not None:
+            record["level"], record["rows"] = phase.level, phase.rows
         self.history.append(record)
         return record
 
     # ------------------------------------------------------------ ends
     def save(self):
         """Write the checkpoint of the current state; returns its path."""
+        best = None if self.best is None else {"best_theta": self.best[0],
+                                                "best_rho_hat": self.best[1]}
         return self.store.save(self.state, self.rho_hat, self.history,
-                               time.perf_counter() - self.t0)
+                               time.perf_counter() - self.t0, best)
 
     def _interrupted(self):
         """SIGINT/SIGTERM (or Ctrl-C): write the checkpoint, then report the interrupt."""
@@ -352,11 +502,10 @@ class TrainingRun:
         where = "warm-up " if self.state.phase == "warmup" else ""
         stop = (f"interrupted by {signal.Signals(signum).name} at {where}iteration "
                 f"{self.state.iteration}")
-        return Outcome(self.state, stop, self.history, self.rho_hat, self.resumed_from,
-                       interrupt=TrainingInterrupted(signum, path, self.state.iteration))
+        return self._outcome(stop, TrainingInterrupted(signum, path, self.state.iteration))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Phase:
     """What the records of one phase of a fit count.
 
@@ -369,12 +518,42 @@ class _Phase:
         Passes over the whole data before the phase's first evaluation.
     per_evaluation : float
         Passes over the whole data (or their equivalent in rows) per evaluation.
+    level : int or None
+        The warm-up's level (index into `streamae._warmup.Plan.levels`).
+    checks : int
+        Evaluations of the level's held-out rows so far (each costs as much
+        as one of the level's).
     """
 
     name: str
     rows: int
     before: float
     per_evaluation: float
+    level: int = None
+    checks: int = 0
+
+    def passes(self, evaluations):
+        """Passes over the data after ``evaluations`` of the phase's own."""
+        return self.before + (evaluations + self.checks) * self.per_evaluation
+
+
+def _warmup_level(history):
+    """The warm-up level of the last record of ``history`` (0 if it has none)."""
+    return history[-1].get("level", 0) if history else 0
+
+
+def _level_start(history, level):
+    """The iteration at which warm-up level ``level`` started (its first record)."""
+    return next(r["iteration"] for r in history
+                if r.get("phase") == "warmup" and r.get("level", 0) == level)
+
+
+def _passes_before(history, level, before_warmup):
+    """Passes over the data before warm-up level ``level``'s first evaluation."""
+    if level == 0:
+        return before_warmup
+    return max(r["data_passes"] for r in history
+               if r.get("phase") == "warmup" and r.get("level", 0) == level - 1)
 
 
 def _with_checkpoint(exc, save_checkpoint, iteration):

@@ -11,6 +11,13 @@ Per iteration (record 0 is the starting point)::
     explained_variance  1 - sum ||x - a3||^2 / sum_j sum_i (x_ij - mean_j)^2
     evaluations, seconds (wall time since fit started), samples_per_s
 
+With a validation set (``fit(X, validation=V)``), the records of checks
+(every ``validation_every`` full-data iterations, `streamae._validation_set`) also
+have::
+
+    validation_cost            J on V at the record's weights, with V's own rho_hat
+    validation_reconstruction  its reconstruction term, sum ||x - a3||^2 / (2 m_v)
+
 Dead and saturated are "a factor 10 away from the target": for the
 exercise's rho = 0.01, below 0.001 or above 0.1. The saturated threshold is
 capped at halfway between rho and 1, so that it stays above rho for large
@@ -51,8 +58,9 @@ def explained_variance(reconstruction, m, total):
     return 1.0 - 2.0 * m * reconstruction / total
 
 
-def _column_moments(block, row0):
-    """(count, column means, centred sums of squares) of one batch, in float64.
+def chunk_moments(block):
+    """(count, column means, column M2) of one block of rows, in float64, for
+    `pool_moments` (or `streamae._tree.merge_moments`).
 
     Bad values (NaN, Inf) just make the result non-finite: the evaluation
     that follows reports them, with their rows.
@@ -73,7 +81,20 @@ def total_variance(evaluator):
     cancellation and the result has the same bits on every scheduler.
     """
     _, _, m2 = evaluator.data_pass.coarse().reduce(_column_moments, combine=merge_moments)
-    with np.errstate(all="ignore"):  # non-finite data: see _column_moments
+    with np.errstate(all="ignore"):  # non-finite data: see chunk_moments
+        return float(np.sum(m2))
+
+
+def _column_moments(block, row0):
+    """`chunk_moments`, as a pass's kernel."""
+    return chunk_moments(block)
+
+
+def pool_moments(parts):
+    """Pool per-chunk (count, mean, M2) in order (`streamae._tree.merge_moments`);
+    returns the sum of M2 over the columns."""
+    _, _, m2 = merge_moments(*parts)
+    with np.errstate(all="ignore"):  # non-finite data: see chunk_moments
         return float(np.sum(m2))
 
 

@@ -61,6 +61,13 @@ def param_shapes(n_visible, n_hidden):
     return {"W1": (s, n), "b1": (s,), "W2": (n, s), "b2": (n,)}
 
 
+def param_blocks(n_visible, n_hidden):
+    """[(start, stop)] of W1, b1, W2, b2 in the flat vector of `flatten`."""
+    bounds = np.cumsum([0] + [int(np.prod(shape))
+                              for shape in param_shapes(n_visible, n_hidden).values()])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def init_params(n_visible, n_hidden, rng, dtype=np.float64):
     """The exercise's initialisation: biases 0, weights U(-r, r),
     r = sqrt(6) / sqrt(n_hidden + n_visible + 1).

@@ -12,12 +12,16 @@ the last iteration boundary, which is what a checkpoint must hold.
 
 lbfgs
     Limited-memory BFGS as in minFunc (the UFLDL exercise's optimizer): the
-    two-loop recursion with the initial Hessian scaled by s'y / y'y, up to
-    ``history`` corrections (minFunc keeps 100), and a strong-Wolfe line search
+    two-loop recursion over up to ``history`` corrections (minFunc keeps 100)
+    and a strong-Wolfe line search
     (SciPy's ``line_search``, c1 = 1e-4, c2 = 0.9) started at step 1 (for the
     first iteration the direction is scaled by min(1, 1 / ||g||_1), as minFunc
     does). When the Wolfe search fails, a backtracking Armijo search is tried
-    before giving up.
+    before giving up. The initial Hessian is scaled per block of parameters
+    (``blocks``: W1, b1, W2 and b2), each by its own s_b'y_b / y_b'y_b from the
+    newest correction (minFunc scales all by one s'y / y'y): the layers'
+    curvatures differ by orders of magnitude, and one scale for all then fits
+    none of them (docs/algorithm.md).
 gd
     Gradient descent with a backtracking Armijo line search: the step starts at
     twice the last accepted one (at ``learning_rate`` first) and halves until
@@ -39,7 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import line_search
 
-from ._constants import OPTIMIZERS  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+from ._constants import (
+    GRAD_TOL,
+    OPTIMIZERS,  # noqa: F401  (re-exported: streamae._optim.OPTIMIZERS)
+)
 from ._errors import NumericalError
 
 
@@ -139,8 +146,19 @@ class _CachedObjective:
         return self(theta)[1]
 
 
-def _two_loop(g, s_hist, y_hist):
-    """-H g by the L-BFGS two-loop recursion."""
+def _two_loop(g, s_hist, y_hist, blocks=None):
+    """-H g by the L-BFGS two-loop recursion.
+
+    Parameters
+    ----------
+    g : ndarray of shape (p,)
+    s_hist, y_hist : list of ndarray of shape (p,)
+        Corrections, oldest first.
+    blocks : sequence of (start, stop), optional
+        Slices of theta scaled each by its own s_b'y_b / y_b'y_b in the initial
+        Hessian; a block whose s_b'y_b or y_b'y_b is not positive takes the
+        global s'y / y'y. None: one scale for all (minFunc's).
+    """
     q = -g.copy()
     alphas = []
     for s, y in zip(reversed(s_hist), reversed(y_hist)):
@@ -148,12 +166,19 @@ def _two_loop(g, s_hist, y_hist):
         alphas.append(a)
         q -= a * y
     if s_hist:
-        s, y = s_hist[-1], y_hist[-1]
-        q *= s.dot(y) / y.dot(y)
+        _scale_initial(q, s_hist[-1], y_hist[-1], blocks)
     for (s, y), a in zip(zip(s_hist, y_hist), reversed(alphas)):
         b = y.dot(q) / y.dot(s)
         q += (a - b) * s
     return q
+
+
+def _scale_initial(q, s, y, blocks):
+    """q *= H0 (in place): s'y / y'y overall, or per block of ``blocks``."""
+    overall = s.dot(y) / y.dot(y)
+    for start, stop in blocks or [(0, q.size)]:
+        sy, yy = s[start:stop].dot(y[start:stop]), y[start:stop].dot(y[start:stop])
+        q[start:stop] *= sy / yy if sy > 0 and yy > 0 else overall
 
 
 def _armijo(obj, theta, cost, grad, d, t, c1=1e-4, tries=30):
@@ -191,11 +216,15 @@ def start(fun, theta0):
 
 
 def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
-         grad_tol=1e-5, change_tol=1e-9):
+         grad_tol=GRAD_TOL, change_tol=1e-9, blocks=None):
     """One iteration: updates ``state`` when it is complete.
 
     Nothing in ``state`` changes if ``fun`` raises anything but
     `NumericalError` (which rejects the trial point, see the module notes).
+    ``grad_tol``: the step ends the fit ("gradient below tolerance") when
+    max |gradient| at the new point is at most this (0: never).
+    ``blocks``: the slices of theta whose initial Hessian scales are their
+    own (`_two_loop`).
 
     Returns
     -------
@@ -206,7 +235,7 @@ def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
         True when a stopping rule fired (``state.message`` says which).
     """
     g = state.grad
-    d, t0 = _direction(state, optimizer, learning_rate)
+    d, t0 = _direction(state, optimizer, learning_rate, blocks)
     if g.dot(d) > -change_tol * 1e-3:
         state.message = "the search direction is not a descent direction"
         return None, True
@@ -238,11 +267,11 @@ def step(fun, state, optimizer="lbfgs", history=100, learning_rate=1.0,
     return info, bool(state.message)
 
 
-def _direction(state, optimizer, learning_rate):
+def _direction(state, optimizer, learning_rate, blocks=None):
     """(search direction, first trial step) from ``state``."""
     g = state.grad
     if optimizer == "lbfgs":
-        d = _two_loop(g, state.s_hist, state.y_hist)
+        d = _two_loop(g, state.s_hist, state.y_hist, blocks)
         if not state.s_hist:
             d *= min(1.0, 1.0 / np.abs(g).sum())
         return d, 1.0

@@ -5,7 +5,8 @@
   ``displayColorNetwork.m`` (colour): tiles laid out by
   ``skimage.util.montage``, written with Pillow;
 - ``cost.png``: the cost and its three terms against the passes over the data
-  (log scale), the warm-up on a subsample drawn apart from the full-data fit;
+  (log scale), the warm-up on a subsample drawn apart from the full-data fit, and the
+  validation cost at its checks when the fit had a validation set;
 - ``rho_hat.png``: histogram of the hidden units' mean activations, with the
   target rho and the dead / saturated thresholds marked.
 
@@ -185,7 +186,8 @@ _TERMS = (("cost", dict(color="black", lw=2)), ("reconstruction", dict(color="ta
 
 
 def cost_figure(history):
-    """Cost and its three terms against the passes over the data, log scale.
+    """Cost and its three terms against the passes over the data, log scale; the
+    validation cost (records with ``validation_cost``) beside the cost, dashed.
 
     The x-axis counts passes over the whole data (``data_passes``; the
     iteration for histories without it), so a warm-up on a subsample and the
@@ -214,6 +216,10 @@ def cost_figure(history):
         start = next(r[x_key] for r, p in zip(history, phases) if p == "full")
         ax.plot([], [], color="grey", dashes=(4, 2), label="warm-up on a subsample")
         ax.axvline(start, color="grey", lw=1, ls=":", label="full-data fit starts")
+    checks = [(r[x_key], r["validation_cost"]) for r in history
+              if r.get("validation_cost") is not None and 0 < r["validation_cost"] < np.inf]
+    if checks:
+        ax.plot(*zip(*checks), color="black", ls="--", lw=1.5, label="validation cost")
     ax.set_yscale("log")
     ax.set_xlabel("passes over the data" if x_key == "data_passes" else "iteration")
     ax.set_ylabel("cost")

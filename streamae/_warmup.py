@@ -1,40 +1,74 @@
-"""A cheaper start: L-BFGS on a subsample held in memory, then the exact fit.
+"""A cheaper start: L-BFGS on growing subsamples held in memory, then the exact fit.
 
 Early in a full-batch fit every pass over the data buys one step, and on a
 store larger than memory a pass costs minutes. Most of the way to the
-optimum can be found on a subsample: every ``stride``-th row from a seeded
-offset (one read of the data), held in memory, where one evaluation costs
-1/``stride`` of a pass and reads nothing. The full-data L-BFGS then starts
-from the subsample's weights *and its correction pairs*: the same model on
-1/16 of the rows has nearly the same curvature, so the full phase starts
-with a good Hessian model instead of a steepest-descent step.
+optimum can be found on subsamples. One read of the data takes a *sample*:
+every ``stride``-th row from a seeded offset, held in memory (at most
+`MAX_BYTES`). The warm-up then runs L-BFGS on *levels* of that sample, each
+`GROWTH` times the rows of the one before (every 64th, 16th, 4th row of the
+sample, then all of it): an iteration on a level costs its share of a pass
+and reads nothing. Weights and the L-BFGS correction pairs are carried from
+level to level and into the full-data fit: the same model on a subsample
+has nearly the same curvature.
+
+Every `WINDOW` iterations a level's weights are scored on held-out rows of
+the sample; the level ends when that score stops following the level's own
+cost (`stalled`), after its iteration budget (`Plan.iterations`, from the
+``warmup_iter`` parameter, independent of ``max_iter``), or when the
+optimizer converges on it.
 
 The fit still ends on the exact objective over every row (rho_hat over the
-whole dataset); only its starting point changes. Everything is a function
-of the data, the seed and fixed constants (never of the machine or the
-scheduler), so a fit with a warm-up is as reproducible and resumable as one
-without. See docs/algorithm.md ("A cheaper start") and docs/benchmarks.md
-(time to quality).
+whole dataset); only its starting point changes. Every choice is a function
+of the data's shape, the model's size, the seed and fixed constants (never of
+the machine or the scheduler), and the levels are evaluated in this process
+in a fixed order, so a fit with a warm-up is as reproducible and resumable
+as one without. See docs/algorithm.md ("A cheaper start").
 """
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+import dask
 import numpy as np
 
 from ._constants import WARMUPS
-from ._data import open_dataset
-from ._engine import Evaluator
+from ._engine import Evaluation, _kernel, _not_finite, _TreeSum
 from ._errors import ParameterError
+from ._metrics import chunk_moments, pool_moments
+from ._objective import assemble, sparsity_terms
 
-#: Rows of the data per row of the subsample (at least).
-STRIDE = 16
-#: The subsample is held in memory: at most this many bytes (the stride grows).
+#: Rows of the data per row of the sample, at least (the stride grows with
+#: the data so that the sample stays under `MAX_BYTES`). The sample's even
+#: rows are the levels' pool, its odd rows the held-out pool.
+SAMPLE_STRIDE = 2
+#: The sample is held in memory: at most this many bytes.
 MAX_BYTES = 256 * 2**20
-#: With ``warmup="auto"``, warm up only when the subsample has this many rows:
-#: below, passes are cheap and the data small enough that it does not pay.
-MIN_ROWS = 16384
-#: Tasks per evaluation of the subsample (fixed: results must not depend on the machine).
-TASKS = 8
+#: Rows of a level over rows of the level below it.
+GROWTH = 4
+#: Levels, at most (the largest ones that qualify).
+MAX_LEVELS = 4
+#: A level has at least this many rows, and this many per hidden unit: below,
+#: its optimum says little about the full data's.
+MIN_LEVEL_ROWS = 2048
+ROWS_PER_UNIT = 8
+#: With ``warmup="auto"``, warm up only on data of this many rows or more:
+#: below, passes are cheap and the plain fit is as quick.
+AUTO_MIN_ROWS = 65536
+#: Default ``warmup_iter``: the iteration budget of the smallest level (the
+#: others get half of it).
+DEFAULT_ITER = 200
+#: Every this many iterations a level's weights are scored on held-out rows
+#: of the sample (as many as the level's, none of them in it).
+WINDOW = 10
+#: A level ends when, over the last `WINDOW` iterations, the held-out cost
+#: fell by less than this share of the level's own decrease: an iteration on
+#: the next level costs `GROWTH` times more, so it pays once less than
+#: 1 / `GROWTH` of this level's progress carries to rows it has not seen.
+KAPPA = 1.0 / GROWTH
+#: Chunks of each level's evaluation (fixed: results must not depend on the machine).
+CHUNKS = 8
 
 
 def check_warmup(value):
@@ -45,46 +79,164 @@ def check_warmup(value):
     return value
 
 
-def plan(mode, shape, itemsize):
-    """The subsample's stride for a fit on data of ``shape`` (m, n), or 0 for no warm-up.
+@dataclass(frozen=True)
+class Plan:
+    """The warm-up of one fit.
+
+    Attributes
+    ----------
+    stride : int
+        Rows of the data per row of the sample.
+    levels : tuple of int
+        Level ``j`` trains on every ``levels[j]``-th even row of the sample
+        and is scored on as many of its odd rows; smallest level first (the
+        last is 1: every even row).
+    iterations : tuple of int
+        Iteration budget of each level.
+    """
+
+    stride: int
+    levels: tuple
+    iterations: tuple
+
+    def describe(self):
+        """The plan as plain values (for checkpoints and messages)."""
+        return {"stride": self.stride, "levels": list(self.levels),
+                "iterations": list(self.iterations)}
+
+    def fraction(self, level):
+        """The share of the data's rows in level ``level`` (index into `levels`)."""
+        return 1.0 / (2 * self.stride * self.levels[level])
+
+    def rows(self, sample, level):
+        """The level's training rows and held-out rows of ``sample`` (views)."""
+        step = 2 * self.levels[level]
+        return sample[0::step], sample[1::step]
+
+
+def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
+    """The warm-up `Plan` of a fit on data of ``shape`` (m, n), or None for none.
 
     Parameters
     ----------
     mode : {"auto", "subsample", "none"}
-        ``auto`` warms up when the subsample has at least `MIN_ROWS` rows;
-        ``subsample`` whenever it has at least two; ``none`` never.
+        ``auto`` warms up on data of `AUTO_MIN_ROWS` rows or more when at
+        least one level qualifies (`MIN_LEVEL_ROWS` rows and `ROWS_PER_UNIT`
+        per hidden unit); ``subsample`` whenever a level of two rows or more
+        exists; ``none`` never.
     shape : tuple of int
     itemsize : int
         Bytes per value of the data as the kernels read it.
+    n_hidden : int
+    warmup_iter : int
+        Iteration budget of the smallest level, whose iterations cost least;
+        the levels above it get half as many. 0: no warm-up.
     """
     m, n = shape
-    if mode == "none":
-        return 0
-    stride = max(STRIDE, math.ceil(m * n * itemsize / MAX_BYTES))
-    rows = m // stride
-    if rows < (MIN_ROWS if mode == "auto" else 2):
-        return 0
-    return stride
+    if mode == "none" or warmup_iter == 0 or (mode == "auto" and m < AUTO_MIN_ROWS):
+        return None
+    stride = max(SAMPLE_STRIDE, math.ceil(m * n * itemsize / MAX_BYTES))
+    pool = m // stride // 2  # even rows of the sample
+    least = max(MIN_LEVEL_ROWS, ROWS_PER_UNIT * n_hidden) if mode == "auto" else 2
+    levels = []
+    step = 1
+    while pool // step >= least and len(levels) < MAX_LEVELS:
+        levels.insert(0, step)
+        step *= GROWTH
+    if not levels:
+        return None
+    iterations = (warmup_iter,) + (max(1, warmup_iter // 2),) * (len(levels) - 1)
+    return Plan(stride, tuple(levels), iterations)
+
+
+def stalled(before, after):
+    """True if a level should end: from record ``before`` to ``after`` (both
+    with ``heldout_cost``) the held-out cost fell by less than `KAPPA` times
+    the level's own cost."""
+    return before["heldout_cost"] - after["heldout_cost"] < KAPPA * (before["cost"] -
+                                                                    after["cost"])
 
 
 def offset(seed, stride):
-    """The subsample's first row: drawn from ``seed`` (independent of the initial weights)."""
+    """The sample's first row: drawn from ``seed`` (independent of the initial weights)."""
     return int(np.random.default_rng([seed, 0x5EED]).integers(stride))
 
 
-def subsample(runner, dataset, stride, first):
-    """Rows ``first, first + stride, ...`` of ``dataset`` as an in-memory array.
+def read_sample(runner, dataset, stride, first):
+    """The sample and the data's total variance, in one pass over the data.
 
-    One pass over the data on ``runner``; returns ndarray of shape
-    (ceil((m - first) / stride), n).
+    Parameters
+    ----------
+    runner : Runner
+    dataset : Dataset of shape (m, n)
+    stride, first : int
+        The sample is rows ``first, first + stride, ...``.
+
+    Returns
+    -------
+    rows : ndarray of shape (ceil((m - first) / stride), n)
+    total_variance : float
+        sum_j sum_i (x_ij - mean_j)^2 over every row (`streamae._metrics`).
     """
-    (rows,) = runner.compute(dataset.array[first::stride])
-    return np.ascontiguousarray(rows)
+    starts = dataset.row_starts
+    take = dask.delayed(_sample_and_moments, pure=True)
+    parts = [take(block, (first - int(start)) % stride, stride)
+             for block, start in zip(dataset.array.to_delayed().ravel(), starts[:-1])]
+    (results,) = runner.compute(dask.delayed(list)(parts))
+    rows = np.concatenate([r for r, _ in results])
+    return np.ascontiguousarray(rows), pool_moments([m for _, m in results])
 
 
-def evaluator(rows, settings, runner, options):
-    """An `Evaluator` (one-pass: the rows are in memory) of the subsample ``rows``."""
-    chunk_rows = max(1, math.ceil(rows.shape[0] / TASKS))
-    dataset = open_dataset(rows, chunk_rows=chunk_rows)
-    return Evaluator.with_options(dataset, settings.hyper, options, dtype=settings.dtype,
-                                  strategy="one-pass", scheduler=runner)
+def _sample_and_moments(block, first, stride):
+    """A chunk's sample rows (from its row ``first``) and its moments (count, mean, M2)."""
+    return np.array(block[first::stride]), chunk_moments(block)
+
+
+class LevelEvaluator:
+    """(cost, gradient) of the one-pass objective on rows held in this process.
+
+    The rows are cut into `CHUNKS` fixed chunks whose kernels run on a few
+    threads (Numba releases the GIL) and whose sums are added in the engine's
+    fixed tree: the result depends on the rows only, never on the machine,
+    and no scheduler round trip is paid on levels that take milliseconds.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (r, n)
+    hyper : Hyper
+    dtype : str
+        Arithmetic of the kernels.
+    block_rows : int
+    split_every : int
+        Fan-in of the reduction tree.
+    """
+
+    def __init__(self, rows, hyper, dtype, block_rows, split_every):
+        self.m = rows.shape[0]
+        self.hyper, self.dtype = hyper, np.dtype(dtype)
+        self.block_rows, self.split_every = block_rows, split_every
+        bounds = np.linspace(0, self.m, min(CHUNKS, self.m) + 1).astype(int)
+        self.chunks = [np.ascontiguousarray(rows[a:b], self.dtype)
+                       for a, b in zip(bounds[:-1], bounds[1:])]
+        self.evaluations = 0
+
+    def __call__(self, params):
+        """Evaluate at ``params`` (dict W1, b1, W2, b2); returns `Evaluation`."""
+        p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
+        if self.hyper.linear:
+            p["linear"] = True
+        with ThreadPoolExecutor(min(len(self.chunks), os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(
+                lambda X: _kernel("one-pass", X, 0, p, None, self.block_rows), self.chunks))
+        tree = _TreeSum(self.split_every)
+        for part in parts:
+            tree.add(part)
+        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, _bad = tree.result()
+        rho_hat, kl, c = sparsity_terms(sum_a2, self.m, self.hyper)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
+                                         gW1r + c[:, None] * fpX, gb1r + c * sum_fp, gW2, gb2)
+        if not np.isfinite(cost) or not all(np.all(np.isfinite(g)) for g in grad.values()):
+            raise _not_finite(cost, grad)
+        self.evaluations += 1
+        return Evaluation(cost, grad, rho_hat, terms)

@@ -23,6 +23,7 @@ from ._constants import (
     CHECKPOINT_RULE,
     DECODERS,
     DTYPES,
+    GRAD_TOL,
     OPTIMIZERS,
     PAGE_CACHE_MODES,
     STRATEGIES,
@@ -76,7 +77,8 @@ def _add_strategy(p):
 
 
 def _add_max_iter(p):
-    p.add_argument("--max-iter", type=int, default=400, help="iterations")
+    p.add_argument("--max-iter", type=int, default=400,
+                   help="iterations on the full data (the warm-up's are not counted)")
 
 
 def _add_model_options(p):
@@ -98,12 +100,19 @@ def _add_run_options(p):
     g = p.add_argument_group("run")
     _add_strategy(g)
     g.add_argument("--warmup", choices=WARMUPS, default="auto",
-                   help="start with L-BFGS on every 16th row held in memory, then the exact "
-                        "full-data fit: auto for 262,144 rows or more, subsample always, none "
-                        "for the plain full-batch fit")
+                   help="start with L-BFGS on growing levels of a sample of the rows held in "
+                        "memory, then the exact full-data fit: auto for 65,536 rows or more, "
+                        "subsample always, none for the plain full-batch fit")
+    g.add_argument("--warmup-iter", type=_non_negative_int, default=200, metavar="N",
+                   help="the warm-up's own budget: iterations of its smallest level, half as "
+                        "many for each level above (0: no warm-up)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="full-batch optimizer")
     _add_max_iter(g)
+    g.add_argument("--tol", type=float, default=GRAD_TOL,
+                   help="gradient tolerance: converged when max |gradient| <= TOL after an "
+                        "iteration (0: never); with --early-stopping, also the least decrease "
+                        "of the validation cost that counts as an improvement")
     g.add_argument("--history-size", type=_positive_int, default=100,
                    help="L-BFGS corrections kept (100 as minFunc)")
     _add_chunk_rows(g, "the store's chunks", unit="task")
@@ -170,6 +179,21 @@ def storage_options(pairs):
     return options or None
 
 
+def _add_validation_options(p):
+    g = p.add_argument_group("validation")
+    g.add_argument("--validation", metavar="PATH", default=None,
+                   help="Zarr array of held-out rows (the data's columns), never trained on: "
+                        "the cost on it is recorded in the metrics as validation_cost "
+                        "(default: none)")
+    g.add_argument("--validation-every", metavar="K", type=_positive_int, default=1,
+                   help="evaluate --validation every K full-data iterations")
+    g.add_argument("--early-stopping", action="store_true",
+                   help="stop when the validation cost has not improved by --tol for "
+                        "--n-iter-no-change checks; the model keeps the best check's weights")
+    g.add_argument("--n-iter-no-change", metavar="N", type=_positive_int, default=10,
+                   help="checks without improvement that stop the fit with --early-stopping")
+
+
 def _add_checkpoint_options(p):
     g = p.add_argument_group("checkpoints", description=CHECKPOINT_RULE)
     g.add_argument("--checkpoint", metavar="PATH", default=None,
@@ -209,6 +233,7 @@ def build_parser():
                    help="start from the weights of a saved model (its hidden units; no "
                         "warm-up) instead of a random initialisation (default: random)")
     _add_run_options(p)
+    _add_validation_options(p)
     _add_checkpoint_options(p)
 
     p = _command(sub, "demo", "the UFLDL exercise on built-in natural images",
@@ -262,7 +287,7 @@ def cmd_train(args):
         print(f"streamae: {args.words(note)}", file=sys.stderr)
     model = _train_model(args, options)
     fit_kw = dict(checkpoint=plan.checkpoint, checkpoint_every=args.checkpoint_every or 0,
-                  resume=args.resume, overwrite=args.overwrite)
+                  resume=args.resume, overwrite=args.overwrite, validation=args.validation)
     if plan.done:
         # Checks the checkpoint against the data and options; no evaluation, --out untouched.
         with warnings.catch_warnings():
@@ -305,7 +330,9 @@ def _train_model(args, options):
         rho=args.rho, beta=args.beta, weight_decay=args.weight_decay, dtype=args.dtype,
         random_state=args.seed, strategy=args.strategy, optimizer=args.optimizer,
         max_iter=args.max_iter, history_size=args.history_size, verbose=not args.quiet,
-        warmup=args.warmup, decoder=args.decoder,
+        warmup=args.warmup, warmup_iter=args.warmup_iter, decoder=args.decoder, tol=args.tol,
+        validation_every=args.validation_every, early_stopping=args.early_stopping,
+        n_iter_no_change=args.n_iter_no_change,
         run_options=RunOptions(scheduler=args.scheduler, workers=args.workers,
                                chunk_rows=args.chunk_rows, storage_options=options,
                                read_ahead=args.read_ahead, page_cache=args.page_cache))
@@ -328,8 +355,12 @@ def _print_summary(model, args, seconds):
     converged = ("converged" if model.converged_ else
                  "not converged: raise --max-iter, or resume with a larger --max-iter"
                  if model.stop_reason_.startswith("reached max_iter") else "not converged")
+    best = model.best_validation_iteration_
+    checked = "" if best is None else ", best validation cost {:.6g} at iteration {}".format(
+        next(r["validation_cost"] for r in model.history_
+             if "validation_cost" in r and r["iteration"] == best), best)
     print(f"trained in {seconds:.1f} s{resumed}{init}: {model.n_iter_} iterations, "
-          f"cost {last['cost']:.6g}, mean rho_hat {last['rho_hat_mean']:.4g} "
+          f"cost {last['cost']:.6g}, mean rho_hat {last['rho_hat_mean']:.4g}{checked} "
           f"({model.stop_reason_}; {converged}); model written to {args.out}")
     if model.guard_events_:
         print(f"streamae: {_guard_summary(model.guard_events_)}", file=sys.stderr)

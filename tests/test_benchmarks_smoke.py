@@ -6,12 +6,14 @@ subject and field. No timing is asserted: CI machines are shared and noisy.
 PyTorch is optional; without it the torch subject must be skipped cleanly.
 """
 
+import importlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +111,8 @@ def test_object_store_benchmark_runs(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "object_store.py"), "--rows", "4000",
-         "--chunk-mib", "0.25", "--repeats", "1", "--rounds", "1", "--out", str(out)],
+         "--chunk-mib", "0.25", "--repeats", "1", "--rounds", "1", "--out", str(out),
+         "--allow-load"],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -122,22 +125,92 @@ def test_object_store_benchmark_runs(tmp_path):
 
 
 def test_time_to_quality_quick_run(tmp_path):
-    """``benchmarks/time_to_quality.py --quick`` runs every subject and scores them."""
+    """``benchmarks/time_to_quality.py --quick`` runs every subject, scores every kept
+    point and records where, when and on what it ran."""
     out = tmp_path / "ttq.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_quality.py"), "--quick",
-         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+         "--reference-iter", "3", "--workdir", str(tmp_path / "work"), "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    names = [r["subject"] for r in report["subjects"]]
-    assert names[:3] == ["streamae warm-up", "streamae plain", "scipy L-BFGS-B"]
-    assert ("torch LBFGS" in names) == HAVE_TORCH
-    assert report["best"] == min(r["final"] for r in report["subjects"])
-    for r in report["subjects"]:
-        assert r["points"] >= 2 and r["passes"] > 0
-        for hit in r["reached"].values():  # (seconds, passes) within the run, or None
-            assert hit is None or (0 <= hit[0] <= r["seconds"] and hit[1] <= r["passes"])
+    for key in ("command", "commit", "date", "machine", "load_average_before",
+                "load_average_after"):
+        assert report[key], key
+    assert report["load_allowed"] is True  # --quick runs whatever the load
+    names = list(report["subjects"])
+    expected = ["streamae default", "streamae warmup=none", "scipy L-BFGS-B"]
+    assert names[:3] == expected and ("torch LBFGS" in names) == HAVE_TORCH
+    runs = report["runs"] + report["grid"]
+    reached = min(c for r in runs for _, _, c in r["points"])
+    assert report["reference"]["max_iter"] == 3  # a long fit's cost is a candidate too
+    assert report["best"] == min(reached, report["reference"]["cost"])
+    assert report["best_source"].startswith("long streamae run") == (report["best"] < reached)
+    for r in runs:
+        # every subject from the same weights (a warm-up's first record cannot say)
+        assert r["same_start"] is (None if r["subject"] == "streamae default" and
+                                   r["point_phase"][1] == "warmup" else True), r["subject"]
+        if r.get("stop") != "budget spent inside a step":  # LBFGS on a busy machine
+            assert len(r["points"]) >= 2 and r["points"][-1][1] > 0
+        times = [p[0] for p in r["points"]]
+        assert times == sorted(times)
+    for row in report["subjects"].values():
+        assert row["final"][0] >= report["best"] and row["best_point"][0] <= row["final"][0]
+    if HAVE_TORCH:
+        assert set(report["grid_best"]) == {"adam", "sgd"}
+        lbfgs = next(r for r in report["runs"] if r["subject"] == "torch LBFGS")
+        assert lbfgs["setting"] == {"max_iter": 20, "max_eval": 25}
+        assert sum(e for e in lbfgs["point_evaluations"] if e) == lbfgs["points"][-1][1]
+        assert all(t <= lbfgs["budget"] for t, _, _ in lbfgs["points"][:-1])
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_exact_scoring_agrees_with_streamaes_reference(rng):
+    """The benchmark's own float64 objective against streamae's NumPy reference,
+    for both decoders: two independent transcriptions of the same formulas."""
+    from streamae._objective import Hyper, flatten, init_params, reference_cost_and_grad
+
+    exact, datasets = _benchmark_module("exact"), _benchmark_module("datasets")
+    for decoder, X in (("sigmoid", rng.uniform(0.1, 0.9, (1000, 12))),
+                       ("linear", rng.normal(size=(1000, 12)))):
+        d = datasets.Dataset("t", "", 1000, 12, 5, 0.05, 3.0, 1e-3, decoder)
+        params = init_params(12, 5, rng)
+        want = reference_cost_and_grad(X, params, Hyper(0.05, 3.0, 1e-3, decoder))[0]
+        got = exact.exact_cost(X, flatten(params), d, block_rows=300)  # uneven blocks
+        assert got == pytest.approx(want, rel=1e-12)
+        assert exact.exact_cost(X, np.full_like(flatten(params), np.nan), d) == np.inf
+
+
+def test_tolerances_are_found_without_assuming_monotone_costs():
+    ttq = _benchmark_module("time_to_quality")
+    run = {"points": [[0.0, 0, 10.0], [1.0, 1, 1.005], [2.0, 2, 3.0], [3.0, 3, 1.0]]}
+    assert ttq.reached(run, 1.0, 0.01) == [1.0, 1]  # the first point within 1%
+    assert ttq.reached(run, 1.0, 0.001) == [3.0, 3]
+    assert ttq.reached(run, 0.5, 0.01) is None
+    assert ttq.final(run) == 1.0 and ttq.best_point(run) == 1.0
+
+
+def test_the_grid_grows_until_its_best_setting_is_inside():
+    ttq = _benchmark_module("time_to_quality")
+
+    def run(lr, cost):
+        setting = {"method": "adam", "batch": 64, "lr": lr, "schedule": "constant"}
+        return {"setting": setting, "points": [[0.0, 0, 9.0], [1.0, 1, cost]]}
+
+    grid = [run(1e-3, 2.0), run(1e-2, 1.5), run(1e-1, 1.2)]  # best at the top edge
+    todo = ttq.edge_extensions(grid, 1.0)
+    assert [s["lr"] for s in todo] == [pytest.approx(1e-1 * ttq.LR_STEP)]
+    grid.append(run(todo[0]["lr"], 1.3))  # worse beyond: the best is inside now
+    assert ttq.edge_extensions(grid, 1.0) == []
+
+
 def test_out_of_core_benchmark_runs(tmp_path):
     """benchmarks/out_of_core.py --quick: both stores, both limits and every
     cold case reported; the cost does not depend on the cache mode or the
@@ -162,3 +235,44 @@ def test_out_of_core_benchmark_runs(tmp_path):
     assert big["disk_limit_s"] > 0 and big["compute_limit_s"] > 0 and big["peak_rss_bytes"] > 0
     for name in ("cold one-pass", "cold one-pass, no read-ahead", "cold two-pass"):
         assert big[name]["seconds"] > 0 and big[name]["over_max_limit"] > 0
+
+
+PROBES = [-1e9, 0.0, 0.5, 1.0, 1.05, 1.2, 1.5, 2.0, 5.0, 9.5, 10.0, 12.0, 100.0, 500.0, 1e9]
+
+
+def test_every_target_is_a_predicate_that_can_fail():
+    """No constant predicate in the targets table: each rejects some value and
+    accepts another, and a bad measurement shows as not met."""
+    run = _benchmark_module("run")
+    goals = run.all_goals()
+    assert len(goals) == len(run.RATIO_TARGETS) + 4
+    for goal in goals:
+        assert any(not goal(v) for v in PROBES), goal.text("")
+        assert any(goal(v) for v in PROBES), goal.text("")
+    subjects = [{"subject": name, "seconds": 1.0, "seconds_all": [1.0, 1.0],
+                 "peak_rss_bytes": 500e6, "rss_after_timed_bytes": 500e6}
+                for name in ("numpy", "torch", "streamae-one-pass", "streamae-two-pass",
+                             "streamae-cached", "gemm", "gemm-one-pass")]
+    cases = {case: {"subjects": subjects} for case in ("S", "L", "S10")}
+    table = run.targets(cases, {"train_seconds": 12.0, "first_iteration_seconds": 2.0})
+    assert len(table) == len(run.RATIO_TARGETS) + 5  # the RSS ratio goal twice
+    speedups = [t for t in table if "speed-up" in t["target"] or "Scaling" in t["target"]]
+    assert speedups and all(t["met"] is False for t in speedups)  # 1.0x everywhere
+    bad = [t for t in table if t["target"].startswith(("Demo", "Memory: S10 one"))]
+    assert len(bad) == 3 and all(t["met"] is False for t in bad)
+    assert all("reported" not in t["goal"] for t in table)
+
+
+def test_a_busy_machine_is_refused_unless_allowed(monkeypatch):
+    provenance = _benchmark_module("provenance")
+    assert provenance.quiet_enough(0.4, False) and not provenance.quiet_enough(1.5, False)
+    assert provenance.quiet_enough(9.0, True)
+    # The machine's own load cannot be set from a test: its reading is.
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    with pytest.raises(SystemExit, match=r"refused: the 1-minute load average is 3.00 "
+                                         r"\(above 1.0\) after waiting 0 s.*--allow-load"):
+        provenance.start("benchmarks/x.py", [], allow_load=False, wait=0)
+    record = provenance.finish(provenance.start("benchmarks/x.py", ["--a"], True, 0))
+    assert record["load_allowed"] is True and record["command"] == "python benchmarks/x.py --a"
+    assert record["load_average_before"] == [3.0, 2.0, 1.0] and record["date"]
+    assert record["commit"] and record["machine"]["cpus"] == os.cpu_count()

@@ -15,7 +15,8 @@ def test_passes_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "passes.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "passes.py"), "--rows", "4000",
-         "--chunks", "4,40", "--repeats", "1", "--cpu", "--dir", str(tmp_path / "work"),
+         "--chunks", "4,40", "--repeats", "1", "--cpu", "--allow-load",
+         "--dir", str(tmp_path / "work"),
          "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -89,7 +89,7 @@ def test_no_bar_for_short_passes_or_without_progress(store, finished_bars, monke
 def test_a_pass_bar_counts_only_kernel_tasks_and_takes_its_total_from_the_graph():
     progress = _progress.LogBar("pass", None, "task", enabled=False)
     counter = _progress._TaskCounter(progress, _progress.CHUNK_TASKS)
-    keys = [("_task_one_pass-abc",), "_combine-1", "_task_one_pass-def", "_moments-x",
+    keys = [("_task_one_pass-abc",), "_combine-1", "_task_one_pass-def", "chunk_moments-x",
             ("other", 0)]
     counter._start_state({}, {"ready": keys[:2], "waiting": keys[2:]})
     assert progress.total == 3
@@ -201,9 +201,11 @@ def test_train_log_counts_right_and_labels_every_phase(store, tmp_path, monkeypa
     captured = capsys.readouterr()
     lines = _log_lines(captured.err)
     labels = [line["label"] for line in lines]
-    for label in ("compiling kernels", "data variance", "warm-up: reading the subsample",
-                  "warm-up on 1/16 of the rows", "fit one-pass"):
+    for label in ("compiling kernels", "warm-up: reading the sample",
+                  "warm-up level 1/4 (1/256 of the rows)", "warm-up level 4/4 (1/4 of the rows)",
+                  "fit one-pass"):
         assert label in labels, (label, labels)
+    assert "data variance" not in labels  # measured by the sample's read
     for line in lines:
         count = line["count"]
         if "/" in count:  # N/T unit (P%): never past the total, never a 0/T final line

@@ -1,5 +1,6 @@
-"""The warm-up on a subsample: planned from the data's shape only, ends on the exact
-full-data objective, bit-identical across schedulers and resumes."""
+"""The warm-up on levels of a sample: planned from the data's shape and the model's
+size only, its own budget (not max_iter), ends on the exact full-data objective,
+bit-identical across schedulers, resumes and extensions."""
 
 import os
 import signal
@@ -7,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from streamae import ParameterError, SparseAutoencoder, TrainingInterrupted, _warmup
+from streamae import DataError, ParameterError, SparseAutoencoder, TrainingInterrupted, _warmup
 from streamae import _checkpoint as C
 
 PARAMS = ("W1_", "b1_", "W2_", "b2_")
@@ -17,9 +18,11 @@ def same_bits(a, b):
     return all(getattr(a, k).tobytes() == getattr(b, k).tobytes() for k in PARAMS)
 
 
-def model(max_iter=12, scheduler=None, warmup="subsample", **params):
-    """Chunks of 500 rows; the warm-up on every 16th row (250 of 4000)."""
+def model(max_iter=6, scheduler=None, warmup="subsample", warmup_iter=16, **params):
+    """Chunks of 500 rows; the sample is every 2nd row (2000 of 4000), its levels 16
+    to 1000 rows."""
     return SparseAutoencoder(n_hidden=5, max_iter=max_iter, warmup=warmup, dtype="float64",
+                             warmup_iter=warmup_iter,
                              run_options={"chunk_rows": 500, "scheduler": scheduler}, **params)
 
 
@@ -28,29 +31,65 @@ def X():
     return np.random.default_rng(11).uniform(0.05, 0.95, size=(4000, 12))
 
 
-def test_plan_depends_on_the_shape_only():
-    assert _warmup.plan("auto", (262_144, 64), 4) == 16
-    assert _warmup.plan("auto", (262_143, 64), 4) == 0  # subsample under 16,384 rows
-    assert _warmup.plan("subsample", (100, 8), 8) == 16
-    assert _warmup.plan("subsample", (31, 8), 8) == 0  # fewer than two rows
-    assert _warmup.plan("none", (10**7, 64), 4) == 0
-    m, n = 10**9, 64  # 256 GB: the stride grows so that the subsample stays in its budget
-    stride = _warmup.plan("auto", (m, n), 4)
-    assert stride > 16 and (m // stride) * n * 4 <= _warmup.MAX_BYTES
+@pytest.fixture(scope="module")
+def X_auto():
+    """Just above the threshold of warmup="auto" (65,536 rows)."""
+    return np.random.default_rng(12).uniform(0.05, 0.95, size=(66_000, 6))
+
+
+def test_plan_depends_on_the_shape_and_model_size_only():
+    plan = _warmup.plan("auto", (1_000_000, 64), 4, 25)
+    assert plan.stride == 2 and plan.levels == (64, 16, 4, 1)  # 3,907 to 250,000 rows
+    assert plan.iterations == (200, 100, 100, 100)
+    assert _warmup.plan("auto", (65_535, 64), 4, 25) is None  # under AUTO_MIN_ROWS
+    assert _warmup.plan("auto", (65_536, 64), 4, 25).levels == (4, 1)  # 4,096 and 16,384 rows
+    # More hidden units need more rows per level: 1,600 units, 12,800 rows at least.
+    assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (4, 1)
+    assert _warmup.plan("auto", (200_000, 192), 4, 1600).levels == (1,)
+    assert _warmup.plan("auto", (200_000, 192), 4, 6400) is None
+    assert _warmup.plan("subsample", (100, 8), 8, 5).levels == (4, 1)  # levels of 6 and 25 rows
+    assert _warmup.plan("none", (10**7, 64), 4, 25) is None
+    assert _warmup.plan("auto", (10**7, 64), 4, 25, warmup_iter=0) is None
+    assert _warmup.plan("auto", (10**6, 64), 4, 25, warmup_iter=3).iterations == (3, 1, 1, 1)
+    m, n = 10**9, 64  # 256 GB: the stride grows so that the sample stays in its budget
+    plan = _warmup.plan("auto", (m, n), 4, 25)
+    assert plan.stride > 2 and (m // plan.stride) * n * 4 <= _warmup.MAX_BYTES
+
+
+def test_a_wide_store_warms_up():
+    m, n = 100_000, 4096  # 1.6 GB of float32
+    plan = _warmup.plan("auto", (m, n), 4, 100)
+    assert plan is not None
+    rows = m // plan.stride
+    assert rows * n * 4 <= _warmup.MAX_BYTES
+    assert rows // 2 // plan.levels[0] >= max(_warmup.MIN_LEVEL_ROWS, _warmup.ROWS_PER_UNIT * 100)
 
 
 def test_fit_ends_on_the_exact_full_objective(X):
     fitted = model().fit(X)
-    phases = [r["phase"] for r in fitted.history_]
+    history = fitted.history_
+    phases = [r["phase"] for r in history]
     first_full = phases.index("full")
-    assert first_full > 1 and set(phases[:first_full]) == {"warmup"}
-    assert set(phases[first_full:]) == {"full"} and fitted.n_iter_ == 12
+    assert set(phases[:first_full]) == {"warmup"} and set(phases[first_full:]) == {"full"}
+    levels = [r["level"] for r in history[:first_full]]
+    assert levels == sorted(levels) and set(levels) == {0, 1, 2, 3}
+    assert fitted.n_iter_ == 6 and history[-1]["iteration"] == 6
     cost, _ = fitted.cost_and_grad(X)
-    assert cost == fitted.history_[-1]["cost"]
-    passes = [r["data_passes"] for r in fitted.history_]
+    assert cost == history[-1]["cost"]
+    passes = [r["data_passes"] for r in history]
     assert passes == sorted(passes)
-    warm_evals = fitted.history_[first_full - 1]["evaluations"]
-    assert passes[first_full] == pytest.approx(1 + warm_evals * 250 / 4000 + 1)
+    # The sample's read, one evaluation and one of the held-out rows.
+    assert passes[0] == pytest.approx(1 + 2 / 256)
+    assert passes[first_full] == pytest.approx(passes[first_full - 1] + 1)
+    rows = {r["level"]: r["rows"] for r in history[:first_full]}
+    assert rows == {0: 16, 1: 63, 2: 250, 3: 1000}
+
+
+def test_the_warmup_does_not_depend_on_max_iter(X):
+    short, long = model(max_iter=2).fit(X), model(max_iter=5).fit(X)
+    warm = [r for r in short.history_ if r["phase"] == "warmup"]
+    assert [r["cost"] for r in warm] == [r["cost"] for r in long.history_[:len(warm)]]
+    assert [r["phase"] for r in long.history_[len(warm):]] == ["full"] * 6
 
 
 def test_the_warm_start_is_closer_than_the_random_one(X):
@@ -66,21 +105,47 @@ def test_bit_identical_across_schedulers(X, scheduler):
     assert same_bits(model().fit(X), model(scheduler=scheduler).fit(X))
 
 
-@pytest.mark.parametrize("phase, at", [("warmup", 3), ("full", 2)])
-def test_interrupt_in_either_phase_resumes_bit_identically(tmp_path, X, phase, at):
+@pytest.mark.parametrize("level, at", [(0, 3), (2, 1), (3, 2), (None, 2)])
+def test_interrupt_anywhere_resumes_bit_identically(tmp_path, X, level, at):
     full = model().fit(X)
     ckpt = tmp_path / "run.ckpt"
+    start = {}
 
     def ctrl_c(model, record):
-        if record["phase"] == phase and record["iteration"] == at:
+        key = record.get("level")
+        start.setdefault(key, record["iteration"] - 1)
+        if key == level and record["iteration"] - start[key] == at:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted):
         model().fit(X, checkpoint=ckpt, callback=ctrl_c)
-    assert C.read(ckpt).state.phase == phase
+    assert C.read(ckpt).state.phase == ("full" if level is None else "warmup")
     resumed = model().fit(X, checkpoint=ckpt, resume=True)
     assert same_bits(full, resumed)
     assert [r["cost"] for r in resumed.history_] == [r["cost"] for r in full.history_]
+
+
+def test_extending_a_finished_run_above_the_threshold_is_bit_identical(tmp_path, X_auto):
+    def auto(max_iter):
+        return SparseAutoencoder(n_hidden=3, max_iter=max_iter, dtype="float64",
+                                 warmup_iter=12, run_options={"chunk_rows": 8192})
+
+    uninterrupted = auto(8).fit(X_auto)
+    assert {r["phase"] for r in uninterrupted.history_} == {"warmup", "full"}
+    ckpt = tmp_path / "run.ckpt"
+    auto(4).fit(X_auto, checkpoint=ckpt)
+    extended = auto(8).fit(X_auto, checkpoint=ckpt, resume=True)
+    assert same_bits(uninterrupted, extended)
+    assert [r["cost"] for r in extended.history_] == [r["cost"] for r in uninterrupted.history_]
+
+
+def test_a_callback_stops_the_fit_in_the_warmup(X):
+    def stop(model, record):
+        return record.get("level") == 1
+
+    fitted = model().fit(X, callback=stop)
+    assert fitted.stop_reason_ == "stopped by callback"
+    assert fitted.history_[-1]["phase"] == "warmup" and fitted.history_[-1]["level"] == 1
 
 
 def test_a_warm_start_from_trained_weights_skips_the_warmup(X):
@@ -89,7 +154,52 @@ def test_a_warm_start_from_trained_weights_skips_the_warmup(X):
     assert {r["phase"] for r in fitted.history_} == {"full"}
 
 
-def test_an_unknown_warmup_is_a_one_line_error(X):
-    with pytest.raises(ParameterError, match="warmup must be one of 'auto', 'subsample', "
-                                             "'none', got 'fast'"):
-        model(warmup="fast").fit(X)
+def test_bad_values_in_the_sample_name_the_data_row(X):
+    bad = X.copy()
+    first = _warmup.offset(0, 2)
+    bad[first + 2 * 7, 3] = 1.5  # the 8th row of the sample
+    with pytest.raises(DataError, match=f"in rows {first + 14};"):
+        model().fit(bad)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("warmup", "fast", "warmup must be one of 'auto', 'subsample', 'none', got 'fast'"),
+    ("warmup_iter", -1, "warmup_iter must be"),
+])
+def test_bad_warmup_settings_are_one_line_errors(X, name, value, message):
+    with pytest.raises(ParameterError, match=message):
+        model(**{name: value}).fit(X)
+
+
+def test_warmup_iter_0_turns_the_warmup_off(X):
+    fitted = model(warmup_iter=0).fit(X)
+    assert {r["phase"] for r in fitted.history_} == {"full"}
+
+
+def test_a_level_ends_when_its_held_out_cost_stalls(X):
+    fitted = model(warmup_iter=150).fit(X)
+    level0 = [r for r in fitted.history_ if r.get("level") == 0]
+    checks = [r for r in level0 if "heldout_cost" in r]
+    assert len(level0) - 1 < 150  # 16 rows for 60 weights: overfitted long before the budget
+    assert checks[-1] is level0[-1] and _warmup.stalled(checks[-2], checks[-1])
+    assert not any(_warmup.stalled(a, b) for a, b in zip(checks[:-2], checks[1:-1]))
+    assert all((r["iteration"] - level0[0]["iteration"]) % _warmup.WINDOW == 0 for r in checks)
+
+
+def test_an_interrupt_as_a_level_stalls_resumes_bit_identically(tmp_path, X):
+    full = model(warmup_iter=150).fit(X)
+    ckpt = tmp_path / "run.ckpt"
+    checks = []
+
+    def ctrl_c(model, record):
+        if record.get("level") == 0 and "heldout_cost" in record:
+            checks.append(record)
+            if len(checks) > 1 and _warmup.stalled(checks[-2], checks[-1]):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        model(warmup_iter=150).fit(X, checkpoint=ckpt, callback=ctrl_c)
+    assert C.read(ckpt).history[-1] == checks[-1]
+    resumed = model(warmup_iter=150).fit(X, checkpoint=ckpt, resume=True)
+    assert same_bits(full, resumed)
+    assert [r["cost"] for r in resumed.history_] == [r["cost"] for r in full.history_]

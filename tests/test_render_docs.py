@@ -1,0 +1,87 @@
+"""The measured numbers of the docs are rendered from the results files.
+
+docs/benchmarks.md, and the rendered regions of README.md and
+docs/cluster.md, must be exactly what ``python benchmarks/render_docs.py``
+makes of benchmarks/templates/ and benchmarks/results/: a number edited by
+hand, in a table or in the prose, fails here.
+"""
+
+import importlib
+import os
+import re
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def render_docs():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        yield importlib.import_module("render_docs")
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def rendered(render_docs):
+    return render_docs.render()
+
+
+def test_the_committed_docs_are_their_rendering(render_docs, rendered):
+    assert render_docs.stale(ROOT, rendered) == [], (
+        "run `python benchmarks/render_docs.py` (edit benchmarks/templates/, not the docs)")
+
+
+def _write(root, texts):
+    for doc, text in texts.items():
+        os.makedirs(os.path.join(root, os.path.dirname(doc)), exist_ok=True)
+        with open(os.path.join(root, doc), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _edit_number(text, start):
+    """``text`` with the first decimal number after ``start`` changed by one digit."""
+    i = re.compile(r"\d+\.\d+").search(text, start).start()
+    return text[:i] + ("1" if text[i] != "1" else "2") + text[i + 1:]
+
+
+def test_a_number_edited_by_hand_is_caught(render_docs, rendered, tmp_path):
+    _write(tmp_path, rendered)
+    assert render_docs.stale(tmp_path, rendered) == []
+    page = rendered["docs/benchmarks.md"]  # a number in the prose, not in a table
+    _write(tmp_path, {"docs/benchmarks.md": _edit_number(page, page.index("**What the tables say**"))})
+    assert render_docs.stale(tmp_path, rendered) == ["docs/benchmarks.md"]
+    readme = rendered["README.md"]
+    _write(tmp_path, {"docs/benchmarks.md": page,
+                      "README.md": _edit_number(readme, readme.index("Measured: "))})
+    assert render_docs.stale(tmp_path, rendered) == ["README.md"]
+
+
+def test_placeholders_are_filled_and_unknown_names_refused(render_docs):
+    values = {"a.b": 1.2345, "rows": 1000000, "name": "x"}
+    text = "{{ a.b:.2f }} s over {{ rows:, }} rows of {{name}}"
+    assert render_docs.fill(text, values, "t") == "1.23 s over 1,000,000 rows of x"
+    with pytest.raises(render_docs.RenderError, match="t: no value named 'a.c'"):
+        render_docs.fill("{{ a.c }}", values, "t")
+
+
+def test_a_region_must_exist(render_docs):
+    with pytest.raises(render_docs.RenderError, match="README.md has no region"):
+        render_docs.replace_region("no markers here", "readme-features.md", "x", "README.md")
+
+
+def test_runs_that_are_not_record_runs_say_so(render_docs):
+    import doc_context
+
+    quiet = {"date": "2026-12-01T10:00:00+00:00", "commit": "abcdef1234",
+             "machine": {"model_name": "CPU", "cpus": 2},
+             "load_average_before": [0.3, 0.2, 0.2], "load_average_after": [1.9, 1, 1]}
+    text = doc_context.when(quiet, ROOT, os.path.join(ROOT, "x.json"))
+    assert "Not a record run" not in text and "2026-12-01" in text and "abcdef1" in text
+    for busy in ({**quiet, "load_average_before": [1.5, 1, 1]},
+                 {**quiet, "load_allowed": True}, {**quiet, "quick": True}):
+        assert "**Not a record run**" in doc_context.when(busy, ROOT, os.path.join(ROOT, "x"))
+    assert "Not a record run** (200 rows" in doc_context.when(quiet, ROOT, "x", "200 rows")
