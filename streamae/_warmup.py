@@ -34,10 +34,11 @@ import dask
 import numpy as np
 
 from ._constants import WARMUPS
-from ._engine import Evaluation, _kernel, _not_finite, _TreeSum
+from ._engine import Evaluation, _not_finite
 from ._errors import ParameterError
 from ._metrics import chunk_moments, pool_moments
-from ._objective import assemble, sparsity_terms
+from ._objective import Objective
+from ._tree import EagerTree
 
 #: Rows of the data per row of the sample, at least (the stride grows with
 #: the data so that the sample stays under `MAX_BYTES`). The sample's even
@@ -223,19 +224,17 @@ class LevelEvaluator:
     def __call__(self, params):
         """Evaluate at ``params`` (dict W1, b1, W2, b2); returns `Evaluation`."""
         p = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
-        if self.hyper.linear:
-            p["linear"] = True
+        objective = Objective.of(self.hyper)
         with ThreadPoolExecutor(min(len(self.chunks), os.cpu_count() or 1)) as pool:
             parts = list(pool.map(
-                lambda X: _kernel("one-pass", X, 0, p, None, self.block_rows), self.chunks))
-        tree = _TreeSum(self.split_every)
+                lambda X: objective.one_pass(X, 0, p, self.block_rows), self.chunks))
+        tree = EagerTree(self.split_every)
         for part in parts:
             tree.add(part)
-        sum_a2, sq, gW1r, gb1r, gW2, gb2, fpX, sum_fp, _bad = tree.result()
-        rho_hat, kl, c = sparsity_terms(sum_a2, self.m, self.hyper)
+        sums = tree.result()
+        rho_hat, kl, c = objective.sparsity(sums.sum_a2, self.m)
         with np.errstate(over="ignore", invalid="ignore"):
-            cost, grad, terms = assemble(params, self.hyper, self.m, float(sq), kl,
-                                         gW1r + c[:, None] * fpX, gb1r + c * sum_fp, gW2, gb2)
+            cost, grad, terms = objective.assemble(params, self.m, sums.with_sparsity(c), kl)
         if not np.isfinite(cost) or not all(np.all(np.isfinite(g)) for g in grad.values()):
             raise _not_finite(cost, grad)
         self.evaluations += 1

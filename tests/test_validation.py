@@ -29,9 +29,8 @@ from streamae import (
 )
 from streamae import _checkpoint as C
 from streamae._atomic import write_bytes
-from streamae._objective import make_hyper
 from streamae._metrics import read_metrics
-from streamae._objective import reference_cost_and_grad
+from streamae._objective import make_hyper, reference_cost_and_grad
 from streamae._plots import cost_figure
 from streamae.cli import main
 
