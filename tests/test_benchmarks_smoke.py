@@ -150,7 +150,9 @@ def test_time_to_quality_quick_run(tmp_path):
         # every subject from the same weights (a warm-up's first record cannot say)
         assert r["same_start"] is (None if r["subject"] == "streamae default" and
                                    r["point_phase"][1] == "warmup" else True), r["subject"]
-        if r.get("stop") != "budget spent inside a step":  # LBFGS on a busy machine
+        # LBFGS on a busy machine may spend its budget inside its first step, and a
+        # minibatch setting whose learning rate is too large may diverge at once.
+        if r.get("stop") != "budget spent inside a step" and not r.get("diverged"):
             assert len(r["points"]) >= 2 and r["points"][-1][1] > 0
         times = [p[0] for p in r["points"]]
         assert times == sorted(times)
