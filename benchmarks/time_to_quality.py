@@ -293,13 +293,13 @@ def parse_args(argv):
     p.add_argument("--schedules", type=lambda t: tuple(t.split(",")), default=SCHEDULES,
                    help="schedules of the grid (default constant,cosine)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (CI): implies "
-                   "--allow-load, 4,000 rows, 2 s budgets, a 4-setting grid")
+                   "--allow-load, 4,000 rows, 1 s budgets, a 4-setting grid")
     p.add_argument("--workdir", default=os.path.join(HERE, "work"))
     p.add_argument("--json", default=None)
     provenance.add_arguments(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.rows, args.budget, args.repeats = 4000, 2.0, 1
+        args.rows, args.budget, args.repeats = 4000, 1.0, 1
         args.allow_load, args.max_extensions = True, 1
         args.batches, args.schedules = (256,), ("constant",)
     args.rows = args.rows or datasets.DEFAULT_ROWS[args.dataset]
