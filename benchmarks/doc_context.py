@@ -18,6 +18,7 @@ import subprocess
 import ttq_tables
 
 MAX_LOAD = 1.0
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _load(results, name):
@@ -292,6 +293,34 @@ def small_chunks(results, root):
             "small.chunk_kb": r["chunk_bytes"] / 1e3, "small.repeats": r["repeats"]}
 
 
+def passes(results, root):
+    """``passes.*``: benchmarks/results/passes.json (benchmarks/passes.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("passes_benchmark",
+                                                  os.path.join(HERE, "passes.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = os.path.join(results, "passes.json")
+    r = _load(results, "passes.json")
+    counts = sorted(int(c) for c in r["chunks"])
+    first, last = str(counts[0]), str(counts[-1])
+    reduced = None if r["rows"] == 1_000_000 else f"{r['rows']:,} rows instead of 1,000,000"
+    out = {"passes.when": when(r, root, path, reduced), "passes.table": module.table(r, counts),
+           "passes.rows": r["rows"], "passes.cols": r["cols"], "passes.workers": r["workers"],
+           "passes.repeats": r["repeats"], "passes.fewest": counts[0], "passes.most": counts[-1],
+           "passes.labels": " / ".join(k for k in r["chunks"][first] if k in module._LABELS)}
+    for label, cells in r["chunks"][last].items():
+        if label not in module._LABELS:
+            continue
+        worst = max(cells[name]["ratio_to_fewest_chunks"] for name in module.PASSES)
+        out[f"passes.{label}.worst_chunk_ratio"] = worst
+        met = r["targets_met"][label]
+        out[f"passes.{label}.met"] = ", ".join(
+            f"{k.replace('_', ' ')}: {'yes' if v else 'no'}" for k, v in met.items())
+    return out
+
+
 def whitening(results, root):
     """``whiten.*``: benchmarks/results/whiten_memory.json (benchmarks/whiten_memory.py)."""
     path = os.path.join(results, "whiten_memory.json")
@@ -445,7 +474,7 @@ def ttq_settings():
 def context(results, root):
     """Every value the templates may use."""
     values = ttq_settings()
-    for part in (evaluation, object_store, out_of_core, small_chunks, whitening):
+    for part in (evaluation, object_store, out_of_core, small_chunks, passes, whitening):
         values.update(part(results, root))
     values.update(cluster(results, root, values))
     for dataset in ("patches", "colour"):

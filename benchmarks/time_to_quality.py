@@ -37,6 +37,7 @@ Run: python benchmarks/time_to_quality.py --dataset patches|colour [--rows N]
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -303,6 +304,11 @@ def parse_args(argv):
         args.allow_load, args.max_extensions = True, 1
         args.batches, args.schedules = (256,), ("constant",)
     args.rows = args.rows or datasets.DEFAULT_ROWS[args.dataset]
+    args.skipped = []
+    if not args.streamae_only and importlib.util.find_spec("torch") is None:
+        if not args.quick:  # a record run without its PyTorch peers is not a comparison
+            p.error("PyTorch is not installed: pip install torch, or pass --streamae-only")
+        args.skipped = ["torch LBFGS and the Adam/SGD grid: PyTorch is not installed"]
     return args
 
 
@@ -314,8 +320,10 @@ def full_batch_subjects(args):
         ("streamae warmup=none",
          lambda X, d, t: run_streamae(d, "none", B, args.cold, args.max_iter))]
     if not args.streamae_only:
-        subjects += [("scipy L-BFGS-B", lambda X, d, t: peers.run_scipy(X, d, t, B, every)),
-                     ("torch LBFGS", lambda X, d, t: peers.run_torch_lbfgs(X, d, t, B, every))]
+        subjects.append(("scipy L-BFGS-B", lambda X, d, t: peers.run_scipy(X, d, t, B, every)))
+    if not args.streamae_only and not args.skipped:
+        subjects.append(
+            ("torch LBFGS", lambda X, d, t: peers.run_torch_lbfgs(X, d, t, B, every)))
     return subjects
 
 
@@ -377,7 +385,7 @@ def main(argv=None):
         with open(args.best_from) as f:
             candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
     grid, capped = [], []
-    if not args.streamae_only:
+    if not args.streamae_only and not args.skipped:
         grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
                                 min(candidates)[0], args.max_extensions, log)
         candidates += [(best_point(r), f"torch {r['setting']['method']} "
@@ -399,7 +407,7 @@ def finish(record, args, dataset, runs, grid, capped, best, best_source, ref):
             "levels": list(LEVELS), "best": best, "best_source": best_source,
             "reference": ref, "subjects": summary(runs, best), "runs": runs,
             "grid": grid, "grid_best": grid_summary(grid, best) if grid else {},
-            "grid_still_at_edge": capped}
+            "grid_still_at_edge": capped, "skipped": args.skipped}
 
 
 if __name__ == "__main__":

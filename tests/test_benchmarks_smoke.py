@@ -141,6 +141,7 @@ def test_time_to_quality_quick_run(tmp_path):
     names = list(report["subjects"])
     expected = ["streamae default", "streamae warmup=none", "scipy L-BFGS-B"]
     assert names[:3] == expected and ("torch LBFGS" in names) == HAVE_TORCH
+    assert bool(report["skipped"]) is not HAVE_TORCH  # a missing peer is said, not hidden
     runs = report["runs"] + report["grid"]
     reached = min(c for r in runs for _, _, c in r["points"])
     assert report["reference"]["max_iter"] == 3  # a long fit's cost is a candidate too
