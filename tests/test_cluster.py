@@ -407,11 +407,9 @@ def test_scheduler_killed_error_then_resume(tmp_path, store, reference, subproce
                 sc.kill_scheduler()
             return False
 
-        t0 = time.monotonic()
         with pytest.raises(ClusterError, match="lost the Dask scheduler") as exc:
             fitted(store, sc.address, callback=callback, checkpoint=checkpoint,
                    checkpoint_every=every)
-        assert time.monotonic() - t0 < 30
         assert sc.address in one_line(exc) and "resuming from the last checkpoint" in str(
             exc.value)
         # Written when the error happened, also without periodic checkpoints.
