@@ -224,7 +224,7 @@ def grid_settings(args):
     """The starting grid: methods x batch sizes x schedules x learning rates."""
     lrs = {m: LR_START[m][1:3] if args.quick else LR_START[m] for m in LR_START}
     return [{"method": m, "batch": b, "lr": lr, "schedule": sch}
-            for m in ("adam", "sgd") for b in args.batches for sch in args.schedules
+            for m in args.methods for b in args.batches for sch in args.schedules
             for lr in lrs[m]]
 
 
@@ -265,6 +265,15 @@ def _ints(text):
     return tuple(int(x) for x in text.split(","))
 
 
+def _methods(text):
+    methods = tuple(text.split(","))
+    unknown = sorted(set(methods) - set(LR_START))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {', '.join(unknown)}: choose from {', '.join(LR_START)}")
+    return methods
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=("patches", "colour"), default="patches")
@@ -291,6 +300,8 @@ def parse_args(argv):
                         f"(default {MAX_EXTENSIONS})")
     p.add_argument("--batches", type=_ints, default=BATCHES,
                    help="batch sizes of the grid (default 64,256,2048)")
+    p.add_argument("--methods", type=_methods, default=tuple(LR_START),
+                   help="minibatch methods of the grid (default adam,sgd)")
     p.add_argument("--schedules", type=lambda t: tuple(t.split(",")), default=SCHEDULES,
                    help="schedules of the grid (default constant,cosine)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (CI): implies "
@@ -370,8 +381,10 @@ def main(argv=None):
     args = parse_args(argv)
     record = provenance.start("benchmarks/time_to_quality.py", argv, args.allow_load, args.wait)
 
+    t0 = time.perf_counter()
+
     def log(text):
-        print(text, flush=True)
+        print(f"[{time.perf_counter() - t0:7.0f} s] {text}", flush=True)
 
     dataset = datasets.make(args.dataset, args.rows, args.workdir)
     X = datasets.load(dataset)
