@@ -10,6 +10,14 @@ Per iteration (record 0 is the starting point)::
     saturated_units  units with rho_hat > min(10 rho, (1 + rho) / 2)
     explained_variance  1 - sum ||x - a3||^2 / sum_j sum_i (x_ij - mean_j)^2
     evaluations, seconds (wall time since fit started), samples_per_s
+    phase            "warmup" (on a sample held in memory) or "full" (every row)
+    data_passes      passes over the whole data so far, the sample's read included
+                     (a warm-up iteration on a sample of k rows counts k / m)
+
+A warm-up record also has ``level`` (0 for the smallest sample) and ``rows``
+(the level's rows), and every 10th iteration of a level ``heldout_cost``
+(the objective on held-out sample rows, which ends the level when it stalls);
+its ``cost`` and the terms are the level's, on its own rows.
 
 With a validation set (``fit(X, validation=V)``), the records of checks
 (every ``validation_every`` full-data iterations, `streamae._validation_set`) also
