@@ -457,7 +457,19 @@ def time_to_quality(results, root, dataset):
             out[f"{prefix}.grid_table"] = ttq_tables.grid_table(r)
             out[f"{prefix}.grid_size"] = len(r["grid"])
             out[f"{prefix}.at_edge"] = ttq_tables.edge_sentence(r)
+            out[f"{prefix}.grid_methods"] = grid_methods(r["grid"])
     return out
+
+
+def grid_methods(grid):
+    """Which methods the run's grid had, and how many settings."""
+    names = {"adam": "Adam", "sgd": "SGD with momentum"}
+    ran = [m for m in names if any(g["setting"]["method"] == m for g in grid)]
+    missing = [names[m] for m in names if m not in ran]
+    return (f"The grid of this run: {' and '.join(names[m] for m in ran)}, "
+            f"{len(grid)} settings"
+            + (f" ({' and '.join(missing)} not run: `--methods {','.join(ran)}`)."
+               if missing else "."))
 
 
 def ttq_settings():
