@@ -279,3 +279,29 @@ def test_a_busy_machine_is_refused_unless_allowed(monkeypatch):
     assert record["load_allowed"] is True and record["command"] == "python benchmarks/x.py --a"
     assert record["load_average_before"] == [3.0, 2.0, 1.0] and record["date"]
     assert record["commit"] and record["machine"]["cpus"] == os.cpu_count()
+
+
+def test_commits_benchmark_compares_two_checkouts(tmp_path):
+    """benchmarks/commits.py against this very commit: both sides time the same
+    fit in fresh processes, and the temporary worktree is gone afterwards."""
+    import zarr
+
+    if subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout: nothing to check out")
+    store = str(tmp_path / "x.zarr")
+    z = zarr.create_array(store, shape=(2000, 8), chunks=(500, 8), dtype="float32")
+    z[:] = np.random.default_rng(0).uniform(0.1, 0.9, (2000, 8)).astype("float32")
+    out = tmp_path / "commits.json"
+    before = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                            text=True).stdout
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "commits.py"), store, "--base", "HEAD",
+         "--repeats", "1", "--max-iter", "3", "--allow-load", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["base"] == "HEAD" and report["load_allowed"] is True
+    assert all(len(report["seconds_per_evaluation"][k]) == 1 for k in ("base", "head"))
+    assert report["median"]["base"] > 0 and report["head_over_base"] > 0
+    assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                          text=True).stdout == before
