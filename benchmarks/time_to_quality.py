@@ -369,7 +369,8 @@ def reference(args, X, dataset):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = SparseAutoencoder(**dataset.hyper, random_state=0,
+        # tol=0: only max_iter ends it (the default tol may stop it above the optimum).
+        model = SparseAutoencoder(**dataset.hyper, random_state=0, tol=0.0,
                                   max_iter=args.reference_iter).fit(dataset.store)
     theta = np.concatenate([np.ravel(model.params_[k]) for k in ("W1", "b1", "W2", "b2")])
     return {"max_iter": args.reference_iter, "stop": model.stop_reason_,
