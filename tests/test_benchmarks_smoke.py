@@ -159,6 +159,17 @@ def test_time_to_quality_quick_run(tmp_path):
         assert times == sorted(times)
     for row in report["subjects"].values():
         assert row["final"][0] >= report["best"] and row["best_point"][0] <= row["final"][0]
+    # --rescore: a longer reference fit afterwards; the tolerances follow the new best.
+    again = tmp_path / "ttq-rescored.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_quality.py"), "--rescore",
+         str(out), "--reference-iter", "8", "--allow-load", "--workdir", str(tmp_path / "work"),
+         "--json", str(again)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rescored = json.loads(again.read_text())
+    assert rescored["reference"]["max_iter"] == 8 and rescored["rescored"]["command"]
+    assert rescored["best"] == min(report["best"], rescored["reference"]["cost"])
+    assert rescored["runs"] == report["runs"]  # nothing run again
     if HAVE_TORCH:
         assert set(report["grid_best"]) == {"adam", "sgd"}
         lbfgs = next(r for r in report["runs"] if r["subject"] == "torch LBFGS")
