@@ -319,7 +319,7 @@ def parse_args(argv):
         args.batches, args.schedules = (256,), ("constant",)
     args.rows = args.rows or datasets.DEFAULT_ROWS[args.dataset]
     args.skipped = []
-    if not args.streamae_only and importlib.util.find_spec("torch") is None:
+    if not (args.streamae_only or args.rescore) and importlib.util.find_spec("torch") is None:
         if not args.quick:  # a record run without its PyTorch peers is not a comparison
             p.error("PyTorch is not installed: pip install torch, or pass --streamae-only")
         args.skipped = ["torch LBFGS and the Adam/SGD grid: PyTorch is not installed"]
