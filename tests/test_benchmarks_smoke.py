@@ -292,6 +292,7 @@ def test_a_busy_machine_is_refused_unless_allowed(monkeypatch):
     assert record["commit"] and record["machine"]["cpus"] == os.cpu_count()
 
 
+@pytest.mark.slow  # two fresh processes compile the kernels: about 15 s
 def test_commits_benchmark_compares_two_checkouts(tmp_path):
     """benchmarks/commits.py against this very commit: both sides time the same
     fit in fresh processes, and the temporary worktree is gone afterwards."""
