@@ -380,6 +380,19 @@ def reference(args, X, dataset):
             "cost": exact_cost(X, theta, dataset)}
 
 
+def outside_candidates(args, X, dataset):
+    """Candidates for "best" from outside the timed runs: the ``--reference-iter`` fit
+    and ``--best-from``'s file. Returns (list of (cost, source), the reference or None)."""
+    ref = reference(args, X, dataset)
+    candidates = []
+    if ref:
+        candidates.append((ref["cost"], f"long streamae run (max_iter {ref['max_iter']})"))
+    if args.best_from:
+        with open(args.best_from) as f:
+            candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
+    return candidates, ref
+
+
 def rescore(args, argv, log):
     """A finished results file (``--rescore``) with more candidates for "best".
 
@@ -392,15 +405,10 @@ def rescore(args, argv, log):
     with open(args.rescore) as f:
         result = json.load(f)
     dataset = datasets.make(result["dataset"]["name"], result["dataset"]["rows"], args.workdir)
-    candidates = [(result["best"], result["best_source"])]
-    ref = reference(args, datasets.load(dataset), dataset)
+    candidates, ref = outside_candidates(args, datasets.load(dataset), dataset)
     if ref:
-        candidates.append((ref["cost"], f"long streamae run (max_iter {ref['max_iter']})"))
         result["reference"] = ref
-    if args.best_from:
-        with open(args.best_from) as f:
-            candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
-    best, result["best_source"] = min(candidates)
+    best, result["best_source"] = min([(result["best"], result["best_source"]), *candidates])
     result.update(best=best, subjects=summary(result["runs"], best),
                   rescored=provenance.finish(record))
     if result["grid"]:
@@ -428,13 +436,8 @@ def main(argv=None):
     X = datasets.load(dataset)
     theta0 = datasets.initial_theta(dataset)
     runs = run_rounds(args, X, dataset, theta0, log)
-    ref = reference(args, X, dataset)
-    candidates = [(best_point(r), f"{r['subject']} (best point)") for r in runs]
-    if ref:
-        candidates.append((ref["cost"], f"long streamae run (max_iter {ref['max_iter']})"))
-    if args.best_from:
-        with open(args.best_from) as f:
-            candidates.append((json.load(f)["best"], f"best of {args.best_from}"))
+    candidates, ref = outside_candidates(args, X, dataset)
+    candidates += [(best_point(r), f"{r['subject']} (best point)") for r in runs]
     grid, capped = [], []
     if not args.streamae_only and not args.skipped:
         grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
