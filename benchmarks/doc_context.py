@@ -321,6 +321,32 @@ def passes(results, root):
     return out
 
 
+def commits(results, root):
+    """``commits.*``: benchmarks/results/commits.json (benchmarks/commits.py)."""
+    r = _load(results, "commits.json")
+    return {"commits.when": when(r, root, os.path.join(results, "commits.json")),
+            "commits.base": r["base"], "commits.repeats": len(r["seconds_per_evaluation"]["head"]),
+            "commits.max_iter": r["max_iter"], "commits.base_s": r["median"]["base"],
+            "commits.head_s": r["median"]["head"], "commits.ratio": r["head_over_base"],
+            "commits.command": r["command"]}
+
+
+def wide(results, root):
+    """``wide.*``: benchmarks/results/wide_warmup.json (benchmarks/wide_warmup.py)."""
+    r = _load(results, "wide_warmup.json")
+    warm = [v for k, v in r["phases"].items() if k != "full"]
+    full = r["phases"]["full"]
+    return {"wide.when": when(r, root, os.path.join(results, "wide_warmup.json")),
+            "wide.rows": r["rows"], "wide.cols": r["n_visible"], "wide.hidden": r["n_hidden"],
+            "wide.gb": r["store_bytes"] / 1e9, "wide.stride": r["plan"]["stride"],
+            "wide.levels": len(r["plan"]["levels"]), "wide.warm_iter": sum(
+                v["records"] - 1 for v in warm), "wide.warm_passes": warm[-1]["passes"],
+            "wide.warm_cost": warm[-1]["cost"], "wide.max_iter": r["max_iter"],
+            "wide.warm_budget": sum(r["plan"]["iterations"]),
+            "wide.passes": full["passes"], "wide.cost": full["cost"],
+            "wide.seconds": r["wall_seconds"]}
+
+
 def whitening(results, root):
     """``whiten.*``: benchmarks/results/whiten_memory.json (benchmarks/whiten_memory.py)."""
     path = os.path.join(results, "whiten_memory.json")
@@ -486,7 +512,8 @@ def ttq_settings():
 def context(results, root):
     """Every value the templates may use."""
     values = ttq_settings()
-    for part in (evaluation, object_store, out_of_core, small_chunks, passes, whitening):
+    for part in (evaluation, object_store, out_of_core, small_chunks, passes, whitening,
+                 commits, wide):
         values.update(part(results, root))
     values.update(cluster(results, root, values))
     for dataset in ("patches", "colour"):
