@@ -8,11 +8,16 @@ counts (default 16 and 4,000), it times, median of ``--repeats``:
 - ``evaluation``: one one-pass evaluation of (cost, gradient), one kernel
   batch per store chunk (``chunk_rows`` the store's chunk: the case where the
   chunk count matters most);
-- ``fit_start``: what a fit does before its first evaluation: open the
-  data, build the evaluator and compile its kernels, and the data-variance
-  pass (`streamae._metrics.total_variance`);
+- ``fit_start``: what a fit (without warm-up) does before its first
+  evaluation: open the data, build the evaluator and compile its kernels
+  (the data variance costs no pass of its own: the first evaluation takes
+  it from its own reads);
+- ``first_evaluation``: that first evaluation, which also measures the data
+  variance (`streamae._engine.Evaluator.measure_variance`);
 - ``whiten``: `streamae.whiten` (ZCA: moments, then the whitened write);
-- ``encode``: `streamae.encode` of a model with ``--hidden`` units,
+- ``encode``: `streamae.encode` of a model with ``--hidden`` units
+  (each repeat of these two writes a new store; removing the one before is
+  not timed),
 
 each on the threaded scheduler with ``--workers`` threads and on a
 ``LocalCluster`` of ``--workers`` single-threaded processes on 127.0.0.1
@@ -60,23 +65,31 @@ from streamae import SparseAutoencoder, encode, whiten  # noqa: E402
 from streamae._cluster import Runner  # noqa: E402
 from streamae._data import open_dataset  # noqa: E402
 from streamae._engine import Evaluator  # noqa: E402
-from streamae._metrics import total_variance  # noqa: E402
 from streamae._objective import init_params, make_hyper  # noqa: E402
 
-PASSES = ("evaluation", "fit_start", "whiten", "encode")
+PASSES = ("evaluation", "fit_start", "first_evaluation", "whiten", "encode")
 _LABELS = ("threads", "local_cluster", "cpu_synchronous")
 
 
-def _median_seconds(run, repeats, clock=time.perf_counter):
+def _median_seconds(run, repeats, clock=time.perf_counter, setup=None):
     """Median time of ``run()`` by ``clock`` over ``repeats`` calls (after one
-    untimed call)."""
+    untimed call); ``setup()``, if given, runs untimed before each call."""
+    if setup:
+        setup()
     run()
     times = []
     for _ in range(repeats):
+        if setup:
+            setup()
         t0 = clock()
         run()
         times.append(clock() - t0)
     return statistics.median(times), times
+
+
+def _removed(path):
+    """A function removing ``path`` (an earlier output), to run untimed."""
+    return lambda: shutil.rmtree(path, ignore_errors=True)
 
 
 def time_passes(path, chunk_rows, scheduler, args, work, clock=time.perf_counter):
@@ -100,18 +113,25 @@ def time_passes(path, chunk_rows, scheduler, args, work, clock=time.perf_counter
             fresh = Evaluator(open_dataset(path, chunk_rows=chunk_rows), hyper,
                               strategy="one-pass", scheduler=runner)
             fresh.compile_kernels(args.hidden)
-            return total_variance(fresh)
+            return fresh
 
         times["fit_start"] = _median_seconds(fit_start, args.repeats, clock)
+
+        def first_evaluation():
+            ev.measure_variance()
+            return ev(params)
+
+        times["first_evaluation"] = _median_seconds(first_evaluation, args.repeats, clock)
+        outputs["first_evaluation"] = np.array(ev.variance)
         white = os.path.join(work, "white.zarr")
         times["whiten"] = _median_seconds(
-            lambda: whiten(path, white, overwrite=True, run_options=options), args.repeats,
-            clock)
+            lambda: whiten(path, white, run_options=options), args.repeats, clock,
+            setup=_removed(white))
         outputs["whiten"] = zarr.open_array(white, mode="r")[...]
         codes = os.path.join(work, "codes.zarr")
         times["encode"] = _median_seconds(
-            lambda: encode(model, path, codes, overwrite=True, run_options=options),
-            args.repeats, clock)
+            lambda: encode(model, path, codes, run_options=options), args.repeats, clock,
+            setup=_removed(codes))
         outputs["encode"] = zarr.open_array(codes, mode="r")[...]
     return times, outputs
 

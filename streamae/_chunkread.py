@@ -227,6 +227,9 @@ class LocalChunks:
                 done = 0
                 while done < len(view):  # write may write less than asked
                     done += f.write(view[done:])
+                # On disk now, by this task, while other tasks compute: the
+                # output's publish (which fsyncs everything) then waits for nothing.
+                os.fsync(f.fileno())
         return True
 
     def _read_file(self, path, out, size):

@@ -173,6 +173,8 @@ def encode(model, data, out, *, overwrite=False, run_options=None):
     with runner.session():
         data_pass = Pass(dataset, runner, options.split_every, options.read_ahead,
                          dtype.itemsize)
+        if options.chunk_rows is None:  # output chunks of our choice: large batches
+            data_pass = data_pass.coarse()
         rows = options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, s,
                                                        dtype.itemsize)
         rows = min(rows, m)

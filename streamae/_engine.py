@@ -37,6 +37,7 @@ from ._errors import (
     NumericalError,
     ParameterError,
 )
+from ._kernels import column_moments_batches
 from ._objective import Objective
 from ._passes import Pass
 from ._progress import chunk_progress
@@ -121,6 +122,8 @@ class Evaluator:
         self.evaluations = 0
         self.progress = False  # a bar per pass over the chunks (see streamae._progress)
         self._cache_limit = cache_limit
+        self.variance = None  # the data's total variance, once `measure_variance` asked
+        self._measure = False
 
     @classmethod
     def with_options(cls, dataset, hyper, options, **kwargs):
@@ -165,6 +168,17 @@ class Evaluator:
         enabled = self.progress and getattr(self.runner, "kind", "") != "distributed"
         return chunk_progress(label, self.tasks_per_pass, enabled)
 
+    def measure_variance(self):
+        """Take the data's total variance, sum_j sum_i (x_ij - mean_j)^2, from
+        the next evaluation's reads (one-pass, or pass 1 of two-pass): each
+        batch's column moments, merged by Chan et al.'s formula in the same
+        tree as the sums; afterwards in `variance`. The evaluation's own
+        results are unchanged. (The ``cached`` strategy: use
+        `streamae._metrics.total_variance`.)"""
+        if self.strategy == "cached":
+            raise ParameterError("the cached strategy measures the variance in a pass of its own")
+        self._measure = True
+
     def compile_kernels(self, n_hidden):
         """Compile this strategy's kernels in this process (or load them from Numba's
         cache) on one row, so that the first pass over the data does not wait for them."""
@@ -174,6 +188,8 @@ class Evaluator:
              "W2": np.zeros((n, n_hidden), self.dtype), "b2": np.zeros(n, self.dtype)}
         c = np.zeros(n_hidden, self.dtype)
         br, objective = self.block_rows, self.objective
+        if self.strategy != "cached":  # the first evaluation may take the moments too
+            column_moments_batches(X, np.array([0, 1], np.int64))
         if self.strategy == "one-pass":
             objective.one_pass_batches(X, np.array([0, 1], np.int64), 0, p, br)
         elif self.strategy == "two-pass":
@@ -236,8 +252,15 @@ class Evaluator:
         batches) over the data, computed: its named partial sums. ``pd``: the
         parameters ``p`` as `Runner.put` ships them."""
         unpack = self.objective.unpacker(kernel, *p["W1"].shape)
-        return self.data_pass.reduce_batched(kernel, unpack, pd, *consts, self.block_rows,
-                                             token=self._token)
+        if not self._measure:
+            return self.data_pass.reduce_batched(kernel, unpack, pd, *consts, self.block_rows,
+                                                 token=self._token)
+        sums, (_, _, m2) = self.data_pass.reduce_batched(
+            kernel, unpack, pd, *consts, self.block_rows, token=self._token, moments=True)
+        with np.errstate(all="ignore"):  # non-finite data: reported from the sums
+            self.variance = float(np.sum(m2))
+        self._measure = False
+        return sums
 
     def _two_pass(self, p, params):
         pd = self.runner.put(p)

@@ -230,9 +230,8 @@ class TrainingRun:
         first = _warmup.offset(self.settings.seed, self.plan.stride)
         with self.evaluator.pass_progress("warm-up: reading the sample"):
             sample, self.data_variance = _warmup.read_sample(
-                self.runner, self.dataset, self.plan.stride, first)
-        if self.store is not None:
-            self.store.keep(data_variance=self.data_variance)
+                self.evaluator.data_pass, self.plan.stride, first)
+        self._keep_variance(self.data_variance)
         self._check_sample(sample, first)
         resumed = _warmup_level(self.history) if self.state is not None else None
         from threadpoolctl import threadpool_limits
@@ -346,9 +345,8 @@ class TrainingRun:
                         if self.validation is not None:
                             self.validation.compile_kernels(self.settings.n_hidden)
                     self.t0 = time.perf_counter() - self.elapsed0  # training time starts here
-                    self.passes_before = 1.0  # the variance pass, or the sample's read
-                    if not self._warming_up():
-                        self._measure_variance()
+                    # The sample's read (which measures the variance too), or none.
+                    self.passes_before = 1.0 if self._warming_up() else self._measure_variance()
                 theta0, warm, stop = self._warm_up(theta0)
                 if not stop:
                     self._start(theta0, warm)
@@ -378,13 +376,24 @@ class TrainingRun:
         return self.plan is not None and (self.state is None or self.state.phase == "warmup")
 
     def _measure_variance(self):
-        """Denominator of the explained variance: one streaming pass, inside the
-        session (same workers) and the signal handler."""
-        if self.data_variance is None:
-            with self.evaluator.pass_progress("data variance"):
-                self.data_variance = _metrics.total_variance(self.evaluator)
-            if self.store is not None:
-                self.store.keep(data_variance=self.data_variance)
+        """Ask for the denominator of the explained variance, the data's total
+        variance: the first evaluation takes it from its own reads (no pass of
+        its own); the ``cached`` strategy, whose first pass keeps activations,
+        runs a streaming pass for it now. Returns the passes spent before the
+        first evaluation (0 or 1)."""
+        if self.data_variance is not None:
+            return 0.0
+        if self.evaluator.strategy != "cached":
+            self.evaluator.measure_variance()
+            return 0.0
+        with self.evaluator.pass_progress("data variance"):
+            self._keep_variance(_metrics.total_variance(self.evaluator))
+        return 1.0
+
+    def _keep_variance(self, value):
+        self.data_variance = value
+        if self.store is not None:
+            self.store.keep(data_variance=value)
 
     def _full_phase(self):
         """The full phase's `_Phase`: its passes follow the warm-up's, if any."""
@@ -454,6 +463,8 @@ class TrainingRun:
     def _record(self, info, phase=None):
         """Append the iteration's record to the history (fields: `streamae._metrics`)."""
         phase = phase or self._full_phase()
+        if self.data_variance is None and self.evaluator.variance is not None:
+            self._keep_variance(self.evaluator.variance)  # measured by the first evaluation
         state, m = self.state, phase.rows
         elapsed = time.perf_counter() - self.t0
         self.rho_hat = self.model.rho_hat_ = info.rho_hat

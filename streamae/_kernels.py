@@ -624,6 +624,32 @@ def column_moments(X):
 
 
 @njit(**_NJIT)
+def column_moments_batches(rows, offsets):
+    """`column_moments` of each batch of a read of consecutive batches.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (r, n), any float or integer dtype
+        Batch ``k`` is ``rows[offsets[k]:offsets[k + 1]]``.
+    offsets : ndarray of shape (b + 1,), int64
+
+    Returns
+    -------
+    means, m2 : ndarrays of shape (b, n), float64
+        Each batch's column means and centred sums of squares.
+    """
+    b = offsets.shape[0] - 1
+    n = rows.shape[1]
+    means = np.empty((b, n), np.float64)
+    m2 = np.empty((b, n), np.float64)
+    for k in range(b):
+        mean, sq = column_moments(rows[offsets[k]:offsets[k + 1]])
+        means[k] = mean
+        m2[k] = sq
+    return means, m2
+
+
+@njit(**_NJIT)
 def _centred_block(X, start, rows, mean, buf):
     """buf[:rows] <- X[start:start + rows] - mean, in float64; returns that view."""
     B = buf[:rows]

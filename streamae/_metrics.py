@@ -32,8 +32,11 @@ capped at halfway between rho and 1, so that it stays above rho for large
 targets (rho = 0.1 -> 0.55).
 
 The explained variance's denominator (the data's total variance about its
-column means) is one streaming pass over the data per fit, `total_variance`;
-its numerator is already in every evaluation (the reconstruction term is
+column means) costs no pass of its own: a fit's first evaluation takes each
+batch's column moments from the reads it makes anyway
+(`streamae._engine.Evaluator.measure_variance`), or the warm-up's read of its
+sample does; only the ``cached`` strategy runs `total_variance`, a streaming
+pass. Its numerator is already in every evaluation (the reconstruction term is
 sum ||x - a3||^2 / (2 m)).
 """
 

@@ -29,10 +29,11 @@ import uuid
 import dask
 import numpy as np
 
+from . import _kernels as K
 from ._chunkread import READ_AHEAD, LocalChunks, RowSource
-from ._data import MIN_TASKS
+from ._data import MIN_TASKS, as_readable
 from ._errors import LostInputError, ParameterError
-from ._tree import EagerTree, _merge_bad, add_parts, add_vectors, reduce_runs
+from ._tree import EagerTree, _merge_bad, add_parts, add_vectors, merge_moments, reduce_runs
 from ._validation import check_int
 
 #: A task streams consecutive batches of a Zarr store, up to about this many
@@ -133,7 +134,7 @@ def blocks(data, where, read_ahead):
 
 
 def _task_reduce_batched(kernel, unpack, data, where, consts, split_every, read_ahead,
-                         subtree):
+                         subtree, moments=False):
     """`_task_reduce` with a kernel called once per read of consecutive batches.
 
     ``kernel(rows, offsets, first_row, *consts)`` returns ``(parts, bads)``:
@@ -142,19 +143,31 @@ def _task_reduce_batched(kernel, unpack, data, where, consts, split_every, read_
     same subtrees, in the same order, as `_task_reduce` combines the batches'
     results (`add_vectors` adds what `add_parts` adds); bad records merge
     exactly in any order. ``unpack(vector, bad)`` names a subtree's sums.
+
+    With ``moments``, each batch's column moments (count, means, centred sums
+    of squares: `streamae._kernels.column_moments_batches`) are taken from the
+    same reads and merged in the same subtrees (`merge_moments`); the result is
+    then ``(sums, moments)``, two lists of one entry per subtree.
     """
-    trees, bads = [], []
+    trees, bads, pooled = [], [], []
     for k0, row0, rows, offsets in blocks(data, where, read_ahead):
         parts, bad = kernel(rows, offsets, row0, *consts)
+        if moments:
+            means, m2 = K.column_moments_batches(as_readable(rows), offsets)
+            counts = np.diff(offsets)
         del rows
         for j in range(len(parts)):
             if (k0 + j) % subtree == 0:
                 trees.append(EagerTree(split_every, add_vectors))
                 bads.append([])
+                pooled.append(EagerTree(split_every, merge_moments))
             trees[-1].add(parts[j])
             if bad is not None:
                 bads[-1].append(bad[j])
-    return [unpack(t.result(), _merge_bad(b) if b else None) for t, b in zip(trees, bads)]
+            if moments:
+                pooled[-1].add((int(counts[j]), means[j], m2[j]))
+    sums = [unpack(t.result(), _merge_bad(b) if b else None) for t, b in zip(trees, bads)]
+    return (sums, [t.result() for t in pooled]) if moments else sums
 
 
 def _task_reduce(kernel, combine, data, where, consts, split_every, read_ahead, subtree,
@@ -435,24 +448,33 @@ class Pass:
                      subtree, k, dask_key_name=(name, i))
                 for i, ((data, where), k) in enumerate(zip(plan, kept))]
 
-    def batched_tasks(self, kernel, unpack, consts, token=None):
+    def batched_tasks(self, kernel, unpack, consts, token=None, moments=False):
         """As `tasks`, for a kernel over reads of consecutive batches
         (`_task_reduce_batched`); keys named ``_task_<kernel without _batches>``."""
         plan = self.plan()
         token = token or uuid.uuid4().hex
         name = f"_task_{kernel.__name__.lstrip('_').removesuffix('_batches')}-{token}"
-        task = dask.delayed(_task_reduce_batched)
+        task = dask.delayed(_task_reduce_batched, nout=2 if moments else None)
         subtree = self.subtree()
         return [task(kernel, unpack, data, where, consts, self.split_every, self.read_ahead,
-                     subtree, dask_key_name=(name, i))
+                     subtree, moments, dask_key_name=(name, i))
                 for i, (data, where) in enumerate(plan)]
 
-    def reduce_batched(self, kernel, unpack, *consts, token=None):
+    def reduce_batched(self, kernel, unpack, *consts, token=None, moments=False):
         """`reduce` with a kernel called once per read of consecutive batches
-        (`_task_reduce_batched`): the same result, bit for bit."""
-        runs = self.batched_tasks(kernel, unpack, consts, token)
-        total, = self.compute(self.total(runs))
-        return total
+        (`_task_reduce_batched`): the same result, bit for bit.
+
+        With ``moments``, also the data's (count, column means, column centred
+        sums of squares), from the same reads (no second pass): returns
+        ``(sums, moments)``.
+        """
+        runs = self.batched_tasks(kernel, unpack, consts, token, moments)
+        if not moments:
+            total, = self.compute(self.total(runs))
+            return total
+        sums = self.total([run[0] for run in runs])
+        pooled = self.total([run[1] for run in runs], merge_moments)
+        return tuple(self.compute(sums, pooled))
 
     def total(self, runs, combine=add_parts):
         """Delayed total of a reduction pass's tasks (each a list of subtree results)."""

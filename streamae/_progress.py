@@ -32,8 +32,8 @@ import time
 
 DELAY = 2.0  # seconds before a pass's bar appears
 LOG_EVERY = 10.0  # seconds between two log lines of one phase
-# Names of the per-chunk tasks (streamae._engine, streamae._metrics, streamae._warmup).
-CHUNK_TASKS = ("_task_", "chunk_moments", "_sample_and_moments")
+# Names of the kernel tasks of every pass (`streamae._passes`).
+CHUNK_TASKS = ("_task_",)
 
 
 def interactive():

@@ -30,15 +30,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 
 from ._constants import WARMUPS
 from ._engine import Evaluation, _not_finite
 from ._errors import ParameterError
-from ._metrics import chunk_moments, pool_moments
+from ._metrics import chunk_moments
 from ._objective import Objective
-from ._tree import EagerTree
+from ._tree import EagerTree, merge_moments
 
 #: Rows of the data per row of the sample, at least (the stride grows with
 #: the data so that the sample stays under `MAX_BYTES`). The sample's even
@@ -163,13 +162,18 @@ def offset(seed, stride):
     return int(np.random.default_rng([seed, 0x5EED]).integers(stride))
 
 
-def read_sample(runner, dataset, stride, first):
+def read_sample(data_pass, stride, first):
     """The sample and the data's total variance, in one pass over the data.
+
+    A reduction pass (`streamae._passes.Pass.reduce`, in batches of about
+    16 MiB: `Pass.coarse`) whose kernel takes a batch's sample rows and its
+    column moments; the tree joins the rows in order and merges the moments
+    (`join_samples`), so tasks stream runs of chunks like every other pass.
 
     Parameters
     ----------
-    runner : Runner
-    dataset : Dataset of shape (m, n)
+    data_pass : streamae._passes.Pass
+        The data, shape (m, n).
     stride, first : int
         The sample is rows ``first, first + stride, ...``.
 
@@ -179,18 +183,22 @@ def read_sample(runner, dataset, stride, first):
     total_variance : float
         sum_j sum_i (x_ij - mean_j)^2 over every row (`streamae._metrics`).
     """
-    starts = dataset.row_starts
-    take = dask.delayed(_sample_and_moments, pure=True)
-    parts = [take(block, (first - int(start)) % stride, stride)
-             for block, start in zip(dataset.array.to_delayed().ravel(), starts[:-1])]
-    (results,) = runner.compute(dask.delayed(list)(parts))
-    rows = np.concatenate([r for r, _ in results])
-    return np.ascontiguousarray(rows), pool_moments([m for _, m in results])
+    rows, (_, _, m2) = data_pass.coarse().reduce(_sample_and_moments, first, stride,
+                                                 combine=join_samples)
+    with np.errstate(all="ignore"):  # non-finite data: reported by the sample's check
+        return np.ascontiguousarray(rows), float(np.sum(m2))
 
 
-def _sample_and_moments(block, first, stride):
-    """A chunk's sample rows (from its row ``first``) and its moments (count, mean, M2)."""
-    return np.array(block[first::stride]), chunk_moments(block)
+def _sample_and_moments(block, row0, first, stride):
+    """A batch's sample rows and its (count, column means, column M2)."""
+    return np.array(block[(first - row0) % stride::stride]), chunk_moments(block)
+
+
+def join_samples(*parts):
+    """(sample rows, moments) of consecutive batches, in order: rows joined,
+    moments merged (`streamae._tree.merge_moments`)."""
+    rows = np.concatenate([rows for rows, _ in parts])
+    return rows, merge_moments(*[moments for _, moments in parts])
 
 
 class LevelEvaluator:

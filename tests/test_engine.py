@@ -184,6 +184,43 @@ def test_bit_identical_across_runs_and_schedulers(strategy, make_problem, hyper_
             assert_array_equal(grad[k], runs[0][1][k], strict=True)
 
 
+@pytest.mark.parametrize("strategy", ["one-pass", "two-pass"])
+@pytest.mark.parametrize("kind", ["zarr-path", "dask-array", "numpy"])
+def test_the_first_evaluation_measures_the_variance_from_its_own_reads(
+        strategy, kind, make_problem, hyper, write_zarr):
+    """No pass of its own: the evaluation's results keep their bits, the
+    variance matches NumPy's and has the same bits on every scheduler."""
+    X, params = make_problem(M, 8, 5)
+    data, kw = make_input(kind, X, 13, write_zarr)
+    variances = []
+    for scheduler in ("threads", "synchronous", "processes"):
+        ev = Evaluator(open_dataset(data, **kw), hyper, dtype="float64", strategy=strategy,
+                       scheduler=scheduler)
+        plain = ev(params)
+        ev.measure_variance()
+        measured = ev(params)
+        assert ev.variance is not None and ev.evaluations == 2
+        assert measured.cost == plain.cost
+        for k in PARAM_NAMES:
+            assert_array_equal(measured.grad[k], plain.grad[k], strict=True)
+        ev(params)  # asked once: later evaluations take no moments
+        variances.append(ev.variance)
+    assert variances[0] == pytest.approx(((X - X.mean(axis=0)) ** 2).sum(), rel=1e-12)
+    assert variances.count(variances[0]) == 3, variances
+
+
+def test_a_fit_without_warm_up_reads_the_data_only_for_its_evaluations(make_problem,
+                                                                       write_zarr):
+    X, _ = make_problem(400, 8, 5)
+    model = SparseAutoencoder(n_hidden=5, max_iter=3, warmup="none", tol=0).fit(
+        write_zarr(X, 50))
+    first = model.history_[0]
+    assert first["data_passes"] == 1.0  # the first evaluation, which measured the variance
+    total = ((X - X.mean(axis=0)) ** 2).sum()
+    expected = 1.0 - 2.0 * len(X) * first["reconstruction"] / total
+    assert first["explained_variance"] == pytest.approx(expected, rel=1e-9)
+
+
 # ----------------------------------------------------------------- reduction pieces
 
 def test_merge_bad_records():

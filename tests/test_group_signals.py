@@ -6,7 +6,7 @@ which includes the worker processes of the LocalCluster that streamae starts.
 These tests do what the terminal does: the CLI runs in its own session
 (``start_new_session=True``) and the signal goes to the group
 (``os.killpg``) at seeded random instants, from the start of the cluster's
-start-up through the data-variance pass into the iterations. Each run must
+start-up through the first pass into the iterations. Each run must
 exit with 130 (SIGINT) or 143 (SIGTERM) within a generous bound (a hang
 detector, not a benchmark), print streamae's lines only (no worker
 tracebacks, no log lines), leave no process of its group behind, and resume
@@ -38,7 +38,7 @@ ROWS, COLS, CHUNK, HIDDEN = 20_000, 64, 2_500, 16
 MAX_ITER = 100_000
 OPTIONS = ["--hidden", str(HIDDEN), "--max-iter", str(MAX_ITER), "--workers", "2"]
 #: Instants are drawn within WINDOW seconds of the first process the CLI
-#: starts (the cluster's start-up begins: start-up, the data-variance pass,
+#: starts (the cluster's start-up begins: start-up, the first pass,
 #: the first iterations), or within ITERATIONS seconds of the checkpoint of
 #: iteration 0 (iterations, whatever the machine's load made start-up cost).
 WINDOW, ITERATIONS = 10.0, 3.0
@@ -86,7 +86,7 @@ def _pgid(pid):
 
 def _iteration_0(proc, out, timeout=120):
     """Wait until the checkpoint of iteration 0 is written (--checkpoint-every 1):
-    the cluster is up, the data-variance pass and the first evaluation are done."""
+    the cluster is up, and the first evaluation is done."""
     ckpt = C.default_path(out)
     wait_for(lambda: proc.poll() is not None or os.path.exists(ckpt), timeout,
              "the checkpoint of iteration 0")
