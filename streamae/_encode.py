@@ -2,7 +2,9 @@
 writing them to Zarr.
 
 `hidden_graph` is the lazy graph behind `SparseAutoencoder.transform_dask`:
-one Numba kernel task per row chunk. `encode` is a written pass
+one Numba kernel task per row chunk. `hidden_rows`, behind
+`SparseAutoencoder.transform`, is a collected pass
+(`streamae._passes.Pass.collect`) and `encode` a written pass
 (`streamae._passes.Pass.write`): tasks stream runs of the input's batches
 (with read-ahead), each writing whole output chunks, so the tasks per pass
 do not grow with the input's chunk count and memory holds a few batches and
@@ -57,6 +59,34 @@ def hidden_graph(dataset, W1, b1, dtype, block_rows, decoder="sigmoid"):
     b1 = np.ascontiguousarray(b1, dtype)
     return da.map_blocks(_encode_block, dataset.array, W1, b1, int(block_rows), decoder,
                          chunks=(dataset.array.chunks[0], (W1.shape[0],)), dtype=dtype)
+
+
+def hidden_rows(dataset, runner, W1, b1, dtype, options, decoder="sigmoid"):
+    """Hidden activations of every row, in memory: a collected pass over the
+    data (`streamae._passes.Pass.collect`: tasks stream runs of batches, as
+    every pass does, whatever the input's chunk count).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The data, shape (m, n).
+    runner : Runner
+    W1 : ndarray of shape (n_hidden, n), b1 : ndarray of shape (n_hidden,)
+    dtype : {"float32", "float64"}
+        Arithmetic and output dtype.
+    options : RunOptions
+        ``block_rows``, ``split_every`` and ``read_ahead``.
+
+    Returns
+    -------
+    ndarray of shape (m, n_hidden)
+    """
+    dtype = np.dtype(dtype)
+    data_pass = Pass(dataset, runner, options.split_every, options.read_ahead,
+                     dtype.itemsize)
+    return data_pass.collect(encode_rows, np.ascontiguousarray(W1, dtype),
+                             np.ascontiguousarray(b1, dtype), int(options.block_rows),
+                             decoder)
 
 
 def _encode_block(block, W1, b1, block_rows, decoder="sigmoid", block_info=None):

@@ -37,7 +37,7 @@ from ._errors import (
     NumericalError,
     ParameterError,
 )
-from ._kernels import column_moments_batches
+from ._kernels import shifted_sums
 from ._objective import Objective
 from ._passes import Pass
 from ._progress import chunk_progress
@@ -171,8 +171,9 @@ class Evaluator:
     def measure_variance(self):
         """Take the data's total variance, sum_j sum_i (x_ij - mean_j)^2, from
         the next evaluation's reads (one-pass, or pass 1 of two-pass): each
-        batch's column moments, merged by Chan et al.'s formula in the same
-        tree as the sums; afterwards in `variance`. The evaluation's own
+        subtree's column moments (`streamae._passes.SubtreeMoments`), merged
+        by Chan et al.'s formula in the same tree as the sums; afterwards in
+        `variance`. The evaluation's own
         results are unchanged. (The ``cached`` strategy: use
         `streamae._metrics.total_variance`.)"""
         if self.strategy == "cached":
@@ -189,7 +190,7 @@ class Evaluator:
         c = np.zeros(n_hidden, self.dtype)
         br, objective = self.block_rows, self.objective
         if self.strategy != "cached":  # the first evaluation may take the moments too
-            column_moments_batches(X, np.array([0, 1], np.int64))
+            shifted_sums(X, np.zeros(n), np.zeros(n), np.zeros(n))
         if self.strategy == "one-pass":
             objective.one_pass_batches(X, np.array([0, 1], np.int64), 0, p, br)
         elif self.strategy == "two-pass":

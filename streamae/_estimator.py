@@ -25,7 +25,7 @@ from . import _metrics, _optim, _validation_set
 from ._cluster import make_runner
 from ._constants import CHECKPOINT_NAME, DTYPES, GRAD_TOL
 from ._data import Dataset, open_dataset
-from ._encode import encode, hidden_graph
+from ._encode import encode, hidden_graph, hidden_rows
 from ._engine import STRATEGIES, Evaluator
 from ._errors import (
     CheckpointExistsError,
@@ -602,12 +602,13 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         options = as_run_options(self.run_options)
         if out is not None:
             return encode(self, X, out, overwrite=overwrite, run_options=options)
-        H = self.transform_dask(X)
         if isinstance(X, da.Array):
-            return H
+            return self.transform_dask(X)
+        _, dataset = self._dataset(X, options, reset=False)
         runner = make_runner(options.scheduler, options.workers)
         with runner.session():
-            return runner.compute(H)[0]
+            return hidden_rows(dataset, runner, self.W1_, self.b1_, self.dtype, options,
+                               self.decoder)
 
     def transform_dask(self, X):
         """Lazy hidden activations: a Dask array of shape (m, n_hidden), chunked like ``X``.

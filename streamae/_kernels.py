@@ -624,29 +624,26 @@ def column_moments(X):
 
 
 @njit(**_NJIT)
-def column_moments_batches(rows, offsets):
-    """`column_moments` of each batch of a read of consecutive batches.
+def shifted_sums(X, shift, s1, s2):
+    """s1 += sum_i (x_i - shift), s2 += sum_i (x_i - shift)^2, in float64, row by row.
+
+    Rows are added in order with one accumulator per column, so the sums of
+    consecutive rows have the same bits however the rows are split between
+    calls. About a shift near the mean (a row of the data), the centred sum
+    of squares ``s2 - s1^2 / m`` loses little to cancellation.
 
     Parameters
     ----------
-    rows : ndarray of shape (r, n), any float or integer dtype
-        Batch ``k`` is ``rows[offsets[k]:offsets[k + 1]]``.
-    offsets : ndarray of shape (b + 1,), int64
-
-    Returns
-    -------
-    means, m2 : ndarrays of shape (b, n), float64
-        Each batch's column means and centred sums of squares.
+    X : ndarray of shape (m, n), any float or integer dtype
+    shift : ndarray of shape (n,), float64
+    s1, s2 : ndarrays of shape (n,), float64
+        Updated in place.
     """
-    b = offsets.shape[0] - 1
-    n = rows.shape[1]
-    means = np.empty((b, n), np.float64)
-    m2 = np.empty((b, n), np.float64)
-    for k in range(b):
-        mean, sq = column_moments(rows[offsets[k]:offsets[k + 1]])
-        means[k] = mean
-        m2[k] = sq
-    return means, m2
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            d = X[i, j] - shift[j]
+            s1[j] += d
+            s2[j] += d * d
 
 
 @njit(**_NJIT)

@@ -144,30 +144,55 @@ def _task_reduce_batched(kernel, unpack, data, where, consts, split_every, read_
     results (`add_vectors` adds what `add_parts` adds); bad records merge
     exactly in any order. ``unpack(vector, bad)`` names a subtree's sums.
 
-    With ``moments``, each batch's column moments (count, means, centred sums
-    of squares: `streamae._kernels.column_moments_batches`) are taken from the
-    same reads and merged in the same subtrees (`merge_moments`); the result is
-    then ``(sums, moments)``, two lists of one entry per subtree.
+    With ``moments``, each subtree's column moments (count, means, centred
+    sums of squares: `SubtreeMoments`) are taken from the same reads; the
+    result is then ``(sums, moments)``, two lists of one entry per subtree.
     """
     trees, bads, pooled = [], [], []
     for k0, row0, rows, offsets in blocks(data, where, read_ahead):
         parts, bad = kernel(rows, offsets, row0, *consts)
-        if moments:
-            means, m2 = K.column_moments_batches(as_readable(rows), offsets)
-            counts = np.diff(offsets)
-        del rows
+        first = 0  # the read's first batch not yet in a subtree's moments
         for j in range(len(parts)):
             if (k0 + j) % subtree == 0:
                 trees.append(EagerTree(split_every, add_vectors))
                 bads.append([])
-                pooled.append(EagerTree(split_every, merge_moments))
+                if moments and j > first:
+                    pooled[-1].add(rows[offsets[first]:offsets[j]])
+                    first = j
+                pooled.append(SubtreeMoments())
             trees[-1].add(parts[j])
             if bad is not None:
                 bads[-1].append(bad[j])
-            if moments:
-                pooled[-1].add((int(counts[j]), means[j], m2[j]))
+        if moments:
+            pooled[-1].add(rows[offsets[first]:offsets[len(parts)]])
+        del rows
     sums = [unpack(t.result(), _merge_bad(b) if b else None) for t, b in zip(trees, bads)]
-    return (sums, [t.result() for t in pooled]) if moments else sums
+    return (sums, [p.result() for p in pooled]) if moments else sums
+
+
+class SubtreeMoments:
+    """Count, column means and centred sums of squares of a subtree's rows,
+    added in row order about its first row (`streamae._kernels.shifted_sums`):
+    the same bits however the rows arrive (reads, tasks, schedulers), one
+    kernel call per read."""
+
+    def __init__(self):
+        self.count, self.shift = 0, None
+
+    def add(self, rows):
+        """The next rows (ndarray of shape (r, n)) of the subtree."""
+        rows = as_readable(rows)
+        if self.shift is None:
+            self.shift = rows[0].astype(np.float64)
+            self.s1, self.s2 = np.zeros_like(self.shift), np.zeros_like(self.shift)
+        K.shifted_sums(rows, self.shift, self.s1, self.s2)
+        self.count += len(rows)
+
+    def result(self):
+        """(count, means, centred sums of squares), for `merge_moments`."""
+        with np.errstate(all="ignore"):  # NaN data: reported by the evaluation
+            return (self.count, self.shift + self.s1 / self.count,
+                    self.s2 - self.s1 * self.s1 / self.count)
 
 
 def _task_reduce(kernel, combine, data, where, consts, split_every, read_ahead, subtree,
@@ -213,13 +238,15 @@ def _task_reduce(kernel, combine, data, where, consts, split_every, read_ahead, 
     return (payloads, totals) if kept is True else totals
 
 
-def _task_write(kernel, data, where, consts, read_ahead, out):
+def _task_write(kernel, data, where, consts, read_ahead, out, combine=None):
     """Write one task's output rows, in whole output chunks.
 
     Parameters
     ----------
     kernel : callable
-        ``kernel(batch, first_row, *consts)`` -> ndarray of shape (rows, k).
+        ``kernel(batch, first_row, *consts)`` -> ndarray of shape (rows, k);
+        with ``combine``, ``(rows, part)``: besides its rows, a small partial
+        result of the batch, the task's parts combined in order.
     data, where
         The task's batches, as in `batches`; they start at an output chunk's first row.
     out : OutputChunks
@@ -228,30 +255,50 @@ def _task_write(kernel, data, where, consts, read_ahead, out):
     Returns
     -------
     int
-        Rows written.
+        Rows written; with ``combine``, ``(rows written, combined part)``.
     """
-    target = out.open()
-    local = LocalChunks.for_array(target, page_cache="keep")  # chunk files written directly
-    buffer, chunk0, filled, written = None, 0, 0, 0
+    writer = _ChunkWriter(out, out.stop(where, data))
+    parts = []
     for _, row0, block in batches(data, where, read_ahead):
         rows = kernel(block, row0, *consts)
         del block
+        if combine is not None:
+            rows, part = rows
+            parts.append(part)
+        writer.add(row0, rows)
+    return writer.written if combine is None else (writer.written, combine(*parts))
+
+
+class _ChunkWriter:
+    """Rows gathered into whole output chunks, each written when full."""
+
+    def __init__(self, out, stop):
+        self.out, self.stop = out, stop
+        self.target = out.open()
+        self.local = LocalChunks.for_array(self.target, page_cache="keep")  # files written directly
+        self.buffer, self.chunk0, self.filled, self.written = None, 0, 0, 0
+
+    def add(self, row0, rows):
+        """Rows from global row ``row0`` on (ndarray of shape (r, k)), in order."""
         done = 0
         while done < len(rows):
-            if buffer is None:
-                chunk0 = row0 + done
-                size = min(out.chunk_rows, out.stop(where, data) - chunk0)
-                buffer, filled = np.empty((size, rows.shape[1]), out.dtype), 0
-            take = min(len(rows) - done, len(buffer) - filled)
-            buffer[filled:filled + take] = rows[done:done + take]
-            filled += take
+            if self.buffer is None:
+                self.chunk0 = row0 + done
+                size = min(self.out.chunk_rows, self.stop - self.chunk0)
+                self.buffer, self.filled = np.empty((size, rows.shape[1]), self.out.dtype), 0
+            take = min(len(rows) - done, len(self.buffer) - self.filled)
+            self.buffer[self.filled:self.filled + take] = rows[done:done + take]
+            self.filled += take
             done += take
-            if filled == len(buffer):
-                if local is None or not local.write_chunks(chunk0, buffer):
-                    target[chunk0:chunk0 + filled] = buffer
-                written += filled
-                buffer = None
-    return written
+            if self.filled == len(self.buffer):
+                self._flush()
+
+    def _flush(self):
+        chunk0, buffer = self.chunk0, self.buffer
+        if self.local is None or not self.local.write_chunks(chunk0, buffer):
+            self.target[chunk0:chunk0 + len(buffer)] = buffer
+        self.written += len(buffer)
+        self.buffer = None
 
 
 class OutputChunks:
@@ -278,6 +325,16 @@ class OutputChunks:
         if isinstance(data, RowSource):
             return int(data.starts[where[1]])
         return int(where[-1])
+
+
+def _task_collect(kernel, data, where, consts, read_ahead):
+    """One task's output rows, in order: ``kernel(batch, first_row, *consts)``
+    of each of its batches, joined (ndarray of shape (rows, k))."""
+    parts = []
+    for _, row0, block in batches(data, where, read_ahead):
+        parts.append(kernel(block, row0, *consts))
+        del block
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _task_first_bad_row(data, where, read_ahead):
@@ -516,15 +573,19 @@ class Pass:
             [dask.delayed(_kept_parts, pure=True)(k) for k in kept]))
         return total
 
-    def write(self, out, kernel, *consts):
+    def write(self, out, kernel, *consts, combine=None):
         """A written pass: ``kernel`` maps every batch to its output rows, which
         the tasks write into ``out`` (an `OutputChunks` whose chunk rows are a
         multiple of the batch rows), each output chunk by one task.
 
+        With ``combine`` (a function of partial results, associative, such as
+        a minimum and maximum), ``kernel`` returns ``(rows, part)``, and the
+        parts of every batch are combined in batch order.
+
         Returns
         -------
         int
-            Rows written.
+            Rows written; with ``combine``, ``(rows written, combined part)``.
         """
         m = self.dataset.shape[0]
         if out.chunk_rows >= m:
@@ -541,13 +602,35 @@ class Pass:
             name = f"_task_{kernel.__name__.lstrip('_')}-{token}"
             shipped = tuple(self.runner.put(c) for c in consts)
             task = dask.delayed(_task_write)
-            tasks = [task(kernel, data, where, shipped, self.read_ahead, out,
+            tasks = [task(kernel, data, where, shipped, self.read_ahead, out, combine,
                           dask_key_name=(name, i)) for i, (data, where) in enumerate(plan)]
             try:
-                return int(sum(self.compute(*tasks)))
+                done = self.compute(*tasks)
             except LostInputError:
                 if attempt == 2:
                     raise
+                continue
+            if combine is None:
+                return int(sum(done))
+            return int(sum(n for n, _ in done)), combine(*[part for _, part in done])
+
+    def collect(self, kernel, *consts):
+        """A pass whose output is returned, not written: ``kernel`` maps every
+        batch to its output rows; each task joins its run's rows, and the
+        tasks' rows are joined here, in order.
+
+        Returns
+        -------
+        ndarray of shape (m, k)
+        """
+        token = uuid.uuid4().hex
+        name = f"_task_{kernel.__name__.lstrip('_')}-{token}"
+        shipped = tuple(self.runner.put(c) for c in consts)
+        task = dask.delayed(_task_collect)
+        parts = self.compute(*[task(kernel, data, where, shipped, self.read_ahead,
+                                    dask_key_name=(name, i))
+                               for i, (data, where) in enumerate(self.plan())])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def first_bad_row(self):
         """The first row holding NaN or Inf, or -1 (one more pass)."""
