@@ -8,12 +8,12 @@ counts (default 16 and 4,000), it times, median of ``--repeats``:
 - ``evaluation``: one one-pass evaluation of (cost, gradient), one kernel
   batch per store chunk (``chunk_rows`` the store's chunk: the case where the
   chunk count matters most);
-- ``fit_start``: what a fit (without warm-up) does before its first
-  evaluation: open the data, build the evaluator and compile its kernels
-  (the data variance costs no pass of its own: the first evaluation takes
-  it from its own reads);
-- ``first_evaluation``: that first evaluation, which also measures the data
-  variance (`streamae._engine.Evaluator.measure_variance`);
+- ``fit_start``: what a fit (without warm-up) does up to its first
+  evaluation's result: open the data, build the evaluator, compile its
+  kernels, and that first evaluation, which also measures the data variance
+  from its own reads (`streamae._engine.Evaluator.measure_variance`; before,
+  the variance was a pass of its own): in evaluations, 1 plus what the
+  start adds;
 - ``whiten``: `streamae.whiten` (ZCA: moments, then the whitened write);
 - ``encode``: `streamae.encode` of a model with ``--hidden`` units
   (each repeat of these two writes a new store; removing the one before is
@@ -67,7 +67,7 @@ from streamae._data import open_dataset  # noqa: E402
 from streamae._engine import Evaluator  # noqa: E402
 from streamae._objective import init_params, make_hyper  # noqa: E402
 
-PASSES = ("evaluation", "fit_start", "first_evaluation", "whiten", "encode")
+PASSES = ("evaluation", "fit_start", "whiten", "encode")
 _LABELS = ("threads", "local_cluster", "cpu_synchronous")
 
 
@@ -109,20 +109,18 @@ def time_passes(path, chunk_rows, scheduler, args, work, clock=time.perf_counter
         times["evaluation"] = _median_seconds(lambda: ev(params), args.repeats, clock)
         outputs["evaluation"] = ev(params).cost
 
+        started = []
+
         def fit_start():
             fresh = Evaluator(open_dataset(path, chunk_rows=chunk_rows), hyper,
                               strategy="one-pass", scheduler=runner)
             fresh.compile_kernels(args.hidden)
-            return fresh
+            fresh.measure_variance()
+            fresh(params)
+            started[:] = [fresh.variance]
 
         times["fit_start"] = _median_seconds(fit_start, args.repeats, clock)
-
-        def first_evaluation():
-            ev.measure_variance()
-            return ev(params)
-
-        times["first_evaluation"] = _median_seconds(first_evaluation, args.repeats, clock)
-        outputs["first_evaluation"] = np.array(ev.variance)
+        outputs["fit_start"] = np.array(started)
         white = os.path.join(work, "white.zarr")
         times["whiten"] = _median_seconds(
             lambda: whiten(path, white, run_options=options), args.repeats, clock,

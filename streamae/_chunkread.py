@@ -555,8 +555,10 @@ class RowSource:
         it), as every other read of a store names it (`first_bad_chunk`)."""
         if isinstance(self.reader, LocalChunks):
             array, store = self.reader.array, self.reader.root
-        else:
+        elif hasattr(self.reader, "store_path"):
             array, store = self.reader, str(self.reader.store_path)
+        else:  # another source of rows (streamae import's)
+            return DataError(f"cannot read rows {start}-{end - 1} of {self.source} ({exc})")
         return first_bad_chunk(array, (slice(start, end), slice(0, self.n)), exc, store)
 
     def reads(self, first, stop):

@@ -311,6 +311,24 @@ def open_dataset(data, chunk_rows=None, storage_options=None, page_cache="auto")
     return Dataset(array, source, unit, reader, memory)
 
 
+def rows_dataset(reader, rows, source):
+    """A `Dataset` of rows made or read by ``reader`` (any object with ``shape``
+    (m, n), ``dtype`` and ``reader[rows, cols]`` slicing: an import's source
+    file, generated patches), in batches of ``rows`` rows, streamed by the
+    tasks of a `streamae._passes.Pass` as a Zarr store's are.
+
+    Parameters
+    ----------
+    reader : object
+    rows : int
+    source : str
+        How messages name the data.
+    """
+    array = da.from_array(reader, chunks=(rows, reader.shape[1]), asarray=False)
+    starts = np.concatenate([[0], np.cumsum(array.chunks[0])])
+    return Dataset(array, source, rows, RowSource(reader, starts, source, rows))
+
+
 def array_of_blocks(blocks, name=None):
     """A Dask array whose row chunks are ``blocks`` themselves, not copies
     (`dask.array.from_array` copies its input).

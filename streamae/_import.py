@@ -10,6 +10,10 @@ and maximum (per column, or over all values), pass 2 writes
 the store's attributes (``attrs["streamae"]["scale"]``) so that new data can
 be brought to the same scale (``--scale-from``, `apply_scale`).
 
+The passes are passes like every other (`streamae._passes.Pass`, over the
+source as rows: `streamae._data.rows_dataset`): tasks stream runs of
+batches, whatever the chunk count.
+
 Every value is checked: NaN or infinite values stop the import with the
 rows named, and nothing is left at the output path.
 """
@@ -18,14 +22,14 @@ from __future__ import annotations
 
 import os
 
-import dask
 import numpy as np
 
 from ._cluster import make_runner
-from ._data import open_zarr_array
+from ._data import open_zarr_array, rows_dataset
 from ._errors import DataError, ParameterError
 from ._options import with_legacy_options
-from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._output import default_chunk_rows, set_attrs, staged_array
+from ._passes import OutputChunks, Pass
 
 SCALES = ("none", "minmax", "minmax-all")
 
@@ -67,8 +71,17 @@ class _Source:
         if np.dtype(self.dtype).kind not in "fiub":
             raise DataError(f"{name} has non-numeric dtype {self.dtype}; convert it to numbers")
 
+    ndim = 2
+
     def __dask_tokenize__(self):
         return ("streamae-import-source", self.path)
+
+    def __getitem__(self, selection):
+        """``source[rows, cols]`` (slices): what a `streamae._chunkread.RowSource` reads."""
+        rows, cols = selection
+        start, stop, _ = rows.indices(self.shape[0])
+        return self.rows(start, stop)[:, cols]
+
 
     def rows(self, start, stop):
         """Rows ``start .. stop-1`` as an in-memory array of the source's dtype."""
@@ -124,15 +137,25 @@ def apply_scale(block, scale):
     return (x - lo) / np.where(span > 0, span, 1.0)
 
 
-def _chunk_range(source, start, stop, per_column):
-    block = source.rows(start, stop)
-    count, shown = _bad_rows(block, start)
+def _range_of(block, row0, per_column):
+    """(min, max, None) of a batch (per column or overall), or (None, None, bad
+    record) if it holds NaN or Inf: pass 1's kernel."""
+    count, shown = _bad_rows(block, row0)
     if count:
-        return None, None, (count, shown, start, stop)
+        return None, None, (count, shown, row0, row0 + len(block))
     if per_column:
-        return (block.min(axis=0).astype(np.float64), block.max(axis=0).astype(np.float64),
-                None)
+        return block.min(axis=0).astype(np.float64), block.max(axis=0).astype(np.float64), None
     return float(block.min()), float(block.max()), None
+
+
+def merge_ranges(*parts):
+    """(min, max, bad) of consecutive batches: the first bad record in order,
+    else the minimum and maximum (exact in any grouping)."""
+    for _, _, bad in parts:
+        if bad:
+            return None, None, bad
+    return (np.min([p[0] for p in parts], axis=0), np.max([p[1] for p in parts], axis=0),
+            None)
 
 
 def _raise_bad(source, count, shown, start, stop):
@@ -141,33 +164,26 @@ def _raise_bad(source, count, shown, start, stop):
         f"{shown}; remove or replace them (e.g. numpy.nan_to_num) and import again")
 
 
-def data_range(source, rows, per_column, runner):
+def data_range(data_pass, source, per_column):
     """Pass 1: minimum and maximum (per column or overall); checks finiteness.
-    Exact in any order, so the same on every scheduler."""
-    src = dask.delayed(source, name=f"import-source-{id(source)}")
-    m = source.shape[0]
-    parts = runner.compute(*[dask.delayed(_chunk_range, pure=False)(src, s, min(s + rows, m),
-                                                                    per_column)
-                             for s in range(0, m, rows)])
-    for _, _, bad in parts:
-        if bad:
-            _raise_bad(source, *bad)
-    lo = np.min([p[0] for p in parts], axis=0)
-    hi = np.max([p[1] for p in parts], axis=0)
+    A reduction pass (`streamae._passes.Pass.reduce`); exact in any order, so
+    the same on every scheduler."""
+    lo, hi, bad = data_pass.reduce(_range_of, per_column, combine=merge_ranges)
+    if bad:
+        _raise_bad(source, *bad)
     return lo, hi
 
 
-def _chunk_copy(source, start, stop, scale, target, dtype, storage_options):
-    block = source.rows(start, stop)
-    count, shown = _bad_rows(block, start)
+def _scaled_rows(block, row0, scale, dtype):
+    """A batch scaled into the output dtype, and its (min, max, bad) record:
+    pass 2's kernel (rows with NaN or Inf are recorded; the import then fails)."""
+    count, shown = _bad_rows(block, row0)
+    out = np.zeros(block.shape, dtype)
     if count:
-        return None, None, (count, shown, start, stop)
-    out = np.empty(block.shape, dtype)
+        return out, (None, None, (count, shown, row0, row0 + len(block)))
     for a in range(0, block.shape[0], _SCALE_ROWS):
         out[a:a + _SCALE_ROWS] = apply_scale(block[a:a + _SCALE_ROWS], scale)
-    del block
-    open_for_writing(target, storage_options)[start:stop] = out
-    return float(out.min()), float(out.max()), None
+    return out, (float(out.min()), float(out.max()), None)
 
 
 def _output_dtype(source_dtype, dtype):
@@ -193,7 +209,7 @@ def read_scale(store, storage_options=None):
     return scale
 
 
-def _scale_of(source, src, scale, scale_from, rows, runner, storage_options):
+def _scale_of(data_pass, source, src, scale, scale_from, storage_options):
     """The scale `import_array` applies, as recorded in the output's metadata:
     ``scale_from``'s, none, or the data's min and max (one pass)."""
     n = source.shape[1]
@@ -206,7 +222,7 @@ def _scale_of(source, src, scale, scale_from, rows, runner, storage_options):
         return {**recorded, "from": os.fspath(scale_from)}
     if scale == "none":
         return {"method": "none"}
-    lo, hi = data_range(source, rows, (scale == "minmax"), runner)
+    lo, hi = data_range(data_pass, source, scale == "minmax")
     return {"method": scale, "axis": "column" if scale == "minmax" else "all",
             "min": np.asarray(lo).tolist(), "max": np.asarray(hi).tolist(),
             "formula": "(x - min) / (max - min), 0 where max == min"}
@@ -236,7 +252,7 @@ def import_array(src, out, *, scale="none", scale_from=None, dtype=None, overwri
     run_options : RunOptions or dict, optional
         Where the tasks run (``scheduler``, ``workers``; a cluster's workers
         must see ``src``), ``storage_options``, and ``chunk_rows``: rows per
-        output chunk, default about 16 MiB (one task reads and writes one chunk).
+        output chunk, default about 16 MiB (the batches tasks read and write).
     chunk_rows, scheduler, storage_options
         Deprecated: give them in ``run_options`` (a `FutureWarning`).
 
@@ -261,26 +277,28 @@ def import_array(src, out, *, scale="none", scale_from=None, dtype=None, overwri
     rows = min(m, int(options.chunk_rows or default_chunk_rows(m, n, out_dtype.itemsize)))
     runner = make_runner(options.scheduler, options.workers)
     with runner.session():
-        scale_meta = _scale_of(source, src, scale, scale_from, rows, runner, storage_options)
-        return _copy_pass(source, src, out, rows, scale_meta, out_dtype, overwrite, runner,
+        data_pass = Pass(rows_dataset(source, rows, f"'{source.path}'"), runner,
+                         options.split_every, options.read_ahead)
+        scale_meta = _scale_of(data_pass, source, src, scale, scale_from, storage_options)
+        return _copy_pass(data_pass, source, src, out, scale_meta, out_dtype, overwrite,
                           storage_options)
 
 
-def _copy_pass(source, src, out, rows, scale_meta, out_dtype, overwrite, runner,
+def _copy_pass(data_pass, source, src, out, scale_meta, out_dtype, overwrite,
                storage_options):
-    """Pass 2: every output chunk read, scaled and written by one task; the metadata."""
+    """Pass 2, a written pass (`streamae._passes.Pass.write`): every batch read,
+    scaled and written in whole output chunks; the metadata."""
     m, n = source.shape
-    src_d = dask.delayed(source, name=f"import-source-{id(source)}")
+    rows = data_pass.batch_rows
     with staged_array(out, shape=(m, n), chunks=(rows, n), dtype=out_dtype,
                       overwrite=overwrite, storage_options=storage_options,
                       what="output store") as target:
-        parts = runner.compute(*[dask.delayed(_chunk_copy, pure=False)(
-            src_d, s, min(s + rows, m), scale_meta, target, out_dtype, storage_options)
-            for s in range(0, m, rows)])
-        for _, _, bad in parts:
-            if bad:
-                _raise_bad(source, *bad)
-        value_range = [min(p[0] for p in parts), max(p[1] for p in parts)]
+        _, (lo, hi, bad) = data_pass.write(
+            OutputChunks(target, rows, out_dtype, storage_options), _scaled_rows, scale_meta,
+            out_dtype, combine=merge_ranges)
+        if bad:
+            _raise_bad(source, *bad)
+        value_range = [float(lo), float(hi)]
         meta = {"kind": "import", "source": os.fspath(src), "source_dtype": str(source.dtype),
                 "shape": [m, n], "dtype": out_dtype.name, "chunk_rows": rows,
                 "scale": scale_meta, "value_range": value_range}

@@ -15,10 +15,14 @@ corner uniform among the positions where it fits):
       -> optional 1/f whitening, per image      (once; a folder's images go one
                                                  at a time to a memory-mapped
                                                  scratch file in TMPDIR)
-      -> pass 1, per chunk: draw positions, cut, remove each patch's mean,
+      -> pass 1, per batch: draw positions, cut, remove each patch's mean,
          sum of squares                                         -> global std
-      -> pass 2, per chunk: the same patches again, clipped at +/- 3 std,
+      -> pass 2, per batch: the same patches again, clipped at +/- 3 std,
          rescaled to [0.1, 0.9], written                        -> Zarr chunk
+
+  Both are passes like every other (`streamae._passes.Pass`, over the
+  patches as rows: `PatchRows`): tasks stream runs of batches, whatever the
+  chunk count, and pass 1's sums add in the fixed tree.
 
   Memory is one image at a time while packing, then a few chunks in flight
   (the packed images are a memory-mapped file, paged in as patches are
@@ -40,11 +44,11 @@ import math
 import os
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 from numba import njit
 
 from ._cluster import make_runner
+from ._data import rows_dataset
 from ._errors import DataError, ParameterError
 from ._images import (
     CHANNELS,
@@ -56,7 +60,9 @@ from ._images import (
     whitened_builtin_images,
 )
 from ._options import with_legacy_options
-from ._output import default_chunk_rows, open_for_writing, set_attrs, staged_array
+from ._output import default_chunk_rows, set_attrs, staged_array
+from ._passes import OutputChunks, Pass
+from ._tree import add_vectors
 
 SAMPLING_BLOCK = 4096
 _CLIP_STDS = 3.0
@@ -419,34 +425,61 @@ def _cut_patches(buffer, starts, widths, nch, which, rows, cols, p, pstd, out, r
 
 # ---------------------------------------------------------------- the two passes
 
-def _chunk_stats(source, start, stop):
-    _, row_sum, row_sq = source.patches(start, stop, dtype=None)
-    return float(np.sum(row_sum)), float(np.sum(row_sq))
+class PatchRows:
+    """The patches of a `PatchSource` as rows to stream (`streamae._data.rows_dataset`):
+    ``rows[a:b, :]`` cuts patches a .. b-1, normalised with ``pstd`` (see
+    `PatchSource.patches`), or, with ``pstd`` None, gives each one's (sum, sum
+    of squares) of its centred values, shape (count, 2).
+    """
+
+    ndim = 2
+
+    def __init__(self, source, count, pstd=None, dtype=np.float64):
+        self.source, self.pstd = source, pstd
+        self.dtype = np.dtype(np.float64 if pstd is None else dtype)
+        self.shape = (int(count), 2 if pstd is None else source.width)
+
+    def __dask_tokenize__(self):
+        return ("PatchRows", self.source.__dask_tokenize__(), self.shape, self.pstd,
+                self.dtype.name)
+
+    def __getitem__(self, selection):
+        rows, cols = selection
+        start, stop, _ = rows.indices(self.shape[0])
+        if self.pstd is None:
+            _, row_sum, row_sq = self.source.patches(start, stop, dtype=None)
+            return np.stack([row_sum, row_sq], axis=1)[:, cols]
+        return self.source.patches(start, stop, pstd=self.pstd, dtype=self.dtype)[0][:, cols]
 
 
-def _chunk_write(source, start, stop, pstd, target, dtype, storage_options):
-    out, _, _ = source.patches(start, stop, pstd=pstd, dtype=dtype)
-    open_for_writing(target, storage_options)[start:stop] = out
-    return stop - start
+def _column_sums(block, row0):
+    """Column sums of a batch (pass 1's kernel)."""
+    return np.asarray(block, np.float64).sum(axis=0)
 
 
-def _chunk_bounds(count, chunk_rows):
-    return [(s, min(s + chunk_rows, count)) for s in range(0, count, chunk_rows)]
+def _as_written(block, row0):
+    """A batch of patches, as written (pass 2's kernel: they are made as read)."""
+    return block
+
+
+def _patch_pass(source, count, rows, runner, pstd=None, dtype=np.float64):
+    rows_of = PatchRows(source, count, pstd, dtype)
+    return Pass(rows_dataset(rows_of, rows, "the patches"), runner)
 
 
 def patch_std(source, count, chunk_rows, runner):
     """Pass 1: standard deviation of all values of the centred patches.
 
     ``np.std`` of the whole (count, width) array of centred patches
-    (ddof=0), from per-chunk sums pooled exactly with ``math.fsum`` (the
-    same bits whatever the scheduler or the order the chunks finish in).
+    (ddof=0), from each patch's sum and sum of squares added in the fixed
+    tree of a reduction pass (`streamae._passes.Pass.reduce`): the same bits
+    whatever the scheduler.
     """
-    src = dask.delayed(source, name=f"patch-source-{id(source)}")
-    parts = runner.compute(*[dask.delayed(_chunk_stats, pure=False)(src, s, e)
-                             for s, e in _chunk_bounds(count, chunk_rows)])
+    total = _patch_pass(source, count, chunk_rows, runner).reduce(_column_sums,
+                                                                  combine=add_vectors)
     n = count * source.width
-    mean = math.fsum(p[0] for p in parts) / n
-    var = math.fsum(p[1] for p in parts) / n - mean * mean
+    mean = total[0] / n
+    var = total[1] / n - mean * mean
     return math.sqrt(max(var, 0.0))
 
 
@@ -502,17 +535,14 @@ def _metadata(source, names, skipped, images, max_side, channels, count, whiten_
 
 def _write_pass(source, out, count, rows, pstd, dtype, meta, overwrite, runner,
                 storage_options):
-    """Pass 2: cut, normalise and write every chunk into a new array at ``out``
-    (one task per output chunk: each chunk has one writer)."""
-    src = dask.delayed(source, name=f"patch-source-{id(source)}")
+    """Pass 2, a written pass (`streamae._passes.Pass.write`): cut, normalise
+    and write every chunk into a new array at ``out``."""
     width = source.width
     with staged_array(out, shape=(count, width), chunks=(rows, width), dtype=dtype,
                       overwrite=overwrite, storage_options=storage_options,
                       what="output store") as target:
-        tasks = [dask.delayed(_chunk_write, pure=False)(src, s, e, pstd, target,
-                                                        np.dtype(dtype), storage_options)
-                 for s, e in _chunk_bounds(count, rows)]
-        runner.compute(*tasks)
+        _patch_pass(source, count, rows, runner, pstd, dtype).write(
+            OutputChunks(target, rows, dtype, storage_options), _as_written)
         size, channels = source.size, meta["channels"]
         set_attrs(target, {"streamae": meta,
                            "description": f"{count} {size}x{size} {channels} patches, "

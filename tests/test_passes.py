@@ -1,5 +1,6 @@
 """One way through the data (`streamae._passes`): every pass (an evaluation,
-the data variance, whitening, encoding) on every kind of input against plain
+the data variance, whitening, encoding, import, patches, a transform in
+memory) on every kind of input against plain
 NumPy, the same bits on every scheduler, tasks that do not grow with the
 chunk count, each output chunk written by one task, and the old keywords of
 the public functions (a FutureWarning, the same result).
@@ -223,3 +224,84 @@ def test_one_kernel_call_per_read_gives_the_bits_of_one_per_batch(kind, X, param
             assert type(per_read) is type(per_batch)
             for a, b in zip(per_batch, per_read):
                 assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (decoder, one)
+
+
+class _KernelTasks:
+    """Counts the kernel tasks (``_task_*`` keys) of the local Dask computes inside."""
+
+    def __enter__(self):
+        from dask.callbacks import Callback
+
+        self.keys = []
+        keys = self.keys
+
+        class Count(Callback):
+            def _pretask(self, key, dsk, state):
+                if str(key[0] if isinstance(key, tuple) else key).startswith("_task_"):
+                    keys.append(key)
+
+        self._callback = Count()
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._callback.__exit__(*exc)
+
+    def passes(self):
+        """{pass name: tasks}."""
+        out = {}
+        for key in self.keys:
+            name = key[0].rsplit("-", 1)[0]
+            out[name] = out.get(name, 0) + 1
+        return out
+
+
+@pytest.mark.parametrize("chunks", [10, 400])
+def test_import_patches_and_transform_run_few_tasks_whatever_the_chunk_count(
+        chunks, rng, tmp_path, write_zarr):
+    """Import's scale statistics and copy, the patches' statistics and write,
+    and a transform in memory are passes like the others: at most
+    2 MIN_TASKS tasks each, however many chunks; the same values."""
+    X = rng.uniform(0, 255, size=(4000, N))
+    np.save(tmp_path / "x.npy", X)
+    rows = 4000 // chunks
+    limit = 2 * _data.MIN_TASKS
+    with _KernelTasks() as tasks:
+        meta = import_array(tmp_path / "x.npy", tmp_path / f"i{chunks}.zarr", scale="minmax",
+                            run_options={"chunk_rows": rows})
+    assert tasks.passes() and max(tasks.passes().values()) <= limit, tasks.passes()
+    assert set(tasks.passes()) == {"_task_range_of", "_task_scaled_rows"}
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    assert_array_equal(zarr.open_array(tmp_path / f"i{chunks}.zarr")[...],
+                       (X - lo) / (hi - lo))  # float64 in, float64 out
+    assert meta["value_range"] == [0.0, 1.0]
+    with _KernelTasks() as tasks:
+        write_patches(tmp_path / f"p{chunks}.zarr", builtin=True, size=4, count=4000,
+                      run_options={"chunk_rows": rows})
+    assert set(tasks.passes()) == {"_task_column_sums", "_task_as_written"}
+    assert max(tasks.passes().values()) <= limit, tasks.passes()
+    model = model_at(make_problem_params(rng), **HYPER)
+    data = write_zarr(rng.uniform(0.05, 0.95, size=(4000, N)), rows)
+    with _KernelTasks() as tasks:
+        H = model.transform(data)
+    assert list(tasks.passes()) == ["_task_encode_rows"]
+    assert max(tasks.passes().values()) <= limit, tasks.passes()
+    X2 = zarr.open_array(data)[...]
+    assert_allclose(H, sigmoid(X2 @ model.W1_.T + model.b1_), rtol=1e-12)
+
+
+def make_problem_params(rng):
+    return {"W1": rng.normal(0, 0.1, (S, N)), "b1": rng.normal(0, 0.1, S),
+            "W2": rng.normal(0, 0.1, (N, S)), "b2": rng.normal(0, 0.1, N)}
+
+
+def test_patches_have_the_same_bits_on_every_scheduler_and_chunking(tmp_path):
+    kw = dict(builtin=True, size=4, count=3000, seed=3)
+    runs = []
+    for i, options in enumerate([{"chunk_rows": 300, "scheduler": "synchronous"},
+                                 {"chunk_rows": 300, "scheduler": "processes"},
+                                 {"chunk_rows": 1000}]):
+        write_patches(tmp_path / f"{i}.zarr", run_options=options, **kw)
+        runs.append(zarr.open_array(tmp_path / f"{i}.zarr")[...])
+    assert_array_equal(runs[0], runs[1], strict=True)
+    assert_allclose(runs[0], runs[2], rtol=1e-6)  # the std's additions differ
