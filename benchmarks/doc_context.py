@@ -14,6 +14,7 @@ import os
 import re
 import statistics
 import subprocess
+import textwrap
 
 import ttq_tables
 
@@ -509,11 +510,152 @@ def ttq_settings():
                for m, lrs in ttq.LR_START.items()}}
 
 
+# ---------------------------------------------------------------- the tutorial
+
+def tutorial(results, root):
+    """``tut.*``: benchmarks/results/tutorial.json (benchmarks/tutorial.py): the
+    tutorial's command outputs and the figures of its prose."""
+    path = os.path.join(results, "tutorial.json")
+    r = _load(results, "tutorial.json")
+    steps, fig = r["steps"], r["figures"]
+    photos = steps["photos"]["stdout"]
+    v = {"tut.when": when(r, root, path), "tut.cores": r["machine"]["cpus"],
+         "tut.photos.count": len(photos),
+         "tut.photos.out": "\n".join(photos[:2] + ["..."] + photos[-1:]
+                                     if len(photos) > 4 else photos),
+         "tut.patches.attrs": _attrs_text(fig["patches_attrs"]),
+         "tut.warmup": _warmup_phrase(fig["patches_attrs"]["count"], fig["warmup_min_rows"])}
+    for name in ("patches", "train", "show", "encode"):
+        v[f"tut.out.{name}"] = "\n".join(steps[name]["stdout"])
+    for block, names in (("colour", ("colour_patches", "colour_train", "colour_show")),
+                         ("zca", ("raw_patches", "whiten", "zca_train", "zca_show"))):
+        v[f"tut.out.{block}"] = "\n".join(line for n in names for line in steps[n]["stdout"])
+    for key in ("gray", "colour", "colour_decay", "zca", "zca_eps003"):
+        v.update(_fit_values(f"tut.{key}", fig[key]))
+    gray = fig["gray"]
+    v["tut.gray.within_pct"] = math.ceil(100 * max(
+        gray["rho"] - gray["rho_hat_min"], gray["rho_hat_max"] - gray["rho"]) / gray["rho"])
+    v["tut.gray.collapse"] = _collapse_phrase(gray)
+    v["tut.gray.rho_hat_start_min"], v["tut.gray.rho_hat_start_max"] = gray["rho_hat_start"]
+    raw = fig["raw_attrs"]
+    v.update({"tut.raw.variance": fig["raw_variance_per_value"],
+              "tut.raw.eps_over_variance": fig["epsilons"]["zca"] / fig["raw_variance_per_value"],
+              "tut.raw.n_images": raw["n_images"],
+              "tut.raw.images": ", ".join(i.rsplit(".", 1)[0] for i in raw["images"]),
+              "tut.zca.minutes": steps["zca_train"]["seconds"] / 60,
+              "tut.rule.flat_pct": 100 * fig["filter_rule"]["flat_share"],
+              "tut.rule.grey_pct": 100 * fig["filter_rule"]["grey_share"]})
+    v.update(_scale_values(r["scale"]))
+    v.update(_import_values(r["import"], gray["n_hidden"]))
+    return v
+
+
+def _collapse_phrase(fit):
+    """When the sparsity term fell below 1% of its start (benchmarks/tutorial.py)."""
+    at = fit["sparsity_collapse"]
+    if at is None:
+        return f"stays above 1% of that over the run's {fit['iteration']} iterations"
+    phase = "of the warm-up" if at["phase"] == "warmup" else "of the fit"
+    return f"falls below 1% of that by iteration {at['iteration']} {phase}"
+
+
+def _attrs_text(attrs):
+    """A store's ``attrs["streamae"]`` as the tutorial prints it: the dict's repr
+    wrapped to the page, the list of images cut after its first."""
+    items = []
+    for key, value in attrs.items():
+        text = repr(value)
+        if key == "images" and len(value) > 1:
+            text = f"[{value[0]!r}, ...]"
+        items.append(f"{key!r}: {text}")
+    return "\n".join(textwrap.wrap("{" + ", ".join(items) + "}", width=90,
+                                   subsequent_indent=" ", break_long_words=False,
+                                   break_on_hyphens=False))
+
+
+def _warmup_phrase(rows, min_rows):
+    """Whether the tutorial's patches are enough rows for the warm-up."""
+    if rows >= min_rows:
+        return f"{rows:,} rows are above the warm-up's {min_rows:,}"
+    return f"{rows:,} rows are below the warm-up's {min_rows:,}: this run had none"
+
+
+def _fit_values(prefix, f):
+    """One fit's figures: its last record's metrics, the cost along the way, the
+    kinds of its filters (colour models) as percentages."""
+    v = {f"{prefix}.{k}": f[k] for k in (
+        "iteration", "cost", "explained_variance", "dead_units", "saturated_units",
+        "rho_hat_min", "rho_hat_max", "rho", "n_hidden", "sparsity_start", "sparsity")}
+    dead, sat = f["dead_units"], f["saturated_units"]
+    v[f"{prefix}.units"] = ("no dead or saturated units" if dead == sat == 0 else
+                            f"{dead} dead and {sat} saturated unit(s)")
+    marks = f["cost_at"]
+    if marks:
+        parts = [f"{c:.3g} at {'iteration ' if k == 0 else ''}{i}"
+                 for k, (i, c) in enumerate(marks)]
+        v[f"{prefix}.cost_at"] = (", ".join(parts[:-1]) + " and " + parts[-1]
+                                  if len(parts) > 1 else parts[0])
+    for kind, count in (f.get("filters") or {}).items():
+        if kind != "units":
+            v[f"{prefix}.{kind}_pct"] = 100 * count / f["filters"]["units"]
+    return v
+
+
+def _mib(nbytes):
+    return nbytes / 2**20
+
+
+def _size(nbytes):
+    """Bytes on disk, as the table shows them."""
+    if nbytes >= 10e9:
+        return f"{nbytes / 1e9:.0f} GB"
+    if nbytes >= 1e8:
+        return f"{nbytes / 1e9:.1f} GB"
+    return f"{nbytes / 1e6:.1f} MB"
+
+
+def _duration(seconds):
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def _scale_values(cases):
+    """``tut.scale.table``: peak memory and wall time of ``patches`` per count."""
+    lines = ["| `--count` | output on disk | peak memory | wall time |", "|---|---|---|---|"]
+    for c in cases:
+        if "skipped" in c:
+            lines.append(f"| {c['count']:,} | not run: {c['skipped']} | - | - |")
+            continue
+        lines.append(f"| {c['count']:,} | {_size(c['bytes_on_disk'])} | "
+                     f"{_mib(c['peak_rss_bytes']):.0f} MiB | {_duration(c['seconds'])} |")
+    run = [c for c in cases if "skipped" not in c]
+    peaks = [_mib(c["peak_rss_bytes"]) for c in run]
+    return {"tut.scale.table": "\n".join(lines), "tut.scale.smallest_mib": peaks[0],
+            "tut.scale.smallest": run[0]["count"], "tut.scale.largest": run[-1]["count"],
+            "tut.scale.largest_mib": peaks[-1], "tut.scale.max_mib": max(peaks)}
+
+
+def _import_values(r, hidden):
+    """``tut.import.*``: peak memory of import and encode on the largest rows, and of
+    the minmax-all imports of each row count."""
+    every = r["zarr_minmax_all"]
+    rows = sorted(every, key=int)
+    return {"tut.import.rows": r["rows"], "tut.import.cols": r["cols"],
+            "tut.import.gb": r["rows"] * r["cols"] * 4 / 1e9,
+            "tut.import.chunk_mib": r["chunk_rows"] * r["cols"] * 4 / 2**20,
+            "tut.import.npy_mib": _mib(r["npy_minmax"]["peak_rss_bytes"]),
+            "tut.import.zarr_mib": _mib(r["zarr_minmax"]["peak_rss_bytes"]),
+            "tut.import.encode_mib": _mib(r["encode"]["peak_rss_bytes"]),
+            "tut.import.hidden": hidden,
+            "tut.import.all_rows": " and ".join(f"{int(n):,}" for n in rows),
+            "tut.import.all_mib": " and ".join(
+                f"{_mib(every[n]['peak_rss_bytes']):.0f}" for n in rows)}
+
+
 def context(results, root):
     """Every value the templates may use."""
     values = ttq_settings()
     for part in (evaluation, object_store, out_of_core, small_chunks, passes, whitening,
-                 commits, wide):
+                 commits, wide, tutorial):
         values.update(part(results, root))
     values.update(cluster(results, root, values))
     for dataset in ("patches", "colour"):

@@ -30,7 +30,8 @@ sys.path.insert(0, HERE)
 import doc_context  # noqa: E402
 
 TEMPLATES = os.path.join(HERE, "templates")
-WHOLE = {"docs/benchmarks.md": "benchmarks.md"}  # doc -> template rendered whole
+WHOLE = {"docs/benchmarks.md": "benchmarks.md",  # doc -> template rendered whole
+         "docs/tutorial.md": "tutorial.md"}
 REGION_BEGIN = ("<!-- rendered from benchmarks/templates/{} by benchmarks/render_docs.py: "
                 "do not edit -->")
 REGION_END = "<!-- end of rendered region -->"

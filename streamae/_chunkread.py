@@ -62,6 +62,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from . import _chunkfiles
 from ._errors import DataError
 from ._options import PAGE_CACHE_MODES
 
@@ -188,11 +189,32 @@ class LocalChunks:
             out = np.empty((alloc, n), self.dtype)
         encode = self.array.metadata.encode_chunk_key
         root = self.root + os.sep
-        for first in range(start, stop, cr):
+        # Zarr's keys use "/" (or "."), which os.sep is wherever O_DIRECT and
+        # posix_fadvise exist (the only places direct reads are used).
+        paths = [root + encode((first // cr, 0)) for first in range(start, stop, cr)]
+        if not direct and _chunkfiles.AVAILABLE and len(paths) > 1:
+            return self._read_compiled(paths, out, start, stop, chunk_bytes)
+        for k, first in enumerate(range(start, stop, cr)):
             part = out[first - start:(first + cr if direct else min(first + cr, stop)) - start]
-            # Zarr's keys use "/" (or "."), which os.sep is wherever O_DIRECT and
-            # posix_fadvise exist (the only places direct reads are used).
-            if not self._read_file(root + encode((first // cr, 0)), part, chunk_bytes):
+            if not self._read_file(paths[k], part, chunk_bytes):
+                return None
+        return out[:stop - start]
+
+    def _read_compiled(self, paths, out, start, stop, chunk_bytes):
+        """Rows [start, stop) (whole chunks) read from their files into ``out`` by
+        `streamae._chunkfiles.read_files`; a file it could not read is read again
+        by `_read_file`, whose answer (and error) is the reference."""
+        cr, row_bytes = self.chunk_rows, self.shape[1] * self.dtype.itemsize
+        firsts = np.arange(start, stop, cr, dtype=np.int64)
+        names, name_starts = _chunkfiles.packed_names(paths)
+        status = _chunkfiles.read_files(
+            names, name_starts, out.reshape(-1).view(np.uint8), (firsts - start) * row_bytes,
+            (np.minimum(firsts + cr, stop) - firsts) * row_bytes, chunk_bytes,
+            self.cache_mode == "drop")
+        for k in np.flatnonzero(status):
+            first = int(firsts[k])
+            if not self._read_file(paths[k], out[first - start:min(first + cr, stop) - start],
+                                   chunk_bytes):
                 return None
         return out[:stop - start]
 

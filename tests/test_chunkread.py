@@ -12,6 +12,7 @@ import zarr
 from zarr.codecs import BytesCodec
 
 from streamae import DataError, SparseAutoencoder
+from streamae import _chunkfiles
 from streamae._chunkread import LocalChunks, as_dask
 from streamae._data import open_dataset
 from streamae._objective import init_params
@@ -289,3 +290,34 @@ def test_read_buffers_are_reused_only_when_nothing_refers_to_them():
     held = buffers.take(512, 8, np.float64)
     bigger = buffers.take(1024, 8, np.float64)  # the free one is too small: dropped
     assert len(buffers._allocations) == 2 and not np.shares_memory(held, bigger)
+
+
+@pytest.mark.skipif(not _chunkfiles.AVAILABLE, reason="the compiled reads are Linux's")
+def test_compiled_reads_of_many_chunks_answer_as_reads_from_python(tmp_path, X):
+    """Several chunks in one read go through `_chunkfiles.read_files`: the same
+    bytes; a missing chunk (fill value), a chunk file of another size (Zarr's
+    answer) and a vanished store (an error) are answered as one chunk at a time."""
+    X = X.copy()
+    X[40:60] = 0.0  # zarr writes no file for an all-fill chunk
+    z = _store(tmp_path / "x.zarr", X, (20, 7), compressors=None)
+    local = LocalChunks.for_array(z, "keep")
+    names, starts = _chunkfiles.packed_names(
+        [str(tmp_path / "x.zarr" / "c" / str(i) / "0") for i in range(6)])
+    out = np.zeros((120, 7), np.float32)
+    status = _chunkfiles.read_files(names, starts, out.reshape(-1).view(np.uint8),
+                                    np.arange(6, dtype=np.int64) * 560,
+                                    np.array([560] * 5 + [3 * 28], np.int64), 560, False)
+    assert status.tolist() == [0, 0, _chunkfiles.NOT_OPENED, 0, 0, 0]
+    np.testing.assert_array_equal(out[:40], X[:40])
+    np.testing.assert_array_equal(out[60:103], X[60:103])
+    np.testing.assert_array_equal(local[0:103, 0:7], X)  # the missing chunk as zeros
+    chunk = tmp_path / "x.zarr" / "c" / "3" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    assert local._read_whole_chunks((slice(0, 103), slice(0, 7))) is None  # Zarr decides
+    with pytest.raises(Exception):
+        z[60:80]
+    for name in os.listdir(tmp_path / "x.zarr"):
+        if name == "zarr.json":
+            os.remove(tmp_path / "x.zarr" / name)
+    with pytest.raises(DataError, match="is gone"):
+        local._read_whole_chunks((slice(0, 60), slice(0, 7)))
