@@ -12,6 +12,7 @@ kernels and the objective
 passes over the data
 - ``_data``      the user's data as a row-chunked `Dataset`
 - ``_chunkread`` Zarr chunks read with one copy, read ahead, never a vanished store
+- ``_chunkfiles`` many small chunk files read in one compiled loop, without the GIL
 - ``_tree``      the fixed-shape reduction tree; how partial results combine (sums, moments)
 - ``_passes``    `Pass`: every pass over a dataset, a kernel over streamed runs
   of batches reduced in the fixed tree or written in output chunks
@@ -27,14 +28,14 @@ training
 - ``_fitloop``   one training run: optimizer loop, progress, checkpoints, signals
 - ``_checkpoint`` exact resume: optimizer state + data fingerprint, written atomically
 - ``_interrupt`` stopping at an iteration boundary on SIGINT / SIGTERM
-- ``_metrics``   training metrics, and the data-variance pass
+- ``_metrics``   training metrics (the data variance: from the first pass's reads)
 - ``_estimator`` the `SparseAutoencoder` estimator (scikit-learn transformer)
 
 data tools (each a pass, or two, over a store)
 - ``_import``    arrays imported into Zarr (scale statistics, the copy)
 - ``_images``, ``_patches``  images in; patches sampled, normalised, streamed into Zarr
 - ``_whiten``    streaming PCA/ZCA whitening (moments, then the whitened write)
-- ``_encode``    hidden activations written to Zarr
+- ``_encode``    hidden activations, written to Zarr or collected in memory
 
 interface and output
 - ``_store``, ``_output``  model groups, and new row-chunked Zarr arrays
