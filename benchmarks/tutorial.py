@@ -369,7 +369,7 @@ def import_cases(work, model, rows_list):
     os.makedirs(sub)
     npy, stores = write_sources(sub, rows_list)
     big = max(rows_list)
-    cases = {"rows": big, "cols": IMPORT_COLS, "chunk_rows": IMPORT_CHUNK_ROWS,
+    cases = {"rows": big, "cols": IMPORT_COLS, "chunk_rows": min(IMPORT_CHUNK_ROWS, big),
              "npy_minmax": run(["import", npy, "npy.zarr", "--scale", "minmax"], sub, "npy"),
              "zarr_minmax": run(["import", stores[big], "zarr.zarr", "--scale", "minmax"], sub,
                                 "zarr"),
