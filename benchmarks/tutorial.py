@@ -9,7 +9,8 @@ patches, 100 units, lambda 1e-4) and the lambda-3e-3 colour model its prose
 compares; the ZCA section (100,000 raw colour patches of the built-in photos,
 ZCA with epsilon 0.1 and 0.03, a 400-unit linear-decoder model on each).
 For each command it records the lines it printed (stdout), its wall time and
-its peak resident memory (``ru_maxrss`` of that child, from ``os.wait4``).
+its peak resident memory (``ru_maxrss`` of that child, from ``os.wait4`` in
+a small launcher process: see `LAUNCHER`).
 
 From the stores and models it computes the prose's figures: the sparsity
 term at the start and end of the grey fit, how many iterations it takes to
@@ -44,7 +45,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import zarr
@@ -133,39 +133,58 @@ def streamae_command():
     return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "streamae.cli"]
 
 
+# Starts a command and writes its wall time and peak memory (KiB) to argv[1] as
+# JSON. Linux counts a parent's resident set into the peak of a child it
+# forks (at exec, the peak of the memory image the child leaves behind is
+# kept): a command started from this process, which holds stores' chunks and
+# models, would report at least this process's peak. Started from this small
+# launcher instead, it reports its own.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+seconds = time.perf_counter() - t0
+proc.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": seconds, "maxrss_kib": usage.ru_maxrss}, f)
+sys.exit(proc.returncode)
+"""
+
+
 def run(argv, cwd, name):
-    """Run ``streamae ARGV`` in ``cwd`` as a process of its own.
+    """Run ``streamae ARGV`` in ``cwd`` as a process of its own (started by
+    `LAUNCHER`).
 
     Returns
     -------
     dict
         ``command`` (as typed), ``stdout`` (its lines), ``seconds`` (wall time,
         start of the process to its exit) and ``peak_rss_bytes`` (its maximum
-        resident set size).
+        resident set size, ``ru_maxrss`` of ``wait4``).
 
     Raises SystemExit with the end of its stderr when it fails.
     """
     env = dict(os.environ, MPLBACKEND="Agg")
-    out_path, err_path = (os.path.join(cwd, f".{name}.{s}") for s in ("stdout", "stderr"))
+    out_path, err_path, usage_path = (os.path.join(cwd, f".{name}.{s}")
+                                      for s in ("stdout", "stderr", "usage"))
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([*streamae_command(), *argv], cwd=cwd, stdout=out, stderr=err,
-                                env=env)
-        # wait4 gives this child's own peak memory (RUSAGE_CHILDREN would give the
-        # largest of every child so far).
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.run([sys.executable, "-c", LAUNCHER, usage_path,
+                               *streamae_command(), *argv], cwd=cwd, stdout=out, stderr=err,
+                              env=env).returncode
     with open(out_path) as f:
         lines = f.read().splitlines()
-    if proc.returncode != 0:
+    if code != 0:
         with open(err_path) as f:
-            raise SystemExit(f"streamae {' '.join(argv)} failed ({proc.returncode}):\n"
+            raise SystemExit(f"streamae {' '.join(argv)} failed ({code}):\n"
                              + f.read()[-3000:])
-    record = {"command": "streamae " + " ".join(argv), "stdout": lines, "seconds": seconds,
-              "peak_rss_bytes": usage.ru_maxrss * 1024}  # Linux reports KiB
-    print(f"{seconds:8.1f} s {usage.ru_maxrss / 1024:6.0f} MiB  {record['command']}",
-          file=sys.stderr, flush=True)
+    with open(usage_path) as f:
+        usage = json.load(f)
+    record = {"command": "streamae " + " ".join(argv), "stdout": lines,
+              "seconds": usage["seconds"],
+              "peak_rss_bytes": usage["maxrss_kib"] * 1024}  # Linux reports KiB
+    print(f"{usage['seconds']:8.1f} s {usage['maxrss_kib'] / 1024:6.0f} MiB  "
+          f"{record['command']}", file=sys.stderr, flush=True)
     return record
 
 
