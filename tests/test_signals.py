@@ -124,20 +124,21 @@ def test_second_ctrl_c_abandons_the_evaluation_and_still_checkpoints(tmp_path):
 
 
 def test_signal_during_the_first_streaming_pass_is_handled(tmp_path, monkeypatch):
-    """SIGINT while the data's variance is computed (before any iteration):
-    the handler is already armed, so the fit ends with TrainingInterrupted
-    (exit status 130, nothing to resume), not a bare KeyboardInterrupt."""
-    from streamae import _metrics
+    """SIGINT as the first pass over the data starts (the first evaluation,
+    which also measures the data's variance; before any iteration): the
+    handler is already armed, so the fit ends with TrainingInterrupted (exit
+    status 130, nothing to resume), not a bare KeyboardInterrupt."""
+    from streamae import _engine
 
     X = np.random.default_rng(6).uniform(0.05, 0.95, size=(500, 8))
     write_array(tmp_path / "data.zarr", X, chunk_rows=100)
-    variance = _metrics.total_variance
+    measure = _engine.Evaluator.measure_variance
 
-    def interrupted_variance(evaluator):
+    def interrupted(evaluator):
         os.kill(os.getpid(), signal.SIGINT)
-        return variance(evaluator)
+        return measure(evaluator)
 
-    monkeypatch.setattr(_metrics, "total_variance", interrupted_variance)
+    monkeypatch.setattr(_engine.Evaluator, "measure_variance", interrupted)
     model = SparseAutoencoder(n_hidden=4, max_iter=5)
     with pytest.raises(TrainingInterrupted) as info:
         model.fit(os.fspath(tmp_path / "data.zarr"), checkpoint=os.fspath(tmp_path / "m.ckpt"))
