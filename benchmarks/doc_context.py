@@ -536,6 +536,10 @@ def tutorial(results, root):
     v["tut.gray.within_pct"] = math.ceil(100 * max(
         gray["rho"] - gray["rho_hat_min"], gray["rho_hat_max"] - gray["rho"]) / gray["rho"])
     v["tut.gray.collapse"] = _collapse_phrase(gray)
+    # The train command's summary line says how the fit stopped.
+    converged = "; converged)" in steps["train"]["stdout"][0]
+    v["tut.gray.stopped"] = (f"here after {gray['iteration']} iterations" if converged else
+                             f"not here: this run stopped at --max-iter {gray['iteration']}")
     v["tut.gray.rho_hat_start_min"], v["tut.gray.rho_hat_start_max"] = gray["rho_hat_start"]
     raw = fig["raw_attrs"]
     v.update({"tut.raw.variance": fig["raw_variance_per_value"],
@@ -591,12 +595,13 @@ def _fit_values(prefix, f):
                             f"{dead} dead and {sat} saturated unit(s)")
     marks = f["cost_at"]
     if marks:
-        parts = [f"{c:.3g} at {'iteration ' if k == 0 else ''}{i}"
+        parts = [f"{c:.5g} at {'iteration ' if k == 0 else ''}{i}"
                  for k, (i, c) in enumerate(marks)]
         v[f"{prefix}.cost_at"] = (", ".join(parts[:-1]) + " and " + parts[-1]
                                   if len(parts) > 1 else parts[0])
     for kind, count in (f.get("filters") or {}).items():
         if kind != "units":
+            v[f"{prefix}.{kind}"] = count
             v[f"{prefix}.{kind}_pct"] = 100 * count / f["filters"]["units"]
     return v
 

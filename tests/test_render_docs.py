@@ -86,3 +86,12 @@ def test_runs_that_are_not_record_runs_say_so(render_docs):
                  {**quiet, "load_allowed": True}, {**quiet, "quick": True}):
         assert "**Not a record run**" in doc_context.when(busy, ROOT, os.path.join(ROOT, "x"))
     assert "Not a record run** (200 rows" in doc_context.when(quiet, ROOT, "x", "200 rows")
+
+
+def test_a_tutorial_figure_edited_by_hand_is_caught(render_docs, rendered, tmp_path):
+    """docs/tutorial.md is rendered whole, its prose's figures included."""
+    _write(tmp_path, rendered)
+    page = rendered["docs/tutorial.md"]
+    edited = _edit_number(page, page.index("Explained variance"))
+    _write(tmp_path, {"docs/tutorial.md": edited})
+    assert render_docs.stale(tmp_path, rendered) == ["docs/tutorial.md"]
