@@ -134,7 +134,7 @@ def time_passes(path, chunk_rows, scheduler, args, work, clock=time.perf_counter
     return times, outputs
 
 
-def main(argv=None):
+def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--cols", type=int, default=64)
@@ -150,7 +150,11 @@ def main(argv=None):
                         "load on the machine than wall time")
     p.add_argument("--json", default=os.path.join(HERE, "results", "passes.json"))
     provenance.add_arguments(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = _parse(argv)
     record = provenance.start("benchmarks/passes.py", sys.argv[1:] if argv is None else argv,
                               args.allow_load, args.wait)
     report = {}
