@@ -102,6 +102,7 @@ def test_torch_subject_skips_cleanly_without_torch(monkeypatch):
     assert out == {"skipped": subjects.TORCH_HINT}
 
 
+@pytest.mark.slow  # a moto server and four stores: about 5 s
 def test_object_store_benchmark_runs(tmp_path):
     """benchmarks/object_store.py on a tiny store: every subject on both stores,
     the same cost everywhere; the server and the stores are cleaned up."""
@@ -124,6 +125,7 @@ def test_object_store_benchmark_runs(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith("streamae-s3-bench-")]
 
 
+@pytest.mark.slow  # every subject and a grid, scored: about 10 s
 def test_time_to_quality_quick_run(tmp_path):
     """``benchmarks/time_to_quality.py --quick`` runs every subject, scores every kept
     point and records where, when and on what it ran."""
@@ -225,6 +227,7 @@ def test_the_grid_grows_until_its_best_setting_is_inside():
     assert ttq.edge_extensions(grid, 1.0) == []
 
 
+@pytest.mark.slow  # stores written and evicted: about 5 s
 def test_out_of_core_benchmark_runs(tmp_path):
     """benchmarks/out_of_core.py --quick: both stores, both limits and every
     cold case reported; the cost does not depend on the cache mode or the

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSES = ("evaluation", "fit_start", "whiten", "encode")
 
 
+@pytest.mark.slow  # a LocalCluster and four stores: about 8 s
 def test_passes_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "passes.json"
     proc = subprocess.run(
