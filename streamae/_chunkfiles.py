@@ -5,9 +5,9 @@ time from Python, about 10 us per file in the interpreter around the system
 calls (opening, checking the size, reading, closing), and the reading threads
 hold the GIL while the kernels want it. `read_files` makes the same calls
 (``open``, ``lseek`` for the size, ``pread``, ``posix_fadvise``, ``close``) in
-a Numba loop over a read's files: measured on 4,000 files of 64 KB in the
-page cache, 0.057 s against 0.088 s from Python, the same as 16 files of
-16 MiB holding the same bytes.
+a Numba loop over a read's files, so that a store of many small chunks
+reads nearly as fast as one of few large ones (benchmarks/passes.py and
+benchmarks/small_chunks.py measure it).
 
 It only reads: any file it cannot read exactly as asked (missing, of another
 size, an error) gets a non-zero status, and the caller reads that file again

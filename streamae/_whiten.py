@@ -48,7 +48,7 @@ from ._tree import merge_moments
 
 KINDS = ("zca", "pca")
 DEFAULT_EPSILON = 0.1  # the UFLDL exercises' value, in units of the data's variance
-_BLOCK_ROWS = 4096  # rows centred and multiplied at a time (BLAS: 1.3-1.6x faster than 1024)
+_BLOCK_ROWS = 4096  # rows centred and multiplied at a time (larger blocks: faster BLAS)
 
 
 # ---------------------------------------------------------------- the passes' kernels
