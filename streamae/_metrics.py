@@ -71,7 +71,7 @@ def explained_variance(reconstruction, m, total):
 
 def chunk_moments(block):
     """(count, column means, column M2) of one block of rows, in float64, for
-    `pool_moments` (or `streamae._tree.merge_moments`).
+    `streamae._tree.merge_moments`.
 
     Bad values (NaN, Inf) just make the result non-finite: the evaluation
     that follows reports them, with their rows.
@@ -99,14 +99,6 @@ def total_variance(evaluator):
 def _column_moments(block, row0):
     """`chunk_moments`, as a pass's kernel."""
     return chunk_moments(block)
-
-
-def pool_moments(parts):
-    """Pool per-chunk (count, mean, M2) in order (`streamae._tree.merge_moments`);
-    returns the sum of M2 over the columns."""
-    _, _, m2 = merge_moments(*parts)
-    with np.errstate(all="ignore"):  # non-finite data: see chunk_moments
-        return float(np.sum(m2))
 
 
 def metrics_path(model_path):
