@@ -13,7 +13,8 @@ has nearly the same curvature.
 
 Every `WINDOW` iterations a level's weights are scored on held-out rows of
 the sample; the level ends when that score stops following the level's own
-cost (`stalled`), after its iteration budget (`Plan.iterations`, from the
+cost, or stops falling by more than the level's sampling error on a level
+too small for the model (`stalled`), after its iteration budget (`Plan.iterations`, from the
 ``warmup_iter`` parameter, independent of ``max_iter``), or when the
 optimizer converges on it.
 
@@ -50,9 +51,11 @@ GROWTH = 4
 #: Levels, at most (the largest ones that qualify).
 MAX_LEVELS = 4
 #: A level has at least this many rows, and this many per hidden unit: below,
-#: its optimum says little about the full data's.
-MIN_LEVEL_ROWS = 2048
-ROWS_PER_UNIT = 8
+#: its optimum says little about the full data's. Small levels are cheap (an
+#: iteration on 1/256 of the data costs 1/256 of a pass) and the gap rule
+#: (`GAP`) moves up from one that has too few rows for the model.
+MIN_LEVEL_ROWS = 512
+ROWS_PER_UNIT = 2
 #: With ``warmup="auto"``, warm up only on data of this many rows or more:
 #: below, passes are cheap and the plain fit is as quick.
 AUTO_MIN_ROWS = 65536
@@ -67,6 +70,14 @@ WINDOW = 10
 #: the next level costs `GROWTH` times more, so it pays once less than
 #: 1 / `GROWTH` of this level's progress carries to rows it has not seen.
 KAPPA = 1.0 / GROWTH
+#: A level also ends when its held-out cost exceeds its own by more than `GAP`
+#: of the held-out cost (it has too few rows for the model: its optimum is
+#: far from the data's) and, over the last `WINDOW` iterations, the held-out
+#: cost fell by less than `GAP_SHARE` of that gap: what is left to gain on
+#: this level is within its sampling error, which the next level, `GROWTH`
+#: times larger, has less of.
+GAP = 0.05
+GAP_SHARE = 0.5
 #: Chunks of each level's evaluation (fixed: results must not depend on the machine).
 CHUNKS = 8
 
@@ -150,11 +161,17 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
 
 
 def stalled(before, after):
-    """True if a level should end: from record ``before`` to ``after`` (both
-    with ``heldout_cost``) the held-out cost fell by less than `KAPPA` times
-    the level's own cost."""
-    return before["heldout_cost"] - after["heldout_cost"] < KAPPA * (before["cost"] -
-                                                                    after["cost"])
+    """True if a level should end at check ``after`` (the check before it:
+    ``before``; both records with ``cost`` and ``heldout_cost``).
+
+    It ends when the held-out cost fell by less than `KAPPA` times the
+    level's own cost, or, on a level whose held-out cost exceeds its own by
+    more than `GAP` of it, by less than `GAP_SHARE` of that gap.
+    """
+    fell = before["heldout_cost"] - after["heldout_cost"]
+    gap = after["heldout_cost"] - after["cost"]
+    return bool(fell < KAPPA * (before["cost"] - after["cost"])
+                or (gap > GAP * after["heldout_cost"] and fell < GAP_SHARE * gap))
 
 
 def offset(seed, stride):

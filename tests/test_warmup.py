@@ -42,11 +42,13 @@ def test_plan_depends_on_the_shape_and_model_size_only():
     assert plan.stride == 2 and plan.levels == (64, 16, 4, 1)  # 3,907 to 250,000 rows
     assert plan.iterations == (200, 100, 100, 100)
     assert _warmup.plan("auto", (65_535, 64), 4, 25) is None  # under AUTO_MIN_ROWS
-    assert _warmup.plan("auto", (65_536, 64), 4, 25).levels == (4, 1)  # 4,096 and 16,384 rows
-    # More hidden units need more rows per level: 1,600 units, 12,800 rows at least.
-    assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (4, 1)
-    assert _warmup.plan("auto", (200_000, 192), 4, 1600).levels == (1,)
-    assert _warmup.plan("auto", (200_000, 192), 4, 6400) is None
+    # 1,024, 4,096 and 16,384 rows (MIN_LEVEL_ROWS 512):
+    assert _warmup.plan("auto", (65_536, 64), 4, 25).levels == (16, 4, 1)
+    # More hidden units need more rows per level: 1,600 units, 3,200 rows at least.
+    assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (16, 4, 1)
+    assert _warmup.plan("auto", (200_000, 192), 4, 1600).levels == (4, 1)
+    assert _warmup.plan("auto", (200_000, 192), 4, 6400).levels == (1,)
+    assert _warmup.plan("auto", (200_000, 192), 4, 25_600) is None
     assert _warmup.plan("subsample", (100, 8), 8, 5).levels == (4, 1)  # levels of 6 and 25 rows
     assert _warmup.plan("none", (10**7, 64), 4, 25) is None
     assert _warmup.plan("auto", (10**7, 64), 4, 25, warmup_iter=0) is None
@@ -203,3 +205,19 @@ def test_an_interrupt_as_a_level_stalls_resumes_bit_identically(tmp_path, X):
     resumed = model(warmup_iter=150).fit(X, checkpoint=ckpt, resume=True)
     assert same_bits(full, resumed)
     assert [r["cost"] for r in resumed.history_] == [r["cost"] for r in full.history_]
+
+
+def test_a_level_too_small_for_the_model_ends_once_its_progress_is_within_its_gap():
+    # The held-out cost follows the level's own (no KAPPA stall), but it is 13%
+    # above it and fell by less than half of that gap: the level ends.
+    assert _warmup.stalled({"cost": 1.40, "heldout_cost": 1.60},
+                           {"cost": 1.38, "heldout_cost": 1.59})
+    # The same fall with a gap under GAP (5%) of the held-out cost: it goes on.
+    assert not _warmup.stalled({"cost": 0.40, "heldout_cost": 0.41},
+                               {"cost": 0.39, "heldout_cost": 0.40})
+    # A large gap, but the held-out cost still falls by more than half of it.
+    assert not _warmup.stalled({"cost": 2.0, "heldout_cost": 2.3},
+                               {"cost": 1.6, "heldout_cost": 1.8})
+    # The held-out cost rising stops a level whatever its gap.
+    assert _warmup.stalled({"cost": 0.40, "heldout_cost": 0.40},
+                           {"cost": 0.39, "heldout_cost": 0.401})
