@@ -284,7 +284,8 @@ class TrainingRun:
         """True if the last record of ``level`` is a check at which it stalled."""
         checks = [r for r in self._level_records(level) if "heldout_cost" in r]
         last = self._level_records(level)[-1]
-        return len(checks) > 1 and checks[-1] is last and _warmup.stalled(checks[-2], last)
+        return len(checks) > 1 and checks[-1] is last and _warmup.stalled(
+            checks[-2], last, top=level == len(self.plan.levels) - 1)
 
     def _level_records(self, level):
         return [r for r in self.history if r.get("phase") == "warmup" and r.get("level") == level]
@@ -300,7 +301,8 @@ class TrainingRun:
         phase.checks += 1
         record["data_passes"] = phase.passes(self.state.evaluations)
         earlier = [r for r in records[:-1] if "heldout_cost" in r]
-        return bool(earlier) and _warmup.stalled(earlier[-1], record)
+        return bool(earlier) and _warmup.stalled(
+            earlier[-1], record, top=phase.level == len(self.plan.levels) - 1)
 
     def _check_sample(self, sample, first):
         """Refuse a sample with values the decoder does not take, naming the data's row."""

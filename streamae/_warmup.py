@@ -50,12 +50,12 @@ MAX_BYTES = 256 * 2**20
 GROWTH = 4
 #: Levels, at most (the largest ones that qualify).
 MAX_LEVELS = 4
-#: A level has at least this many rows, and this many per hidden unit: below,
-#: its optimum says little about the full data's. Small levels are cheap (an
-#: iteration on 1/256 of the data costs 1/256 of a pass) and the gap rule
-#: (`GAP`) moves up from one that has too few rows for the model.
+#: A level has at least this many rows, and one row per `WEIGHTS_PER_ROW` of
+#: the model's weights: below, its optimum says little about the full data's.
+#: Small levels are cheap (an iteration on 1/256 of the data costs 1/256 of a
+#: pass) and the gap rule (`GAP`) moves up from one with too few rows.
 MIN_LEVEL_ROWS = 512
-ROWS_PER_UNIT = 2
+WEIGHTS_PER_ROW = 128
 #: With ``warmup="auto"``, warm up only on data of this many rows or more:
 #: below, passes are cheap and the plain fit is as quick.
 AUTO_MIN_ROWS = 65536
@@ -70,12 +70,13 @@ WINDOW = 10
 #: the next level costs `GROWTH` times more, so it pays once less than
 #: 1 / `GROWTH` of this level's progress carries to rows it has not seen.
 KAPPA = 1.0 / GROWTH
-#: A level also ends when its held-out cost exceeds its own by more than `GAP`
-#: of the held-out cost (it has too few rows for the model: its optimum is
-#: far from the data's) and, over the last `WINDOW` iterations, the held-out
-#: cost fell by less than `GAP_SHARE` of that gap: what is left to gain on
-#: this level is within its sampling error, which the next level, `GROWTH`
-#: times larger, has less of.
+#: A level below the top one also ends when its held-out cost exceeds its own
+#: by more than `GAP` of the held-out cost (it has too few rows for the model:
+#: its optimum is far from the data's) and, over the last `WINDOW` iterations,
+#: the held-out cost fell by less than `GAP_SHARE` of that gap: what is left
+#: to gain on this level is within its sampling error, which the next level,
+#: `GROWTH` times larger, has less of. (The top level's next step is the full
+#: data, at a whole pass per evaluation: it goes on while it follows.)
 GAP = 0.05
 GAP_SHARE = 0.5
 #: Chunks of each level's evaluation (fixed: results must not depend on the machine).
@@ -132,9 +133,9 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
     ----------
     mode : {"auto", "subsample", "none"}
         ``auto`` warms up on data of `AUTO_MIN_ROWS` rows or more when at
-        least one level qualifies (`MIN_LEVEL_ROWS` rows and `ROWS_PER_UNIT`
-        per hidden unit); ``subsample`` whenever a level of two rows or more
-        exists; ``none`` never.
+        least one level qualifies (`MIN_LEVEL_ROWS` rows, and a row per
+        `WEIGHTS_PER_ROW` weights); ``subsample`` whenever a level of two
+        rows or more exists; ``none`` never.
     shape : tuple of int
     itemsize : int
         Bytes per value of the data as the kernels read it.
@@ -148,7 +149,8 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
         return None
     stride = max(SAMPLE_STRIDE, math.ceil(m * n * itemsize / MAX_BYTES))
     pool = m // stride // 2  # even rows of the sample
-    least = max(MIN_LEVEL_ROWS, ROWS_PER_UNIT * n_hidden) if mode == "auto" else 2
+    weights = 2 * n * n_hidden + n + n_hidden
+    least = max(MIN_LEVEL_ROWS, math.ceil(weights / WEIGHTS_PER_ROW)) if mode == "auto" else 2
     levels = []
     step = 1
     while pool // step >= least and len(levels) < MAX_LEVELS:
@@ -160,18 +162,19 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
     return Plan(stride, tuple(levels), iterations)
 
 
-def stalled(before, after):
+def stalled(before, after, top=False):
     """True if a level should end at check ``after`` (the check before it:
     ``before``; both records with ``cost`` and ``heldout_cost``).
 
     It ends when the held-out cost fell by less than `KAPPA` times the
-    level's own cost, or, on a level whose held-out cost exceeds its own by
-    more than `GAP` of it, by less than `GAP_SHARE` of that gap.
+    level's own cost, or, unless it is the ``top`` level, when its held-out
+    cost exceeds its own by more than `GAP` of it and fell by less than
+    `GAP_SHARE` of that gap.
     """
     fell = before["heldout_cost"] - after["heldout_cost"]
     gap = after["heldout_cost"] - after["cost"]
-    return bool(fell < KAPPA * (before["cost"] - after["cost"])
-                or (gap > GAP * after["heldout_cost"] and fell < GAP_SHARE * gap))
+    return bool(fell < KAPPA * (before["cost"] - after["cost"]) or (
+        not top and gap > GAP * after["heldout_cost"] and fell < GAP_SHARE * gap))
 
 
 def offset(seed, stride):

@@ -44,7 +44,7 @@ def test_plan_depends_on_the_shape_and_model_size_only():
     assert _warmup.plan("auto", (65_535, 64), 4, 25) is None  # under AUTO_MIN_ROWS
     # 1,024, 4,096 and 16,384 rows (MIN_LEVEL_ROWS 512):
     assert _warmup.plan("auto", (65_536, 64), 4, 25).levels == (16, 4, 1)
-    # More hidden units need more rows per level: 1,600 units, 3,200 rows at least.
+    # More weights need more rows per level: 1,600 units, 616,192 weights, 4,814 rows at least.
     assert _warmup.plan("auto", (200_000, 192), 4, 400).levels == (16, 4, 1)
     assert _warmup.plan("auto", (200_000, 192), 4, 1600).levels == (4, 1)
     assert _warmup.plan("auto", (200_000, 192), 4, 6400).levels == (1,)
@@ -64,7 +64,10 @@ def test_a_wide_store_warms_up():
     assert plan is not None
     rows = m // plan.stride
     assert rows * n * 4 <= _warmup.MAX_BYTES
-    assert rows // 2 // plan.levels[0] >= max(_warmup.MIN_LEVEL_ROWS, _warmup.ROWS_PER_UNIT * 100)
+    weights = 2 * n * 100 + n + 100
+    assert rows // 2 // plan.levels[0] >= max(_warmup.MIN_LEVEL_ROWS,
+                                              weights / _warmup.WEIGHTS_PER_ROW)
+    assert plan.levels == (1,)  # 7,142 rows: a quarter of them would be too few for 823,396 weights
 
 
 def test_fit_ends_on_the_exact_full_objective(X):
