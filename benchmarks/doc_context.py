@@ -487,6 +487,7 @@ def time_to_quality(results, root, dataset):
             out[f"{prefix}.grid_table"] = ttq_tables.grid_table(r)
             out[f"{prefix}.grid_size"] = len(r["grid"])
             out[f"{prefix}.at_edge"] = ttq_tables.edge_sentence(r)
+            out[f"{prefix}.spacing"] = ttq_tables.spacing_sentence(r)
             out[f"{prefix}.grid_methods"] = grid_methods(r["grid"])
     return out
 

@@ -160,3 +160,27 @@ def best_source_text(result):
         if min(p[2] for p in run["points"]) == result["best"]:
             return f"PyTorch {run['setting']['method']} ({setting_text(run['setting'])})"
     return result["best_source"]  # a long reference fit, or another results file
+
+
+def spacing_sentence(result):
+    """How finely a mini-batch run's time to a tolerance is known: its points
+    are kept at fixed times, so each best setting's crossing lies between the
+    point that reached the tolerance and the one before it."""
+    parts = []
+    for method, by_level in result.get("grid_best", {}).items():
+        for level in result["levels"]:
+            best = by_level[str(level)]
+            if not best["reached"]:
+                continue
+            points = result["grid"][best["index"]]["points"]
+            k = next(i for i, p in enumerate(points) if p[2] <= (1 + level) * result["best"])
+            t0, p0, c0 = points[k - 1]
+            parts.append(f"{level_name(level)}: PyTorch {method} "
+                         f"({setting_text(best['setting'])}) was at "
+                         f"{c0 / result['best'] - 1:+.2%} at its point before, "
+                         f"{t0:.1f} s and {p0:.2f} passes")
+    if not parts:
+        return ""
+    spacing = result["budget"] / (len(result["grid"][0]["points"]) - 1)
+    return (f"A mini-batch run keeps its weights every {spacing:.2f} s, so its time to a "
+            "tolerance is known to within one interval: " + "; ".join(parts) + ".")
