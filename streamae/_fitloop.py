@@ -285,7 +285,7 @@ class TrainingRun:
         checks = [r for r in self._level_records(level) if "heldout_cost" in r]
         last = self._level_records(level)[-1]
         return len(checks) > 1 and checks[-1] is last and _warmup.stalled(
-            checks[-2], last, top=level == len(self.plan.levels) - 1)
+            checks[-2], last, top=self.plan.is_top(level))
 
     def _level_records(self, level):
         return [r for r in self.history if r.get("phase") == "warmup" and r.get("level") == level]
@@ -302,7 +302,7 @@ class TrainingRun:
         record["data_passes"] = phase.passes(self.state.evaluations)
         earlier = [r for r in records[:-1] if "heldout_cost" in r]
         return bool(earlier) and _warmup.stalled(
-            earlier[-1], record, top=phase.level == len(self.plan.levels) - 1)
+            earlier[-1], record, top=self.plan.is_top(phase.level))
 
     def _check_sample(self, sample, first):
         """Refuse a sample with values the decoder does not take, naming the data's row."""

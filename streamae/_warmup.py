@@ -14,9 +14,9 @@ has nearly the same curvature.
 Every `WINDOW` iterations a level's weights are scored on held-out rows of
 the sample; the level ends when that score stops following the level's own
 cost, or stops falling by more than the level's sampling error on a level
-too small for the model (`stalled`), after its iteration budget (`Plan.iterations`, from the
-``warmup_iter`` parameter, independent of ``max_iter``), or when the
-optimizer converges on it.
+too small for the model (`stalled`), after its iteration budget
+(`Plan.iterations`, from the ``warmup_iter`` parameter, independent of
+``max_iter``), or when the optimizer converges on it.
 
 The fit still ends on the exact objective over every row (rho_hat over the
 whole dataset); only its starting point changes. Every choice is a function
@@ -37,7 +37,7 @@ from ._constants import WARMUPS
 from ._engine import Evaluation, _not_finite
 from ._errors import ParameterError
 from ._metrics import chunk_moments
-from ._objective import Objective
+from ._objective import Objective, param_blocks
 from ._tree import EagerTree, merge_moments
 
 #: Rows of the data per row of the sample, at least (the stride grows with
@@ -120,6 +120,10 @@ class Plan:
         """The share of the data's rows in level ``level`` (index into `levels`)."""
         return 1.0 / (2 * self.stride * self.levels[level])
 
+    def is_top(self, level):
+        """True for the last level, the one before the full data."""
+        return level == len(self.levels) - 1
+
     def rows(self, sample, level):
         """The level's training rows and held-out rows of ``sample`` (views)."""
         step = 2 * self.levels[level]
@@ -149,7 +153,7 @@ def plan(mode, shape, itemsize, n_hidden, warmup_iter=DEFAULT_ITER):
         return None
     stride = max(SAMPLE_STRIDE, math.ceil(m * n * itemsize / MAX_BYTES))
     pool = m // stride // 2  # even rows of the sample
-    weights = 2 * n * n_hidden + n + n_hidden
+    weights = param_blocks(n, n_hidden)[-1][1]
     least = max(MIN_LEVEL_ROWS, math.ceil(weights / WEIGHTS_PER_ROW)) if mode == "auto" else 2
     levels = []
     step = 1
