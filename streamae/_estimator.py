@@ -449,6 +449,24 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             raise ParameterError(
                 "`early_stopping=True` needs a validation set: give held-out rows (never "
                 "trained on, with the data's columns) as `validation=DATA`")
+        saving = None if checkpoint is None else (checkpoint, checkpoint_every, resume, overwrite)
+        run, theta0 = self._training_run(settings, X, validation, callback, saving)
+        outcome = run.execute(theta0)
+        self._set_fitted(outcome, run.settings, run.n)
+        if outcome.interrupt is not None:
+            raise outcome.interrupt
+        if outcome.reached_max_iter:
+            self._warn_not_converged(outcome, settings, checkpoint)
+        return self
+
+    def _training_run(self, settings, X, validation, callback, saving):
+        """The `TrainingRun` of a fit on ``X`` and its starting weights (flat).
+
+        Opens and checks the data (and the validation rows), keeps a
+        whitened store's transform in ``whitening_`` and draws the initial
+        weights. ``saving``: None, or (path, every, resume, overwrite) of
+        `fit`'s checkpoint, which the run then writes (or resumes from).
+        """
         options = as_run_options(self.run_options)
         data, dataset = self._dataset(X, options, reset=True)
         check_before_training(data, dataset, settings.hyper.decoder, self.clip,
@@ -463,18 +481,13 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         run = TrainingRun(self, settings, dataset, options, self.verbose, callback)
         if held is not None:
             run.use_validation(held[1])
-        if checkpoint is not None:
+        if saving is not None:
+            path, every, resume, overwrite = saving
             identity = _run_identity(settings, (data, dataset), held, options)
             extra = {"random_state": {"seed": settings.seed,
                                       "after_init": rng.bit_generator.state}}
-            run.use_checkpoint(checkpoint, checkpoint_every, identity, extra, resume, overwrite)
-        outcome = run.execute(theta0)
-        self._set_fitted(outcome, settings, dataset.shape[1])
-        if outcome.interrupt is not None:
-            raise outcome.interrupt
-        if outcome.reached_max_iter:
-            self._warn_not_converged(outcome, settings, checkpoint)
-        return self
+            run.use_checkpoint(path, every, identity, extra, resume, overwrite)
+        return run, theta0
 
     def _initial_theta(self, settings, dataset):
         """Starting weights (flat) and the generator after initialisation.

@@ -442,6 +442,23 @@ def backprop_sums_cached(X, A2, W2, b2, c, row0, block_rows, linear=False):
 
 
 @njit(**_NJIT)
+def _stack_hidden_deltas(a2, e2, stacked, gb1r, sum_fp, one):
+    """Row i of ``stacked`` (rows, 2s) becomes ``[e2_i * f'(z2_i) | f'(z2_i)]``
+    with f'(z2) = a2 (``one`` - a2), ``one`` of the weights' dtype; their
+    column sums are added to ``gb1r`` and ``sum_fp`` (float64)."""
+    rows, s = a2.shape
+    for i in range(rows):
+        for j in range(s):
+            a = a2[i, j]
+            fp = a * (one - a)
+            d = e2[i, j] * fp
+            stacked[i, j] = d
+            stacked[i, s + j] = fp
+            gb1r[j] += d
+            sum_fp[j] += fp
+
+
+@njit(**_NJIT)
 def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
     """Everything an evaluation needs, in one read of the chunk.
 
@@ -504,15 +521,7 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
         d3, e2 = d3buf[:rows], e2buf[:rows]
         _decode(Xb, a2, W2, b2, d3, e2, gb2, sqc, bad, row0 + start, linear)
         stacked = stackbuf[:rows]
-        for i in range(rows):
-            for j in range(s):
-                a = a2[i, j]
-                fp = a * (one - a)
-                d = e2[i, j] * fp
-                stacked[i, j] = d
-                stacked[i, s + j] = fp
-                gb1r[j] += d
-                sum_fp[j] += fp
+        _stack_hidden_deltas(a2, e2, stacked, gb1r, sum_fp, one)
         _add_product(gW2, d3, a2, pW2)
         np.dot(stacked.T, Xb, both)
         _add_rows_to(gW1r, both, 0)

@@ -40,6 +40,7 @@ value ``c * size**2 + i + j * size`` is channel ``c``, row ``i``, column ``j``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -611,13 +612,22 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     if skipped:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
+    describe = functools.partial(_metadata, source, names, skipped, images, max_side,
+                                 channels, count, whiten_images)
+    return _normalise_and_write(source, out, count, dtype, describe, overwrite, options)
+
+
+def _normalise_and_write(source, out, count, dtype, describe, overwrite, options):
+    """Pass 1: the patches' standard deviation; pass 2: clip, scale and write.
+
+    ``describe(std, dtype, rows)`` gives the store's metadata, which is returned.
+    """
     rows = min(count, int(options.chunk_rows or default_chunk_rows(
         count, source.width, np.dtype(dtype).itemsize)))
     runner = make_runner(options.scheduler, options.workers)
     with runner.session():
         std = patch_std(source, count, rows, runner)
-        meta = _metadata(source, names, skipped, images, max_side, channels, count,
-                         whiten_images, std, dtype, rows)
+        meta = describe(std, dtype, rows)
         _write_pass(source, out, count, rows, _CLIP_STDS * std, dtype, meta, overwrite, runner,
                     options.storage_options)
     return meta

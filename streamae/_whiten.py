@@ -284,14 +284,21 @@ def whiten(src, out, kind="zca", n_components=None, epsilon=DEFAULT_EPSILON, *,
             _refuse_non_finite(data_pass)
         record = whitening_transform(mean, sigma, kind, n_components, epsilon,
                                      source=dataset.source)
-        mean, M = _arrays(record)
-        k = M.shape[0]
-        rows = min(options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, k,
-                                                           dtype.itemsize), m)
-        attrs = _output_attrs(record, input_name(src), m, rows, dtype)
-        return write_output(data_pass, out, whiten_rows, mean, M, dtype, width=k, dtype=dtype,
-                            chunk_rows=rows, attrs=attrs, overwrite=overwrite,
-                            storage_options=options.storage_options)
+        return _write_whitened(data_pass, record, out, input_name(src), dtype, overwrite,
+                               options)
+
+
+def _write_whitened(data_pass, record, out, name, dtype, overwrite, options):
+    """Pass 2 of `whiten`: every row through ``record``'s transform into ``out``."""
+    m = data_pass.dataset.shape[0]
+    mean, M = _arrays(record)
+    k = M.shape[0]
+    rows = min(options.chunk_rows or output_chunk_rows(data_pass.batch_rows, m, k,
+                                                       dtype.itemsize), m)
+    attrs = _output_attrs(record, name, m, rows, dtype)
+    return write_output(data_pass, out, whiten_rows, mean, M, dtype, width=k, dtype=dtype,
+                        chunk_rows=rows, attrs=attrs, overwrite=overwrite,
+                        storage_options=options.storage_options)
 
 
 def _output_attrs(record, described, m, rows, dtype):
