@@ -509,7 +509,7 @@ def ttq_settings():
 
     span = ttq.LR_START["adam"][-1] / ttq.LR_START["adam"][0]
     return {"ttq.batches": ", ".join(f"{b:,}" for b in ttq.BATCHES), "ttq.lr_step": ttq.LR_STEP,
-            "ttq.lr_span": span, "ttq.points": ttq.POINTS, "ttq.grid_points": ttq.GRID_POINTS,
+            "ttq.lr_span": span, "ttq.points": ttq.POINTS,
             **{f"ttq.lr_start.{m}": ", ".join(f"{lr:.3g}" for lr in lrs)
                for m, lrs in ttq.LR_START.items()}}
 

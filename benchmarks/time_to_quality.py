@@ -62,8 +62,9 @@ BATCHES = (64, 256, 2048)
 SCHEDULES = ("constant", "cosine")
 # Points kept per run: every full-data iteration, a warm-up's cheap
 # iterations thinned to about POINTS per run; minibatch runs at GRID_POINTS
-# fixed times.
-POINTS, GRID_POINTS = 100, 16
+# fixed times (``--grid-points``): finely enough that a crossing early in
+# the budget is placed to within a fraction of a pass.
+POINTS, GRID_POINTS = 100, 48
 MAX_EXTENSIONS = 6  # learning rates added per method at most
 
 
@@ -194,9 +195,11 @@ def edge_extensions(grid, best):
     return todo
 
 
-def run_grid(X, dataset, theta0, budget, settings, best_so_far, max_extensions, log):
-    """Every setting once, then learning rates added until no winner is at an edge."""
-    every = budget / GRID_POINTS
+def run_grid(X, dataset, theta0, budget, settings, best_so_far, max_extensions, log,
+             points=GRID_POINTS):
+    """Every setting once, then learning rates added until no winner is at an
+    edge; each run keeps its weights at ``points`` fixed times."""
+    every = budget / points
     grid, added = [], {m: 0 for m in {s["method"] for s in settings}}
 
     def run(setting):
@@ -304,6 +307,9 @@ def parse_args(argv):
                    help="minibatch methods of the grid (default adam,sgd)")
     p.add_argument("--schedules", type=lambda t: tuple(t.split(",")), default=SCHEDULES,
                    help="schedules of the grid (default constant,cosine)")
+    p.add_argument("--grid-points", type=int, default=GRID_POINTS,
+                   help="times a mini-batch run keeps its weights, evenly over the budget "
+                        f"(default {GRID_POINTS})")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (CI): implies "
                    "--allow-load, 4,000 rows, 1 s budgets, a 4-setting grid")
     p.add_argument("--rescore", default=None, metavar="RESULTS",
@@ -441,7 +447,7 @@ def main(argv=None):
     grid, capped = [], []
     if not args.streamae_only and not args.skipped:
         grid, capped = run_grid(X, dataset, theta0, args.budget, grid_settings(args),
-                                min(candidates)[0], args.max_extensions, log)
+                                min(candidates)[0], args.max_extensions, log, args.grid_points)
         candidates += [(best_point(r), f"torch {r['setting']['method']} "
                                        f"{ttq_tables.setting_text(r['setting'])} (best point)")
                        for r in grid]
