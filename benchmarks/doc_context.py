@@ -348,6 +348,24 @@ def wide(results, root):
             "wide.seconds": r["wall_seconds"]}
 
 
+def colour_tail(results, root):
+    """``tail.*``: benchmarks/results/colour_tail.json (benchmarks/colour_tail.py)."""
+    r = _load(results, "colour_tail.json")
+    levels = r["levels"]
+    lines = ["| method (from the same weights) | " + " | ".join(
+        f"best + {100 * level:g}%" for level in levels) + " | cost after the budget |",
+        "|---" * (len(levels) + 2) + "|"]
+    for name, m in r["methods"].items():
+        cells = [f"{m['reached'][str(level)]:.1f} passes" if str(level) in m["reached"]
+                 else "not reached" for level in levels]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {m['last_cost']:.6f} ({100 * (m['last_cost'] / r['best'] - 1):+.3f}%, "
+                       f"{m['last_passes']:.1f} passes) |")
+    return {"tail.when": when(r, root, os.path.join(results, "colour_tail.json")),
+            "tail.start": r["start_passes"], "tail.passes": r["passes"],
+            "tail.table": "\n".join(lines)}
+
+
 def whitening(results, root):
     """``whiten.*``: benchmarks/results/whiten_memory.json (benchmarks/whiten_memory.py)."""
     path = os.path.join(results, "whiten_memory.json")
@@ -664,7 +682,7 @@ def context(results, root):
     """Every value the templates may use."""
     values = ttq_settings()
     for part in (evaluation, object_store, out_of_core, small_chunks, passes, whitening,
-                 commits, wide, tutorial):
+                 commits, wide, colour_tail, tutorial):
         values.update(part(results, root))
     values.update(cluster(results, root, values))
     for dataset in ("patches", "colour"):

@@ -320,3 +320,39 @@ def test_commits_benchmark_compares_two_checkouts(tmp_path):
     assert report["median"]["base"] > 0 and report["head_over_base"] > 0
     assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
                           text=True).stdout == before
+
+
+def test_colour_tail_products_are_the_gauss_newton_matrix_and_the_exact_decoder(rng):
+    """colour_tail.py's Gauss-Newton product against J'J + lambda + beta J_rho' KL'' J_rho
+    built from finite-difference Jacobians, and its decoder against the zero gradient."""
+    from streamae._objective import flatten, init_params
+
+    tail, datasets = _benchmark_module("colour_tail"), _benchmark_module("datasets")
+    m, n, s = 60, 4, 3
+    d = datasets.Dataset("t", "", m, n, s, 0.1, 3.0, 1e-2, "linear")
+    prob = tail.Problem(d, rng.normal(size=(m, n)))
+    p = init_params(n, s, rng)
+
+    def residuals(theta):  # the reconstruction's residuals / sqrt(m), and rho_hat
+        q = tail._split(theta, n, s)
+        a2 = 1 / (1 + np.exp(-(prob.X @ q["W1"].T + q["b1"])))
+        return ((a2 @ q["W2"].T + q["b2"] - prob.X).ravel() / np.sqrt(m), a2.mean(0))
+
+    theta, h = flatten(p), 1e-6
+    cols = [[(a - b) / (2 * h) for a, b in zip(residuals(theta + h * e), residuals(theta - h * e))]
+            for e in np.eye(theta.size)]
+    J_r, J_rho = (np.array([c[k] for c in cols]).T for k in (0, 1))
+    rho_hat = residuals(theta)[1]
+    kl2 = d.rho / rho_hat ** 2 + (1 - d.rho) / (1 - rho_hat) ** 2
+    decay = np.zeros(theta.size)
+    for lo, hi in ((0, s * n), (s * n + s, 2 * s * n + s)):
+        decay[lo:hi] = d.weight_decay
+    G = J_r.T @ J_r + np.diag(decay) + d.beta * J_rho.T @ (kl2[:, None] * J_rho)
+    v = rng.normal(size=theta.size)
+    got = flatten(prob.gauss_newton(p, tail._split(v, n, s)))
+    np.testing.assert_allclose(got, G @ v, rtol=1e-6, atol=1e-8)
+
+    W2, b2 = prob.ridge_decoder(p["W1"], p["b1"])
+    _, grad = prob.cost_grad({**p, "W2": W2, "b2": b2})
+    assert np.abs(grad["W2"]).max() < 1e-12 and np.abs(grad["b2"]).max() < 1e-12
+    assert prob.passes == 3  # the product, the decoder's sums, the gradient

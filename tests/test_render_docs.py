@@ -112,3 +112,20 @@ def test_a_mini_batch_crossing_is_reported_with_the_point_before_it(render_docs)
     assert "+20.00% at its point before, 2.0 s and 1.00 passes" in text
     assert "0.1%" not in text  # not reached: nothing to bound
     assert ttq_tables.spacing_sentence({**result, "grid_best": {}}) == ""
+
+
+def test_the_colour_tail_table_gives_passes_or_not_reached(render_docs, tmp_path):
+    doc_context = importlib.import_module("doc_context")
+    result = {"command": "python benchmarks/colour_tail.py", "commit": "0" * 40,
+              "date": "2026-12-05T00:00:00+00:00", "machine": {"model_name": "x", "cpus": 2},
+              "load_average_before": [0.1, 0.1, 0.1], "load_average_after": [0.2, 0.2, 0.2],
+              "load_allowed": True, "best": 2.0, "start_passes": 10.4, "passes": 65.0,
+              "levels": [0.01, 0.001],
+              "methods": {"a": {"reached": {"0.01": 12.25}, "last_passes": 75.4,
+                                "last_cost": 2.004}}}
+    (tmp_path / "colour_tail.json").write_text(__import__("json").dumps(result))
+    values = doc_context.colour_tail(str(tmp_path), ROOT)
+    rows = values["tail.table"].splitlines()
+    assert rows[0] == "| method (from the same weights) | best + 1% | best + 0.1% | " \
+                      "cost after the budget |"
+    assert rows[2] == "| a | 12.2 passes | not reached | 2.004000 (+0.200%, 75.4 passes) |"
