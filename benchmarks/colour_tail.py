@@ -41,7 +41,7 @@ sys.path.insert(0, HERE)
 
 import datasets  # noqa: E402
 import provenance  # noqa: E402
-from exact import exact_cost  # noqa: E402
+from exact import _sigmoid, exact_cost  # noqa: E402
 
 from streamae import SparseAutoencoder  # noqa: E402
 from streamae._objective import flatten, make_hyper, reference_cost_and_grad  # noqa: E402
@@ -68,10 +68,14 @@ class Problem:
     def keep(self, p):
         self.trace.append((self.passes, flatten(p)))
 
+    def hidden(self, W1, b1):
+        """a2 = sigmoid(X W1^T + b1), shape (m, s)."""
+        return _sigmoid(self.X @ W1.T + b1)
+
     def ridge_decoder(self, W1, b1):
         """The exact (W2, b2) for the encoder (W1, b1): a pass for a'a, a'x and the means."""
         self.passes += 1
-        A = 1 / (1 + np.exp(-(self.X @ W1.T + b1)))
+        A = self.hidden(W1, b1)
         am, xm = A.mean(0), self.X.mean(0)
         Ac = A - am
         lam_m = self.d.weight_decay * self.m
@@ -82,7 +86,7 @@ class Problem:
         """G V for the Gauss-Newton matrix G at ``p``: one pass."""
         self.passes += 1
         rho, beta, lam = self.d.rho, self.d.beta, self.d.weight_decay
-        a2 = 1 / (1 + np.exp(-(self.X @ p["W1"].T + p["b1"])))
+        a2 = self.hidden(p["W1"], p["b1"])
         fp = a2 * (1 - a2)
         rho_hat = a2.mean(0)
         da2 = fp * (self.X @ V["W1"].T + V["b1"])

@@ -444,12 +444,8 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             When ``max_iter`` stops the fit with max |gradient| above ``tol``.
         """
         settings = self._settings()
-        C.require_path(checkpoint, checkpoint_every, resume)
-        if settings.early_stopping and validation is None:
-            raise ParameterError(
-                "`early_stopping=True` needs a validation set: give held-out rows (never "
-                "trained on, with the data's columns) as `validation=DATA`")
-        saving = None if checkpoint is None else (checkpoint, checkpoint_every, resume, overwrite)
+        saving = _checked_saving(settings, validation, checkpoint, checkpoint_every, resume,
+                                 overwrite)
         run, theta0 = self._training_run(settings, X, validation, callback, saving)
         outcome = run.execute(theta0)
         self._set_fitted(outcome, run.settings, run.n)
@@ -765,6 +761,18 @@ def _model_attrs(model):
                        if k not in ("run_options", "seed", "verbose", "warm_start")
                        and isinstance(v, (bool, int, float, str))}
     return attrs
+
+
+def _checked_saving(settings, validation, checkpoint, every, resume, overwrite):
+    """`fit`'s checkpoint settings as (path, every, resume, overwrite), or None
+    without a checkpoint; a one-line `ParameterError` for a combination that
+    cannot work."""
+    C.require_path(checkpoint, every, resume)
+    if settings.early_stopping and validation is None:
+        raise ParameterError(
+            "`early_stopping=True` needs a validation set: give held-out rows (never "
+            "trained on, with the data's columns) as `validation=DATA`")
+    return None if checkpoint is None else (checkpoint, every, resume, overwrite)
 
 
 def _run_identity(settings, training, held, options):

@@ -459,6 +459,15 @@ def _stack_hidden_deltas(a2, e2, stacked, gb1r, sum_fp, one):
 
 
 @njit(**_NJIT)
+def _one_pass_zeros(s, n):
+    """`one_pass_sums`' float64 accumulators, zeroed: sum_a2, gW1r, gb1r, gW2,
+    gb2, fpX, sum_fp and the per-column squares."""
+    return (np.zeros(s, np.float64), np.zeros((s, n), np.float64), np.zeros(s, np.float64),
+            np.zeros((n, s), np.float64), np.zeros(n, np.float64), np.zeros((s, n), np.float64),
+            np.zeros(s, np.float64), np.zeros(n, np.float64))
+
+
+@njit(**_NJIT)
 def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
     """Everything an evaluation needs, in one read of the chunk.
 
@@ -498,14 +507,7 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
     s, n = W1.shape
     br = max(1, min(block_rows, m))
     one = np.ones_like(b1[:1])[0]
-    sum_a2 = np.zeros(s, np.float64)
-    gW1r = np.zeros((s, n), np.float64)
-    gb1r = np.zeros(s, np.float64)
-    gW2 = np.zeros((n, s), np.float64)
-    gb2 = np.zeros(n, np.float64)
-    fpX = np.zeros((s, n), np.float64)
-    sum_fp = np.zeros(s, np.float64)
-    sqc = np.zeros(n, np.float64)
+    sum_a2, gW1r, gb1r, gW2, gb2, fpX, sum_fp, sqc = _one_pass_zeros(s, n)
     bad = np.array([0, -1], np.int64)
     a2buf = np.empty((br, s), X.dtype)
     d3buf = np.empty((br, n), X.dtype)

@@ -606,15 +606,19 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
 
     from ._store import check_writable
     check_writable(out, overwrite, options.storage_options, what="output store")
-
     source, names, skipped = _open_source(images, size, seed, channels, max_side,
                                           whiten_images)
-    if skipped:
-        echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
-             f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
+    _note_skipped(echo, skipped)
     describe = functools.partial(_metadata, source, names, skipped, images, max_side,
                                  channels, count, whiten_images)
     return _normalise_and_write(source, out, count, dtype, describe, overwrite, options)
+
+
+def _note_skipped(echo, skipped):
+    """Tell ``echo`` which files were skipped as unreadable, if any."""
+    if skipped:
+        echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
+             f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
 
 
 def _normalise_and_write(source, out, count, dtype, describe, overwrite, options):
