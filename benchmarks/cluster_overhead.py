@@ -140,6 +140,36 @@ def bits(result):
             *(result.grad[k].tobytes() for k in PARAM_NAMES))
 
 
+def alternate(local, remote, client, params, repeats):
+    """Seconds per evaluation on each scheduler, evaluations alternating at the
+    same parameters; whether their results agree bit for bit; the cluster's
+    bytes on the wire per evaluation."""
+    t_threads, t_cluster, same = [], [], True
+    p0 = peer_bytes(client)
+    with CommMeter(client.scheduler.address, on=False) as meter:
+        for p in points(params, repeats):
+            t0 = time.perf_counter()
+            r_threads = local(p)
+            t1 = time.perf_counter()
+            with meter.counting():
+                r_cluster = remote(p)
+            t2 = time.perf_counter()
+            t_threads.append(t1 - t0)
+            t_cluster.append(t2 - t1)
+            same = same and bits(r_threads) == bits(r_cluster)
+    return t_threads, t_cluster, same, meter.per(repeats, peer_bytes(client) - p0)
+
+
+def wire_per_evaluation(evaluate, client, params, repeats):
+    """Bytes on the wire per evaluation of ``evaluate`` (after one unmetered call)."""
+    evaluate(params)
+    p0 = peer_bytes(client)
+    with CommMeter(client.scheduler.address) as meter:
+        for p in points(params, repeats, start=2000):
+            evaluate(p)
+    return meter.per(repeats, peer_bytes(client) - p0)
+
+
 def run(args):
     workdir = args.dir or tempfile.mkdtemp(prefix="streamae-cluster-bench-")
     big = make_store(os.path.join(workdir, f"x{args.rows}.zarr"), args.rows, args.cols,
@@ -176,28 +206,12 @@ def run(args):
             local, remote = evaluator(big, threads), evaluator(big, runner)
             for p in points(params, args.warmup, start=1000):
                 local(p), remote(p)
-            t_threads, t_cluster, same = [], [], True
-            p0 = peer_bytes(client)
-            with CommMeter(client.scheduler.address, on=False) as meter:
-                for p in points(params, args.repeats):
-                    t0 = time.perf_counter()
-                    r_threads = local(p)
-                    t1 = time.perf_counter()
-                    with meter.counting():
-                        r_cluster = remote(p)
-                    t2 = time.perf_counter()
-                    t_threads.append(t1 - t0)
-                    t_cluster.append(t2 - t1)
-                    same = same and bits(r_threads) == bits(r_cluster)
-            wire = {"big": meter.per(args.repeats, peer_bytes(client) - p0)}
+            t_threads, t_cluster, same, wire_big = alternate(local, remote, client, params,
+                                                             args.repeats)
             # The same number of chunks, 10x fewer rows: the same bytes.
-            small_ev = evaluator(small, runner)
-            small_ev(params)
-            p0 = peer_bytes(client)
-            with CommMeter(client.scheduler.address) as meter:
-                for p in points(params, args.repeats, start=2000):
-                    small_ev(p)
-            wire["small"] = meter.per(args.repeats, peer_bytes(client) - p0)
+            wire = {"big": wire_big,
+                    "small": wire_per_evaluation(evaluator(small, runner), client, params,
+                                                 args.repeats)}
 
     med_threads, med_cluster = statistics.median(t_threads), statistics.median(t_cluster)
     report.update({
