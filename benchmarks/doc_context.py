@@ -363,7 +363,28 @@ def colour_tail(results, root):
                        f"{m['last_passes']:.1f} passes) |")
     return {"tail.when": when(r, root, os.path.join(results, "colour_tail.json")),
             "tail.start": r["start_passes"], "tail.passes": r["passes"],
-            "tail.table": "\n".join(lines)}
+            "tail.table": "\n".join(lines), **_tail_drift(r["drift"], r["best"])}
+
+
+def _tail_drift(d, best):
+    """``tail.drift_*``: the default fit's distance to its far point (colour_tail.py's
+    ``drift``), a table row per point and the last point's figures for the prose."""
+    lines = ["| point | passes | cost over best | distance to the far point | share of the "
+             f"{d['units']} units farthest off | encoder cosine: smallest, 5%, median |",
+             "|---|---|---|---|---|---|"]
+    for q in d["points"]:
+        c = q["cosine"]
+        lines.append(f"| {q['label']} | {q['passes']:.1f} | {100 * q['cost_over_best']:+.3f}% | "
+                     f"{100 * q['relative_distance']:.1f}% | {100 * q['top_share']:.0f}% | "
+                     f"{c['min']:.2f}, {c['p05']:.2f}, {c['median']:.3f} |")
+    last = d["points"][-1]
+    return {"tail.drift_table": "\n".join(lines), "tail.drift_units": d["units"],
+            "tail.drift_passes": d["reference_passes"], "tail.hidden": d["hidden"],
+            "tail.drift_over_best": 100 * (d["reference_cost"] / best - 1),
+            "tail.drift_last_label": last["label"],
+            "tail.drift_last_distance": 100 * last["relative_distance"],
+            "tail.drift_last_share": 100 * last["top_share"],
+            "tail.drift_last_p05": last["cosine"]["p05"]}
 
 
 def whitening(results, root):

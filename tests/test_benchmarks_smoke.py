@@ -356,3 +356,25 @@ def test_colour_tail_products_are_the_gauss_newton_matrix_and_the_exact_decoder(
     _, grad = prob.cost_grad({**p, "W2": W2, "b2": b2})
     assert np.abs(grad["W2"]).max() < 1e-12 and np.abs(grad["b2"]).max() < 1e-12
     assert prob.passes == 3  # the product, the decoder's sums, the gradient
+
+
+def test_colour_tail_unit_drift_names_the_units_that_moved(rng):
+    """unit_drift: nothing moved, then one unit's encoder row turned and its decoder
+    column moved: all the distance is that unit's, its cosine the smallest."""
+    from streamae._objective import flatten, init_params
+
+    tail = _benchmark_module("colour_tail")
+    n, s = 5, 12
+    p = init_params(n, s, rng)
+    same = tail.unit_drift(flatten(p), flatten(p), n, s)
+    assert same["relative_distance"] == 0 and same["top_share"] == 0
+    assert np.isclose(same["cosine"]["min"], 1)
+    q = {k: v.copy() for k, v in p.items()}
+    q["W1"][3] = -q["W1"][3]
+    q["W2"][:, 3] += 1.0
+    moved = tail.unit_drift(flatten(q), flatten(p), n, s)
+    assert np.isclose(moved["top_share"], 1.0) and np.isclose(moved["cosine"]["min"], -1)
+    assert np.isclose(moved["cosine"]["median"], 1)
+    expected = np.sqrt(4 * np.sum(p["W1"][3] ** 2) + n) / np.sqrt(
+        np.sum(p["W1"] ** 2) + np.sum(p["W2"] ** 2))
+    assert np.isclose(moved["relative_distance"], expected)

@@ -122,10 +122,22 @@ def test_the_colour_tail_table_gives_passes_or_not_reached(render_docs, tmp_path
               "load_allowed": True, "best": 2.0, "start_passes": 10.4, "passes": 65.0,
               "levels": [0.01, 0.001],
               "methods": {"a": {"reached": {"0.01": 12.25}, "last_passes": 75.4,
-                                "last_cost": 2.004}}}
+                                "last_cost": 2.004}},
+              "drift": {"reference_passes": 600.4, "reference_cost": 2.0002, "units": 10,
+                        "hidden": 20,
+                        "points": [{"label": "best + 1%", "passes": 12.25,
+                                    "cost_over_best": 0.0095, "relative_distance": 0.25,
+                                    "top_share": 0.5,
+                                    "cosine": {"min": 0.4, "p05": 0.7, "median": 0.99}}]}}
     (tmp_path / "colour_tail.json").write_text(__import__("json").dumps(result))
     values = doc_context.colour_tail(str(tmp_path), ROOT)
     rows = values["tail.table"].splitlines()
     assert rows[0] == "| method (from the same weights) | best + 1% | best + 0.1% | " \
                       "cost after the budget |"
     assert rows[2] == "| a | 12.2 passes | not reached | 2.004000 (+0.200%, 75.4 passes) |"
+    drift = values["tail.drift_table"].splitlines()
+    assert drift[0].startswith("| point | passes | cost over best | distance to the far point "
+                               "| share of the 10 units farthest off |")
+    assert drift[2] == "| best + 1% | 12.2 | +0.950% | 25.0% | 50% | 0.40, 0.70, 0.990 |"
+    assert round(values["tail.drift_over_best"], 6) == 0.01
+    assert values["tail.drift_last_label"] == "best + 1%"
