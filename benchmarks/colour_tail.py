@@ -186,7 +186,8 @@ def streamae_trace(dataset, start, end, reference):
 
     def callback(model, record):
         passes = latest[0] = record["data_passes"]
-        if start <= passes <= end and (not kept or passes - kept[-1][0] >= 0.25):
+        # Up to the first record at ``end`` passes or beyond, every 0.25 pass.
+        if passes >= start and (not kept or (kept[-1][0] < end and passes - kept[-1][0] >= 0.25)):
             kept.append((passes, flatten(model.params_)))
         return passes >= reference
     with warnings.catch_warnings():
