@@ -25,8 +25,8 @@ truncated Gauss-Newton
 Why the tail is slow is measured too: the default fit goes on to
 ``--reference`` passes, and at the branch point and where it first reaches
 each tolerance its weights are compared with that far point, hidden unit by
-hidden unit (`unit_drift`): a cost near the optimum with weights far from it
-is a flat valley that no method's curvature model shortens.
+hidden unit (`unit_drift`): a cost near the far point's with weights far
+from it means the last passes travel along a nearly flat valley.
 
 Run: python benchmarks/colour_tail.py [--start 10] [--passes 65] [--cg 10]
          [--reference 600] [--best-from benchmarks/results/time_to_quality_colour.json]
