@@ -384,6 +384,9 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             resume=False, overwrite=False, callback=None):
         """Train on the whole dataset with full-batch updates.
 
+        A `ConvergenceWarning` says when ``max_iter`` stopped the fit with
+        max |gradient| above ``tol``.
+
         Parameters
         ----------
         X : path, URL, zarr.Array, dask.array.Array, ndarray or DataFrame of shape (m, n)
@@ -391,39 +394,32 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         y : None
             Ignored (for Pipeline compatibility).
         validation : array-like of shape (m_v, n), optional
-            Held-out rows, of any type X may be (path, URL, zarr.Array, Dask
-            array, ndarray, DataFrame), never trained on: every
-            ``validation_every`` full-data iterations the objective is
-            evaluated on them at the current weights (with their own
-            rho_hat) and recorded in ``history_`` (``validation_cost``,
-            ``validation_reconstruction``); needed by ``early_stopping``.
-            The training itself is the same with or without it.
+            Held-out rows, of any type X may be, never trained on: every
+            ``validation_every`` full-data iterations their objective (with
+            their own rho_hat) is recorded in ``history_``
+            (``validation_cost``, ``validation_reconstruction``); needed by
+            ``early_stopping``. The training is the same with or without it.
         checkpoint : str or os.PathLike, optional
-            File holding everything needed to continue this fit exactly (see
-            docs/reliability.md). It is written when the fit ends (whatever
-            the reason), every ``checkpoint_every`` iterations, and when the
-            fit is interrupted: SIGINT and SIGTERM (when fit runs in the main
-            thread) stop the fit after the evaluation in progress, write the
-            checkpoint of the last finished iteration and raise
-            `TrainingInterrupted`; the model then holds those weights.
+            File holding everything needed to continue this fit exactly
+            (docs/reliability.md), written when the fit ends, every
+            ``checkpoint_every`` iterations, and on SIGINT or SIGTERM (fit in
+            the main thread), which stop the fit after the evaluation in
+            progress with the last finished iteration's weights.
         checkpoint_every : int, default 0
             Also write the checkpoint every this many iterations.
         resume : bool, default False
-            Continue from ``checkpoint`` if it exists (else start afresh). The
-            result is bit-identical to an uninterrupted fit. The data,
-            hyperparameters and run settings must match the checkpoint's
-            (`CheckpointError` says what differs); ``max_iter`` may change: a
-            finished run resumed with a larger ``max_iter`` goes on from its
-            last iteration, one resumed with the same ``max_iter`` returns at
-            once with its final weights.
+            Continue from ``checkpoint`` if it exists (else start afresh),
+            bit-identically to an uninterrupted fit. The data, hyperparameters
+            and run settings must match (`CheckpointError` says what differs);
+            ``max_iter`` may grow: a finished run then goes on from its last
+            iteration (with the same ``max_iter`` it returns at once).
         overwrite : bool, default False
-            Start afresh even though ``checkpoint`` exists (it is replaced at
-            the first write). Without it, an existing checkpoint is refused
-            unless ``resume``.
+            Start afresh even though ``checkpoint`` exists (replaced at the
+            first write); without it (or ``resume``) an existing one is refused.
         callback : callable, optional
             ``callback(model, record)`` after each iteration (``record`` as in
-            ``history_``; the model then holds that iteration's weights, e.g.
-            to score held-out data); return True to stop.
+            ``history_``, the model holding that iteration's weights); return
+            True to stop.
 
         Returns
         -------
@@ -432,28 +428,26 @@ class SparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         Raises
         ------
         TrainingInterrupted
-            On SIGINT or SIGTERM with a checkpoint (a KeyboardInterrupt;
-            ``exit_status`` is 130 or 143).
+            On SIGINT or SIGTERM with a checkpoint (``exit_status`` 130 or 143).
         NumericalError
-            If the objective is not finite at the initial weights. Later, trial
-            points where it is not finite are rejected (see ``guard_events_``).
-
-        Warns
-        -----
-        ConvergenceWarning
-            When ``max_iter`` stops the fit with max |gradient| above ``tol``.
+            If the objective is not finite at the initial weights (later
+            non-finite trial points are rejected: ``guard_events_``).
         """
         settings = self._settings()
         saving = _checked_saving(settings, validation, checkpoint, checkpoint_every, resume,
                                  overwrite)
         run, theta0 = self._training_run(settings, X, validation, callback, saving)
-        outcome = run.execute(theta0)
+        self._end_fit(run.execute(theta0), run, settings, checkpoint)
+        return self
+
+    def _end_fit(self, outcome, run, settings, checkpoint):
+        """Keep the weights and history of ``outcome``, then raise its interrupt, or
+        warn if ``max_iter`` stopped it short of ``tol``."""
         self._set_fitted(outcome, run.settings, run.n)
         if outcome.interrupt is not None:
             raise outcome.interrupt
         if outcome.reached_max_iter:
             self._warn_not_converged(outcome, settings, checkpoint)
-        return self
 
     def _training_run(self, settings, X, validation, callback, saving):
         """The `TrainingRun` of a fit on ``X`` and its starting weights (flat).

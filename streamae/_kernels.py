@@ -495,8 +495,7 @@ def one_pass_sums(X, W1, b1, W2, b2, row0, block_rows, linear=False):
         sum_i [(d3 W2) * f'(z2)]_i^T x_i.
     gb1r : ndarray of shape (s,), float64
         sum_i (d3 W2) * f'(z2).
-    gW2 : ndarray of shape (n, s), float64
-    gb2 : ndarray of shape (n,), float64
+    gW2, gb2 : ndarrays of shapes (n, s), (n,), float64
     fpX : ndarray of shape (s, n), float64
         sum_i f'(z2_i)^T x_i.
     sum_fp : ndarray of shape (s,), float64

@@ -63,6 +63,7 @@ from ._images import (
 from ._options import with_legacy_options
 from ._output import default_chunk_rows, set_attrs, staged_array
 from ._passes import OutputChunks, Pass
+from ._store import check_writable
 from ._tree import add_vectors
 
 SAMPLING_BLOCK = 4096
@@ -600,11 +601,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
     """
     options = with_legacy_options(run_options, "write_patches", chunk_rows=chunk_rows,
                                   scheduler=scheduler, storage_options=storage_options)
-    echo = echo or (lambda *a, **k: None)
     size, count, seed = int(size), int(count), int(seed)
     _check_patch_options(size, count, seed, channels, dtype, max_side, images, builtin)
-
-    from ._store import check_writable
     check_writable(out, overwrite, options.storage_options, what="output store")
     source, names, skipped = _open_source(images, size, seed, channels, max_side,
                                           whiten_images)
@@ -615,8 +613,8 @@ def write_patches(out, *, images=None, builtin=False, size=8, count=10000, white
 
 
 def _note_skipped(echo, skipped):
-    """Tell ``echo`` which files were skipped as unreadable, if any."""
-    if skipped:
+    """Tell ``echo`` (if given) which files were skipped as unreadable, if any."""
+    if skipped and echo is not None:
         echo(f"note: skipped {len(skipped)} file(s) that are not readable images "
              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})")
 
